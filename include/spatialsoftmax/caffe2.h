@@ -1,0 +1,57 @@
+// Caffe2's operators with their exact semantics (SPEC.md section 2):
+// SpatialSoftmaxWithLoss, SoftmaxWithLoss and their gradients. The defects of
+// Caffe2 listed in SPEC.md 2.4 items 3-5 are fixed; everything else,
+// including the unscaled CPU forward, is kept.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "spatialsoftmax/tensor.h"
+
+namespace spatialsoftmax::caffe2 {
+
+// "cpu" (default) or "cuda": Caffe2's two implementations differ in whether
+// the forward applies `scale` and in what a total weight <= 0 gives.
+enum class Variant { kCpu, kCuda };
+
+struct SpatialSoftmaxWithLossArgs {
+  float scale = 1.0f;          // >= 0
+  std::string order = "NCHW";  // Caffe2 supports only NCHW
+  Variant variant = Variant::kCpu;
+};
+
+struct SoftmaxWithLossArgs {
+  float scale = 1.0f;
+  std::string order = "NCHW";
+  int label_prob = 0;  // 1: targets are probabilities (N, D)
+  int axis = 1;        // X is coerced to 2-D (N, D) at this axis
+  int average_by_batch_size = 0;
+  Variant variant = Variant::kCpu;
+};
+
+struct LossOutputs {
+  Tensor prob;  // P, X's shape and dtype
+  Tensor loss;  // scalar of X's dtype
+};
+
+// X (N, D, H, W) float, T (N, H, W) int32 with -1 = ignore, optional weight
+// (N, H, W) one per pixel.
+LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
+                                      const std::optional<TensorView>& weight,
+                                      const SpatialSoftmaxWithLossArgs& args = {});
+// The gradient from the supplied P (X gives only the shape); d_loss is a
+// tensor whose first element is used.
+Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
+                                          const std::optional<TensorView>& weight,
+                                          const TensorView& P, const TensorView& d_loss,
+                                          const SpatialSoftmaxWithLossArgs& args = {});
+
+LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
+                              const std::optional<TensorView>& weight,
+                              const SoftmaxWithLossArgs& args = {});
+Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
+                                  const std::optional<TensorView>& weight, const TensorView& P,
+                                  const TensorView& d_loss, const SoftmaxWithLossArgs& args = {});
+
+}  // namespace spatialsoftmax::caffe2

@@ -1,0 +1,103 @@
+// The loss family: softmax, log_softmax, cross-entropy, NLL, KL divergence and
+// the spatial soft-argmax, each with its gradient. SPEC.md sections 3-5.
+//
+// Every function validates all of its arguments first and throws
+// spatialsoftmax::Error before computing anything. Inputs are never written.
+// Outputs are dense tensors in the input's layout (class axis where the input
+// has it). float32 and float64 logits; int32 and int64 labels.
+#pragma once
+
+#include <optional>
+
+#include "spatialsoftmax/options.h"
+#include "spatialsoftmax/tensor.h"
+
+namespace spatialsoftmax {
+
+// Spatial rank k of (N, C, d1..dk) is limited to this.
+inline constexpr int kMaxSpatialRank = 8;
+
+// --- softmax over the class axis -------------------------------------------
+Tensor softmax(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirst);
+Tensor log_softmax(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirst);
+// dX_c = p_c * (g_c - sum_j p_j g_j), from the softmax output p.
+Tensor softmax_backward(const TensorView& prob, const TensorView& grad_prob,
+                        ClassAxis class_axis = ClassAxis::kFirst);
+// dX_c = g_c - p_c * sum_j g_j with p = exp(log_prob), from the output.
+Tensor log_softmax_backward(const TensorView& log_prob, const TensorView& grad_log_prob,
+                            ClassAxis class_axis = ClassAxis::kFirst);
+// Per-position entropy H = -sum_c p_c logp_c, shape (N, d1..dk).
+Tensor entropy(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirst);
+
+// --- cross-entropy ----------------------------------------------------------
+// `targets` are class indices (int32/int64, shape (N, d1..dk)) or
+// probabilities (the logits' dtype and shape).
+struct CrossEntropyResult {
+  Tensor loss;       // scalar, or (N, d1..dk) for Reduction::kNone
+  Tensor prob;       // if want_prob
+  Tensor log_prob;   // if want_log_prob
+  Tensor entropy;    // if want_entropy
+  Tensor grad_logits;  // only from cross_entropy_forward_backward
+};
+
+// Upstream gradients of the forward outputs; absent ones are zero. `loss` is a
+// scalar for sum/mean and a (N, d1..dk) map for none.
+struct CrossEntropyGrads {
+  std::optional<TensorView> loss;
+  std::optional<TensorView> prob;
+  std::optional<TensorView> log_prob;
+  std::optional<TensorView> entropy;
+};
+
+CrossEntropyResult cross_entropy(const TensorView& logits, const TensorView& targets,
+                                 const CrossEntropyOptions& options = {});
+Tensor cross_entropy_backward(const TensorView& logits, const TensorView& targets,
+                              const CrossEntropyGrads& grads,
+                              const CrossEntropyOptions& options = {});
+// Loss (and requested maps) and the gradient of the loss in one call. The
+// upstream gradient is 1 unless `grads.loss` is given; the other upstream
+// gradients in `grads` are added as in cross_entropy_backward.
+CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
+                                                  const TensorView& targets,
+                                                  const CrossEntropyOptions& options = {},
+                                                  const CrossEntropyGrads& grads = {});
+
+// --- negative log-likelihood over given log-probabilities (ONNX NLL) --------
+// l_i = -w_{y_i} * log_prob[i, y_i]; class weights, ignore_index and the
+// reduction of `options` apply (smoothing, floor, pixel weights do not).
+Tensor nll_loss(const TensorView& log_prob, const TensorView& labels,
+                const CrossEntropyOptions& options = {});
+Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels,
+                         const TensorView& grad_loss, const CrossEntropyOptions& options = {});
+
+// --- KL divergence KL(target || softmax(logits)) ------------------------------
+Tensor kl_div(const TensorView& logits, const TensorView& target,
+              const KlDivOptions& options = {});
+// `grad_output` is a scalar for sum/mean/batchmean, the logits' shape for none.
+Tensor kl_div_backward(const TensorView& logits, const TensorView& target,
+                       const TensorView& grad_output, const KlDivOptions& options = {});
+
+// --- spatial softmax and soft-argmax keypoints (SPEC.md 4) ------------------
+struct SpatialSoftArgmaxResult {
+  Tensor keypoints;   // (N, C, k), fastest spatial axis first
+  Tensor softmax;     // if want_softmax: the input's shape and layout
+  Tensor covariance;  // if want_covariance: (N, C, k, k)
+};
+struct SpatialSoftArgmaxGrads {
+  std::optional<TensorView> keypoints;
+  std::optional<TensorView> softmax;
+  std::optional<TensorView> covariance;
+};
+struct SpatialSoftArgmaxBackward {
+  Tensor grad_input;
+  double grad_temperature = 0;  // dL/dT (divide mode) or dL/d(multiplier)
+};
+
+Tensor spatial_softmax(const TensorView& input, const SpatialSoftArgmaxOptions& options = {});
+SpatialSoftArgmaxResult spatial_soft_argmax(const TensorView& input,
+                                            const SpatialSoftArgmaxOptions& options = {});
+SpatialSoftArgmaxBackward spatial_soft_argmax_backward(
+    const TensorView& input, const SpatialSoftArgmaxGrads& grads,
+    const SpatialSoftArgmaxOptions& options = {});
+
+}  // namespace spatialsoftmax

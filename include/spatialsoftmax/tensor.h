@@ -1,0 +1,128 @@
+// Tensor views (non-owning) and tensors (owning) with plain C++ types only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace spatialsoftmax {
+
+enum class DType { kFloat32, kFloat64, kInt32, kInt64 };
+
+std::string_view dtype_name(DType dtype);
+std::size_t dtype_size(DType dtype);
+bool is_floating(DType dtype);
+
+template <class T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() { return DType::kFloat32; }
+template <>
+constexpr DType dtype_of<double>() { return DType::kFloat64; }
+template <>
+constexpr DType dtype_of<std::int32_t>() { return DType::kInt32; }
+template <>
+constexpr DType dtype_of<std::int64_t>() { return DType::kInt64; }
+
+using Shape = std::vector<std::int64_t>;
+
+// Number of elements of `shape`; throws Error if a dim is negative or the
+// product overflows int64. `what` names the tensor in the message.
+std::int64_t checked_numel(std::span<const std::int64_t> shape,
+                           std::string_view what);
+// Row-major (C order) strides, in elements.
+Shape contiguous_strides(std::span<const std::int64_t> shape);
+std::string shape_string(std::span<const std::int64_t> shape);
+
+// A read-only, non-owning view: data pointer, dtype, shape and strides in
+// elements (any strides, including negative or zero). The caller keeps the
+// memory alive while the view is in use. Functions never write through it.
+class TensorView {
+ public:
+  TensorView() = default;
+  // Dense C-order view.
+  TensorView(const void* data, DType dtype, Shape shape);
+  TensorView(const void* data, DType dtype, Shape shape, Shape strides);
+
+  template <class T>
+  static TensorView of(const T* data, Shape shape) {
+    return TensorView(data, dtype_of<T>(), std::move(shape));
+  }
+  template <class T>
+  static TensorView of(std::span<const T> data, Shape shape) {
+    return TensorView(data.data(), dtype_of<T>(), std::move(shape));
+  }
+
+  const void* data() const { return data_; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  const Shape& strides() const { return strides_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  std::int64_t dim(int i) const { return shape_.at(static_cast<std::size_t>(i)); }
+  std::int64_t numel() const;
+  bool is_contiguous() const;
+
+  // Reads element `flat` (C-order index over the shape) as double; for tests
+  // and diagnostics, not for hot loops.
+  double at(std::int64_t flat) const;
+  std::int64_t offset_of(std::int64_t flat) const;
+
+ private:
+  const void* data_ = nullptr;
+  DType dtype_ = DType::kFloat32;
+  Shape shape_;
+  Shape strides_;
+};
+
+// An owning, dense, C-order tensor. Storage is 64-byte aligned so that SIMD
+// kernels can use aligned loads on the first element.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, Shape shape);  // zero-initialised
+
+  // Copies any view (strided or not) into a new dense tensor.
+  static Tensor copy_of(const TensorView& view);
+  template <class T>
+  static Tensor from(std::span<const T> values, Shape shape) {
+    return copy_of(TensorView::of(values, std::move(shape)));
+  }
+  static Tensor scalar(DType dtype, double value);
+
+  // False for a default-constructed tensor (an output that was not asked for).
+  bool defined() const { return defined_; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  std::int64_t numel() const { return numel_; }
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel_) * dtype_size(dtype_); }
+
+  void* data() { return storage_.get(); }
+  const void* data() const { return storage_.get(); }
+  template <class T>
+  T* data_as() { return static_cast<T*>(data()); }
+  template <class T>
+  const T* data_as() const { return static_cast<const T*>(data()); }
+
+  TensorView view() const { return TensorView(data(), dtype_, shape_); }
+  operator TensorView() const { return view(); }  // NOLINT: views are cheap
+  double at(std::int64_t flat) const { return view().at(flat); }
+  // Returns a copy converted to `dtype` (float <-> double, int32 <-> int64).
+  Tensor to(DType dtype) const;
+
+ private:
+  struct AlignedFree {
+    void operator()(void* p) const;
+  };
+  DType dtype_ = DType::kFloat32;
+  Shape shape_;
+  std::int64_t numel_ = 0;
+  bool defined_ = false;
+  std::unique_ptr<void, AlignedFree> storage_;
+};
+
+}  // namespace spatialsoftmax

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs every system dependency of spatialsoftmax from Debian's archive.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+packages=(cmake g++ make googletest libgtest-dev libbenchmark-dev
+          nlohmann-json3-dev libcli11-dev libhwy-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

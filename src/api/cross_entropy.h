@@ -1,0 +1,26 @@
+// The shared driver of every class-axis loss: cross_entropy, nll_loss and the
+// Caffe2 operators all validate and run through here, so the checks, the
+// mean's denominator and the reductions exist once.
+#pragma once
+
+#include <string_view>
+
+#include "spatialsoftmax/functions.h"
+
+namespace spatialsoftmax::api {
+
+enum class Pass { kForward, kBackward, kFused };
+
+struct CrossEntropyRun {
+  CrossEntropyResult result;
+  double loss_sum = 0;     // sum_i l_i
+  double denominator = 0;  // sum_i e_i (index targets) or sum_i a_i (soft)
+};
+
+// `op` names the calling operation in error messages.
+CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
+                                  const TensorView& targets, const CrossEntropyOptions& options,
+                                  const CrossEntropyGrads& grads, Pass pass,
+                                  bool logits_are_log_probs = false);
+
+}  // namespace spatialsoftmax::api

@@ -1,0 +1,144 @@
+#include "api/validate.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace spatialsoftmax::api {
+
+void fail(std::string_view op, std::string_view arg, const std::string& what) {
+  throw Error(std::string(op) + ": " + std::string(arg) + " " + what);
+}
+
+std::string format_value(double v) {
+  std::ostringstream out;
+  out.precision(9);
+  out << v;
+  return out.str();
+}
+
+ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
+                                 ClassAxis axis, int min_spatial_rank) {
+  if (!is_floating(x.dtype())) {
+    fail(op, arg, "dtype: expected float32 or float64, got " + std::string(dtype_name(x.dtype())));
+  }
+  const int rank = x.rank();
+  const int min_rank = 2 + min_spatial_rank;
+  const int max_rank = 2 + core::kMaxSpatialRank;
+  if (rank < min_rank || rank > max_rank) {
+    fail(op, arg,
+         "rank: expected " + std::to_string(min_rank) + " to " + std::to_string(max_rank) +
+             " ((N, C, d1..dk) with k <= 8), got " + std::to_string(rank) + " with shape " +
+             shape_string(x.shape()));
+  }
+  checked_numel(x.shape(), std::string(op) + ": " + std::string(arg));
+  ClassTensor info;
+  const int class_dim = axis == ClassAxis::kFirst ? 1 : rank - 1;
+  info.geom.batch = x.dim(0);
+  info.geom.classes = x.dim(class_dim);
+  info.geom.class_last = axis == ClassAxis::kLast;
+  info.geom.pixels = 1;
+  info.map_shape.push_back(x.dim(0));
+  for (int d = 1; d < rank; ++d) {
+    if (d == class_dim) continue;
+    info.spatial_dims.push_back(x.dim(d));
+    info.map_shape.push_back(x.dim(d));
+    info.geom.pixels *= x.dim(d);
+  }
+  if (info.geom.classes == 0) {
+    fail(op, arg,
+         "class dim " + std::to_string(class_dim) + ": expected C >= 1, got 0 (shape " +
+             shape_string(x.shape()) + ")");
+  }
+  return info;
+}
+
+void check_dtype(std::string_view op, std::string_view arg, const TensorView& t, DType expected) {
+  if (t.dtype() != expected) {
+    fail(op, arg,
+         "dtype: expected " + std::string(dtype_name(expected)) + " (the logits' dtype), got " +
+             std::string(dtype_name(t.dtype())));
+  }
+}
+
+void check_index_dtype(std::string_view op, std::string_view arg, const TensorView& t) {
+  if (t.dtype() != DType::kInt32 && t.dtype() != DType::kInt64) {
+    fail(op, arg, "dtype: expected int32 or int64, got " + std::string(dtype_name(t.dtype())));
+  }
+}
+
+void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
+                 const Shape& expected, std::string_view expected_what) {
+  if (t.shape() == expected) return;
+  std::string detail;
+  if (t.rank() != static_cast<int>(expected.size())) {
+    detail = "rank " + std::to_string(t.rank()) + " vs " + std::to_string(expected.size());
+  } else {
+    for (std::size_t d = 0; d < expected.size(); ++d) {
+      if (t.shape()[d] != expected[d]) {
+        detail = "dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
+                 ", expected " + std::to_string(expected[d]);
+        break;
+      }
+    }
+  }
+  fail(op, arg,
+       "shape: expected " + shape_string(expected) + " " + std::string(expected_what) + ", got " +
+           shape_string(t.shape()) + " (" + detail + ")");
+}
+
+void check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
+                   const Shape& expected, std::string_view expected_what, DType dtype) {
+  check_shape(op, arg, weights, expected, expected_what);
+  check_dtype(op, arg, weights, dtype);
+  const std::int64_t n = weights.numel();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double w = weights.at(i);
+    if (!std::isfinite(w) || w < 0) {
+      fail(op, std::string(arg) + "[flat index " + std::to_string(i) + "]",
+           "= " + format_value(w) + ", expected finite and >= 0");
+    }
+  }
+}
+
+Dense::Dense(const TensorView& view) : present_(true) {
+  if (view.is_contiguous()) {
+    data_ = view.data();
+  } else {
+    copy_ = Tensor::copy_of(view);
+    data_ = copy_.data();
+  }
+}
+
+void check_labels(std::string_view op, std::string_view arg, const TensorView& labels,
+                  const core::Labels& dense, std::int64_t classes,
+                  std::optional<std::int64_t> ignore_index) {
+  const std::int64_t n = checked_numel(labels.shape(), arg);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t y = dense[i];
+    if ((y >= 0 && y < classes) || (ignore_index && y == *ignore_index)) continue;
+    // Multi-index of flat index i, for the message.
+    std::string index;
+    std::int64_t rest = i;
+    for (int d = labels.rank() - 1; d >= 0; --d) {
+      const std::int64_t dim = labels.shape()[static_cast<std::size_t>(d)];
+      index = std::to_string(rest % dim) + (index.empty() ? "" : ", ") + index;
+      rest /= dim;
+    }
+    fail(op, std::string(arg) + "[" + index + "]",
+         "(flat index " + std::to_string(i) + ") = " + std::to_string(y) + ", expected in [0, " +
+             std::to_string(classes) + ") or ignore_index (" +
+             (ignore_index ? std::to_string(*ignore_index) : std::string("unset")) + ")");
+  }
+}
+
+double first_element(std::string_view op, std::string_view arg, const TensorView& t) {
+  if (!is_floating(t.dtype())) {
+    fail(op, arg, "dtype: expected float32 or float64, got " + std::string(dtype_name(t.dtype())));
+  }
+  if (checked_numel(t.shape(), arg) < 1) {
+    fail(op, arg, "shape: expected at least one element, got " + shape_string(t.shape()));
+  }
+  return t.at(0);
+}
+
+}  // namespace spatialsoftmax::api

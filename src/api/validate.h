@@ -1,0 +1,81 @@
+// Argument checks of the API layer. Every check throws spatialsoftmax::Error
+// whose message is "<op>: <argument> ...: expected ..., got ...". They run
+// before any kernel, so a throw leaves no partial output.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/problems.h"
+#include "spatialsoftmax/error.h"
+#include "spatialsoftmax/options.h"
+#include "spatialsoftmax/tensor.h"
+
+namespace spatialsoftmax::api {
+
+// A tensor with a class (or channel) axis, analysed.
+struct ClassTensor {
+  core::Geometry geom;
+  Shape map_shape;     // (N, d1..dk): the shape of per-position maps
+  Shape spatial_dims;  // d1..dk
+};
+
+// Checks a float tensor of rank 2 + k, k in [min_spatial_rank, 8], C >= 1 and
+// an element count that fits int64.
+ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
+                                 ClassAxis axis, int min_spatial_rank = 0);
+
+[[noreturn]] void fail(std::string_view op, std::string_view arg, const std::string& what);
+
+void check_dtype(std::string_view op, std::string_view arg, const TensorView& t, DType expected);
+void check_index_dtype(std::string_view op, std::string_view arg, const TensorView& t);
+// Same shape, naming the first differing dim.
+void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
+                 const Shape& expected, std::string_view expected_what);
+// Class or pixel weights: shape, dtype, every value finite and >= 0.
+void check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
+                   const Shape& expected, std::string_view expected_what, DType dtype);
+
+// A contiguous pointer to a view's data: the view itself when it is dense,
+// otherwise a dense copy owned by this object.
+class Dense {
+ public:
+  Dense() = default;
+  explicit Dense(const TensorView& view);
+  explicit Dense(const std::optional<TensorView>& view) {
+    if (view) *this = Dense(*view);
+  }
+  template <class T>
+  const T* get() const {
+    return static_cast<const T*>(data_);
+  }
+  const void* raw() const { return data_; }
+  bool present() const { return data_ != nullptr || present_; }
+
+ private:
+  Tensor copy_;
+  const void* data_ = nullptr;
+  bool present_ = false;
+};
+
+// Checks every label is ignore_index (if set) or in [0, classes); the first
+// offending one is reported with its multi-index, flat index and value.
+void check_labels(std::string_view op, std::string_view arg, const TensorView& labels,
+                  const core::Labels& dense, std::int64_t classes,
+                  std::optional<std::int64_t> ignore_index);
+
+// The first element of a float tensor (a scalar upstream gradient).
+double first_element(std::string_view op, std::string_view arg, const TensorView& t);
+
+std::string format_value(double v);
+
+// Calls f(float{}) or f(double{}) for a floating dtype.
+template <class F>
+decltype(auto) visit_float(DType dtype, F&& f) {
+  if (dtype == DType::kFloat64) return f(double{});
+  return f(float{});
+}
+
+}  // namespace spatialsoftmax::api

@@ -1,0 +1,179 @@
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+#include "spatialsoftmax/error.h"
+#include "spatialsoftmax/tensor.h"
+
+namespace spatialsoftmax {
+
+std::string_view dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+  }
+  return "unknown";
+}
+
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kInt32: return 4;
+    case DType::kFloat64:
+    case DType::kInt64: return 8;
+  }
+  return 0;
+}
+
+bool is_floating(DType dtype) { return dtype == DType::kFloat32 || dtype == DType::kFloat64; }
+
+std::int64_t checked_numel(std::span<const std::int64_t> shape, std::string_view what) {
+  std::int64_t n = 1;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) {
+      std::ostringstream msg;
+      msg << what << ": dim " << i << " = " << shape[i] << ", expected >= 0 (shape "
+          << shape_string(shape) << ")";
+      throw Error(msg.str());
+    }
+  }
+  for (std::int64_t d : shape) {
+    if (d == 0) return 0;  // an empty tensor never overflows, whatever its other dims
+  }
+  for (std::int64_t d : shape) {
+    if (n > std::numeric_limits<std::int64_t>::max() / d) {
+      throw Error(std::string(what) + ": element count of shape " + shape_string(shape) +
+                  " overflows int64, expected at most 2^63-1 elements");
+    }
+    n *= d;
+  }
+  return n;
+}
+
+Shape contiguous_strides(std::span<const std::int64_t> shape) {
+  Shape strides(shape.size());
+  std::int64_t s = 1;
+  for (std::size_t i = shape.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= std::max<std::int64_t>(shape[i], 1);
+  }
+  return strides;
+}
+
+std::string shape_string(std::span<const std::int64_t> shape) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1) out += ",";
+  return out + ")";
+}
+
+TensorView::TensorView(const void* data, DType dtype, Shape shape)
+    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(contiguous_strides(shape_)) {}
+
+TensorView::TensorView(const void* data, DType dtype, Shape shape, Shape strides)
+    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)) {
+  if (strides_.size() != shape_.size()) {
+    throw Error("TensorView: strides has " + std::to_string(strides_.size()) +
+                " entries, expected one per dim (" + std::to_string(shape_.size()) + ")");
+  }
+}
+
+std::int64_t TensorView::numel() const { return checked_numel(shape_, "tensor"); }
+
+bool TensorView::is_contiguous() const {
+  std::int64_t expected = 1;
+  for (std::size_t i = shape_.size(); i-- > 0;) {
+    if (shape_[i] != 1 && strides_[i] != expected) return false;
+    expected *= shape_[i];
+  }
+  return true;
+}
+
+std::int64_t TensorView::offset_of(std::int64_t flat) const {
+  std::int64_t offset = 0;
+  for (std::size_t i = shape_.size(); i-- > 0;) {
+    const std::int64_t d = shape_[i];
+    offset += (flat % d) * strides_[i];
+    flat /= d;
+  }
+  return offset;
+}
+
+double TensorView::at(std::int64_t flat) const {
+  const std::int64_t o = offset_of(flat);
+  switch (dtype_) {
+    case DType::kFloat32: return static_cast<const float*>(data_)[o];
+    case DType::kFloat64: return static_cast<const double*>(data_)[o];
+    case DType::kInt32: return static_cast<const std::int32_t*>(data_)[o];
+    case DType::kInt64: return static_cast<double>(static_cast<const std::int64_t*>(data_)[o]);
+  }
+  return 0;
+}
+
+void Tensor::AlignedFree::operator()(void* p) const { std::free(p); }
+
+Tensor::Tensor(DType dtype, Shape shape)
+    : dtype_(dtype), shape_(std::move(shape)), numel_(checked_numel(shape_, "tensor")),
+      defined_(true) {
+  const std::size_t elem = dtype_size(dtype_);
+  if (static_cast<std::uint64_t>(numel_) > std::numeric_limits<std::size_t>::max() / elem / 2) {
+    throw Error("tensor: byte size of shape " + shape_string(shape_) + " overflows");
+  }
+  constexpr std::size_t kAlign = 64;
+  std::size_t bytes = std::max<std::size_t>(nbytes(), 1);
+  bytes = (bytes + kAlign - 1) / kAlign * kAlign;
+  void* p = std::aligned_alloc(kAlign, bytes);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
+  storage_.reset(p);
+}
+
+Tensor Tensor::copy_of(const TensorView& view) {
+  Tensor t(view.dtype(), view.shape());
+  const std::size_t elem = dtype_size(view.dtype());
+  if (view.is_contiguous()) {
+    if (t.numel_ > 0) std::memcpy(t.data(), view.data(), t.nbytes());
+    return t;
+  }
+  auto* dst = static_cast<std::byte*>(t.data());
+  const auto* src = static_cast<const std::byte*>(view.data());
+  for (std::int64_t i = 0; i < t.numel_; ++i) {
+    std::memcpy(dst + static_cast<std::size_t>(i) * elem,
+                src + view.offset_of(i) * static_cast<std::int64_t>(elem), elem);
+  }
+  return t;
+}
+
+Tensor Tensor::scalar(DType dtype, double value) {
+  Tensor t(dtype, {});
+  switch (dtype) {
+    case DType::kFloat32: *t.data_as<float>() = static_cast<float>(value); break;
+    case DType::kFloat64: *t.data_as<double>() = value; break;
+    case DType::kInt32: *t.data_as<std::int32_t>() = static_cast<std::int32_t>(value); break;
+    case DType::kInt64: *t.data_as<std::int64_t>() = static_cast<std::int64_t>(value); break;
+  }
+  return t;
+}
+
+Tensor Tensor::to(DType dtype) const {
+  if (dtype == dtype_) return copy_of(view());
+  Tensor t(dtype, shape_);
+  for (std::int64_t i = 0; i < numel_; ++i) {
+    const double v = at(i);
+    switch (dtype) {
+      case DType::kFloat32: t.data_as<float>()[i] = static_cast<float>(v); break;
+      case DType::kFloat64: t.data_as<double>()[i] = v; break;
+      case DType::kInt32: t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v); break;
+      case DType::kInt64: t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v); break;
+    }
+  }
+  return t;
+}
+
+}  // namespace spatialsoftmax

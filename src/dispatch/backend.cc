@@ -1,0 +1,70 @@
+#include "dispatch/backend.h"
+
+#include <cstdlib>
+
+#include "core/reference.h"
+#include "spatialsoftmax/error.h"
+
+namespace spatialsoftmax::dispatch {
+namespace {
+
+class ReferenceBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "reference"; }
+  std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
+
+#define SPATIALSOFTMAX_REFERENCE_METHODS(T)                                                  \
+  void softmax(const core::SoftmaxProblem<T>& p) const override {                            \
+    core::reference::softmax(p);                                                             \
+  }                                                                                          \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p) const override {           \
+    core::reference::softmax_backward(p);                                                    \
+  }                                                                                          \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
+    core::reference::cross_entropy(p);                                                       \
+  }                                                                                          \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
+    core::reference::prob_minus_target(p);                                                   \
+  }                                                                                          \
+  void kl_div(const core::KlDivProblem<T>& p) const override { core::reference::kl_div(p); } \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
+    core::reference::spatial_soft_argmax(p);                                                 \
+  }                                                                                          \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p)             \
+      const override {                                                                       \
+    core::reference::spatial_soft_argmax_backward(p);                                        \
+  }
+  SPATIALSOFTMAX_REFERENCE_METHODS(float)
+  SPATIALSOFTMAX_REFERENCE_METHODS(double)
+#undef SPATIALSOFTMAX_REFERENCE_METHODS
+};
+
+const ReferenceBackend kReference;
+const Backend* const kBackends[] = {&kReference};
+
+}  // namespace
+
+std::span<const Backend* const> backends() { return kBackends; }
+const Backend& reference_backend() { return kReference; }
+
+const Backend& select(Op op, const core::Geometry& geom, DType dtype) {
+  const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
+  for (const Backend* b : backends()) {
+    if (forced && *forced) {
+      if (b->name() != forced) continue;
+      if (std::string why = b->declines(op, geom, dtype); !why.empty()) {
+        throw Error("SPATIALSOFTMAX_BACKEND=" + std::string(forced) + " declines: " + why);
+      }
+      return *b;
+    }
+    if (b->declines(op, geom, dtype).empty()) return *b;
+  }
+  if (forced && *forced) {
+    std::string names;
+    for (const Backend* b : backends()) names += (names.empty() ? "" : ", ") + std::string(b->name());
+    throw Error("SPATIALSOFTMAX_BACKEND = '" + std::string(forced) + "', expected one of: " + names);
+  }
+  return kReference;
+}
+
+}  // namespace spatialsoftmax::dispatch

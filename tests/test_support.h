@@ -1,0 +1,31 @@
+// Helpers shared by the tests: random inputs, tolerance checks, paths.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "spatialsoftmax/spatialsoftmax.h"
+
+namespace spatialsoftmax::testing {
+
+// Root of the conformance cases (env SPATIALSOFTMAX_CONFORMANCE_DIR wins).
+std::filesystem::path conformance_dir();
+// Path of the built `spatialsoftmax` program.
+std::filesystem::path cli_path();
+
+// Dense tensor of `dtype` with values uniform in [lo, hi).
+Tensor random_uniform(DType dtype, Shape shape, double lo, double hi, std::uint64_t seed);
+// Dense int64 (or int32) labels uniform in [0, classes).
+Tensor random_labels(DType dtype, Shape shape, std::int64_t classes, std::uint64_t seed);
+
+// True if |got - want| <= atol + rtol * |want| elementwise (NaN matches NaN,
+// inf matches the same inf); on failure `why` names the first bad element.
+bool all_close(const TensorView& got, const TensorView& want, double rtol, double atol,
+               std::string* why);
+double max_abs(const TensorView& t);
+// Bitwise equality of dtype, shape and bytes of two dense tensors.
+bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+}  // namespace spatialsoftmax::testing
