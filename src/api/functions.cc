@@ -379,7 +379,7 @@ struct SoftArgmaxSetup {
 SoftArgmaxSetup setup_soft_argmax(std::string_view op, const TensorView& input,
                                   const SpatialSoftArgmaxOptions& options) {
   SoftArgmaxSetup s;
-  s.info = api::analyze_class_tensor(op, "input", input, options.channel_axis, 1);
+  s.info = api::analyze_class_tensor(op, "input", input, options.channel_axis, 1, true);
   const double t = options.temperature;
   if (!(t > 0) || !std::isfinite(t)) {
     fail(op, "temperature", "= " + api::format_value(t) + ", expected finite and > 0");

@@ -17,7 +17,7 @@ std::string format_value(double v) {
 }
 
 ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
-                                 ClassAxis axis, int min_spatial_rank) {
+                                 ClassAxis axis, int min_spatial_rank, bool allow_no_classes) {
   if (!is_floating(x.dtype())) {
     fail(op, arg, "dtype: expected float32 or float64, got " + std::string(dtype_name(x.dtype())));
   }
@@ -44,7 +44,7 @@ ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, cons
     info.map_shape.push_back(x.dim(d));
     info.geom.pixels *= x.dim(d);
   }
-  if (info.geom.classes == 0) {
+  if (info.geom.classes == 0 && !allow_no_classes) {
     fail(op, arg,
          "class dim " + std::to_string(class_dim) + ": expected C >= 1, got 0 (shape " +
              shape_string(x.shape()) + ")");

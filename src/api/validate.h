@@ -22,10 +22,12 @@ struct ClassTensor {
   Shape spatial_dims;  // d1..dk
 };
 
-// Checks a float tensor of rank 2 + k, k in [min_spatial_rank, 8], C >= 1 and
-// an element count that fits int64.
+// Checks a float tensor of rank 2 + k, k in [min_spatial_rank, 8], C >= 1
+// (C = 0 too if allow_no_classes: the spatial softmax has nothing to do then)
+// and an element count that fits int64.
 ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
-                                 ClassAxis axis, int min_spatial_rank = 0);
+                                 ClassAxis axis, int min_spatial_rank = 0,
+                                 bool allow_no_classes = false);
 
 [[noreturn]] void fail(std::string_view op, std::string_view arg, const std::string& what);
 
