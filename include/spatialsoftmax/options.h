@@ -38,6 +38,8 @@ struct CrossEntropyOptions {
   // Per-position weights, shape (N, d1..dk), finite and >= 0.
   std::optional<TensorView> pixel_weight;
   // Positions whose label equals this value are ignored (any int64 value).
+  // With probability targets it must be unset or negative; a negative one is
+  // dropped there, as PyTorch does.
   std::optional<std::int64_t> ignore_index;
   Reduction reduction = Reduction::kMean;
   double label_smoothing = 0.0;  // epsilon in [0, 1]

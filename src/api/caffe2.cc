@@ -100,7 +100,7 @@ LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
   options.reduction = Reduction::kSum;
   options.want_prob = true;
   api::CrossEntropyRun run =
-      api::run_cross_entropy(kSpatial, X, T, options, {}, api::Pass::kForward);
+      api::run_cross_entropy({kSpatial, "X", "T"}, X, T, options, {}, api::Pass::kForward);
   const double L = run.loss_sum, Wt = run.denominator;
   double loss;
   if (args.variant == Variant::kCpu) {
@@ -260,7 +260,7 @@ LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
   const TensorView targets = args.label_prob != 0
                                  ? as_2d(target, X.dtype(), c.geom)
                                  : TensorView(target.raw(), DType::kInt32, {c.geom.batch});
-  api::CrossEntropyRun run = api::run_cross_entropy(kSoftmax, as_2d(x, X.dtype(), c.geom),
+  api::CrossEntropyRun run = api::run_cross_entropy({kSoftmax, "X", "T"}, as_2d(x, X.dtype(), c.geom),
                                                     targets, options, {}, api::Pass::kForward);
   const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu
                         ? static_cast<double>(c.geom.batch)

@@ -17,8 +17,14 @@ struct CrossEntropyRun {
   double denominator = 0;  // sum_i e_i (index targets) or sum_i a_i (soft)
 };
 
-// `op` names the calling operation in error messages.
-CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
+// How the caller names itself and its two main inputs in error messages.
+struct LossArgNames {
+  std::string_view op;
+  std::string_view logits = "logits";
+  std::string_view targets = "targets";
+};
+
+CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
                                   bool logits_are_log_probs = false);

@@ -49,9 +49,12 @@ Tensor class_softmax(std::string_view op, const TensorView& logits, ClassAxis ax
 
 Tensor class_softmax_backward(std::string_view op, const TensorView& output,
                               const TensorView& grad_output, ClassAxis axis, bool log) {
-  const ClassTensor info = api::analyze_class_tensor(op, "output", output, axis);
-  api::check_dtype(op, "grad_output", grad_output, output.dtype());
-  api::check_shape(op, "grad_output", grad_output, output.shape(), "(the output's shape)");
+  const std::string_view output_name = log ? "log_prob" : "prob";
+  const std::string_view grad_name = log ? "grad_log_prob" : "grad_prob";
+  const ClassTensor info = api::analyze_class_tensor(op, output_name, output, axis);
+  api::check_dtype(op, grad_name, grad_output, output.dtype());
+  api::check_shape(op, grad_name, grad_output, output.shape(),
+                   log ? "(log_prob's shape)" : "(prob's shape)");
   const Dense y(output), gy(grad_output);
   Tensor dx(output.dtype(), output.shape());
   visit_float(output.dtype(), [&](auto tag) {
@@ -89,17 +92,20 @@ Tensor log_softmax_backward(const TensorView& log_prob, const TensorView& grad_l
 
 namespace api {
 
-CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
+CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
                                   bool logits_are_log_probs) {
-  const std::string_view logits_name = logits_are_log_probs ? "log_prob" : "logits";
-  const ClassTensor info = analyze_class_tensor(op, logits_name, logits, options.class_axis);
+  const std::string_view op = names.op, targets_name = names.targets;
+  const ClassTensor info = analyze_class_tensor(op, names.logits, logits, options.class_axis);
   const DType dtype = logits.dtype();
   const std::int64_t C = info.geom.classes;
   const bool soft = is_floating(targets.dtype());
 
   // Options.
+  check_enum(op, "reduction", static_cast<int>(options.reduction), 4);
+  check_enum(op, "zero_weight_mean", static_cast<int>(options.zero_weight_mean), 2);
+  check_enum(op, "zero_target_log", static_cast<int>(options.zero_target_log), 2);
   if (options.reduction == Reduction::kBatchMean) {
     fail(op, "reduction", "= batchmean, expected none, sum or mean (batchmean is for kl_div)");
   }
@@ -109,23 +115,29 @@ CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
   if (!(options.prob_floor >= 0 && std::isfinite(options.prob_floor))) {
     fail(op, "prob_floor", "= " + format_value(options.prob_floor) + ", expected finite and >= 0");
   }
-  if (logits_are_log_probs && (options.label_smoothing != 0 || options.prob_floor != 0 || soft)) {
-    fail(op, "options",
-         "expected label_smoothing = 0, prob_floor = 0 and class-index targets for nll_loss");
+  if (logits_are_log_probs) {
+    check_index_dtype(op, targets_name, targets);  // nll_loss takes class indices only
+    if (options.label_smoothing != 0 || options.prob_floor != 0) {
+      fail(op, "options", "expected label_smoothing = 0 and prob_floor = 0 for nll_loss");
+    }
   }
 
-  // Targets.
+  // Targets. With probability targets a negative ignore_index is dropped, as
+  // PyTorch does (so the pytorch preset's -100 works); any other is an error.
+  std::optional<std::int64_t> ignore_index = options.ignore_index;
   if (soft) {
-    check_dtype(op, "targets", targets, dtype);
-    check_shape(op, "targets", targets, logits.shape(), "(probability targets: the logits' shape)");
-    if (options.ignore_index) {
+    check_dtype(op, targets_name, targets, dtype);
+    check_shape(op, targets_name, targets, logits.shape(),
+                "(probability targets: the logits' shape)");
+    if (ignore_index && *ignore_index >= 0) {
       fail(op, "ignore_index",
-           "= " + std::to_string(*options.ignore_index) +
-               ", expected unset with probability targets");
+           "= " + std::to_string(*ignore_index) +
+               ", expected unset or negative with probability targets");
     }
+    ignore_index.reset();
   } else {
-    check_index_dtype(op, "targets", targets);
-    check_shape(op, "targets", targets, info.map_shape, "(class indices: (N, d1..dk))");
+    check_index_dtype(op, targets_name, targets);
+    check_shape(op, targets_name, targets, info.map_shape, "(class indices: (N, d1..dk))");
   }
   if (options.class_weight) {
     check_weights(op, "class_weight", *options.class_weight, {C}, "(one per class)", dtype);
@@ -138,7 +150,7 @@ CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
   const Dense x(logits), target(targets), class_weight(options.class_weight),
       pixel_weight(options.pixel_weight);
   core::Labels labels{soft ? nullptr : target.raw(), targets.dtype()};
-  if (!soft) check_labels(op, "targets", targets, labels, C, options.ignore_index);
+  if (!soft) check_labels(op, targets_name, targets, labels, C, ignore_index);
 
   // Upstream gradients.
   const bool backward = pass != Pass::kForward;
@@ -185,7 +197,7 @@ CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
         denominator += ai;
       } else {
         const std::int64_t y = labels[i];
-        if (options.ignore_index && y == *options.ignore_index) continue;
+        if (ignore_index && y == *ignore_index) continue;
         denominator += ai * (w ? static_cast<double>(w[y]) : 1.0);
       }
     }
@@ -215,8 +227,8 @@ CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
     pb.target_probs = soft ? target.get<T>() : nullptr;
     pb.class_weight = class_weight.get<T>();
     pb.pixel_weight = pixel_weight.get<T>();
-    pb.has_ignore_index = options.ignore_index.has_value();
-    pb.ignore_index = options.ignore_index.value_or(0);
+    pb.has_ignore_index = ignore_index.has_value();
+    pb.ignore_index = ignore_index.value_or(0);
     pb.label_smoothing = static_cast<T>(options.label_smoothing);
     pb.prob_floor = static_cast<T>(options.prob_floor);
     pb.zero_target_log_is_zero = options.zero_target_log == ZeroTargetLog::kZero;
@@ -256,13 +268,13 @@ CrossEntropyRun run_cross_entropy(std::string_view op, const TensorView& logits,
 
 CrossEntropyResult cross_entropy(const TensorView& logits, const TensorView& targets,
                                  const CrossEntropyOptions& options) {
-  return api::run_cross_entropy("cross_entropy", logits, targets, options, {}, api::Pass::kForward)
+  return api::run_cross_entropy({"cross_entropy"}, logits, targets, options, {}, api::Pass::kForward)
       .result;
 }
 
 Tensor cross_entropy_backward(const TensorView& logits, const TensorView& targets,
                               const CrossEntropyGrads& grads, const CrossEntropyOptions& options) {
-  return api::run_cross_entropy("cross_entropy_backward", logits, targets, options, grads,
+  return api::run_cross_entropy({"cross_entropy_backward"}, logits, targets, options, grads,
                                 api::Pass::kBackward)
       .result.grad_logits;
 }
@@ -271,7 +283,7 @@ CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
                                                   const TensorView& targets,
                                                   const CrossEntropyOptions& options,
                                                   const CrossEntropyGrads& grads) {
-  return api::run_cross_entropy("cross_entropy_forward_backward", logits, targets, options, grads,
+  return api::run_cross_entropy({"cross_entropy_forward_backward"}, logits, targets, options, grads,
                                 api::Pass::kFused)
       .result;
 }
@@ -280,7 +292,7 @@ Tensor nll_loss(const TensorView& log_prob, const TensorView& labels,
                 const CrossEntropyOptions& options) {
   CrossEntropyOptions o = options;
   o.want_prob = o.want_log_prob = o.want_entropy = false;
-  return api::run_cross_entropy("nll_loss", log_prob, labels, o, {}, api::Pass::kForward, true)
+  return api::run_cross_entropy({"nll_loss", "log_prob", "labels"}, log_prob, labels, o, {}, api::Pass::kForward, true)
       .result.loss;
 }
 
@@ -288,7 +300,7 @@ Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels,
                          const TensorView& grad_loss, const CrossEntropyOptions& options) {
   CrossEntropyGrads grads;
   grads.loss = grad_loss;
-  return api::run_cross_entropy("nll_loss_backward", log_prob, labels, options, grads,
+  return api::run_cross_entropy({"nll_loss_backward", "log_prob", "labels"}, log_prob, labels, options, grads,
                                 api::Pass::kBackward, true)
       .result.grad_logits;
 }
@@ -304,6 +316,7 @@ struct KlRun {
 KlRun run_kl_div(std::string_view op, const TensorView& logits, const TensorView& target,
                  const std::optional<TensorView>& grad_output, const KlDivOptions& options) {
   const ClassTensor info = api::analyze_class_tensor(op, "logits", logits, options.class_axis);
+  api::check_enum(op, "reduction", static_cast<int>(options.reduction), 4);
   const DType dtype = logits.dtype();
   api::check_dtype(op, "target", target, dtype);
   api::check_shape(op, "target", target, logits.shape(), "(the logits' shape)");
@@ -384,6 +397,9 @@ SoftArgmaxSetup setup_soft_argmax(std::string_view op, const TensorView& input,
   if (!(t > 0) || !std::isfinite(t)) {
     fail(op, "temperature", "= " + api::format_value(t) + ", expected finite and > 0");
   }
+  api::check_enum(op, "temperature_mode", static_cast<int>(options.temperature_mode), 2);
+  api::check_enum(op, "coordinates", static_cast<int>(options.coordinates), 2);
+  api::check_enum(op, "singleton_coordinate", static_cast<int>(options.singleton_coordinate), 2);
   s.beta = options.temperature_mode == TemperatureMode::kDivide ? 1.0 / t : t;
   s.k = static_cast<int>(s.info.spatial_dims.size());
   for (std::int64_t length : s.info.spatial_dims) {

@@ -1,12 +1,21 @@
 #include "api/validate.h"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace spatialsoftmax::api {
 
 void fail(std::string_view op, std::string_view arg, const std::string& what) {
   throw Error(std::string(op) + ": " + std::string(arg) + " " + what);
+}
+
+void check_enum(std::string_view op, std::string_view arg, int value, int count) {
+  if (value < 0 || value >= count) {
+    fail(op, arg,
+         "= " + std::to_string(value) + " (as int), expected one of the " + std::to_string(count) +
+             " enumerators");
+  }
 }
 
 std::string format_value(double v) {
@@ -30,7 +39,14 @@ ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, cons
              " ((N, C, d1..dk) with k <= 8), got " + std::to_string(rank) + " with shape " +
              shape_string(x.shape()));
   }
-  checked_numel(x.shape(), std::string(op) + ": " + std::string(arg));
+  check_enum(op, "class_axis", static_cast<int>(axis), 2);
+  const std::string what = std::string(op) + ": " + std::string(arg);
+  const std::int64_t numel = checked_numel(x.shape(), what);
+  // Outputs of this shape are allocated in bytes: that count must fit too.
+  if (numel > std::numeric_limits<std::int64_t>::max() / 8) {
+    throw Error(what + ": byte size of shape " + shape_string(x.shape()) +
+                " overflows int64, expected at most 2^60 elements");
+  }
   ClassTensor info;
   const int class_dim = axis == ClassAxis::kFirst ? 1 : rank - 1;
   info.geom.batch = x.dim(0);

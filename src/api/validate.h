@@ -29,6 +29,9 @@ ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, cons
                                  ClassAxis axis, int min_spatial_rank = 0,
                                  bool allow_no_classes = false);
 
+// Rejects enum values outside the declared enumerators (a cast from an int).
+void check_enum(std::string_view op, std::string_view arg, int value, int count);
+
 [[noreturn]] void fail(std::string_view op, std::string_view arg, const std::string& what);
 
 void check_dtype(std::string_view op, std::string_view arg, const TensorView& t, DType expected);

@@ -54,11 +54,16 @@ std::int64_t checked_numel(std::span<const std::int64_t> shape, std::string_view
 }
 
 Shape contiguous_strides(std::span<const std::int64_t> shape) {
+  // Saturates instead of overflowing: such a shape is rejected by
+  // checked_numel before any stride is used, and a view must be constructible
+  // first so that the error can name the argument.
   Shape strides(shape.size());
   std::int64_t s = 1;
   for (std::size_t i = shape.size(); i-- > 0;) {
     strides[i] = s;
-    s *= std::max<std::int64_t>(shape[i], 1);
+    if (__builtin_mul_overflow(s, std::max<std::int64_t>(shape[i], 1), &s)) {
+      s = std::numeric_limits<std::int64_t>::max();
+    }
   }
   return strides;
 }

@@ -1,0 +1,293 @@
+// The `spatialsoftmax` program, run as a user would: eval on one case of each
+// conformance folder, eval failures, demo and --help.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <ostream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "conformance_tolerance.h"
+#include "test_support.h"
+
+namespace spatialsoftmax::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char ch : text) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return quoted + "'";
+}
+
+// A fresh temporary folder, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = fs::temp_directory_path() /
+            ("ss_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+struct RunResult {
+  int status = -1;  // exit status, or -1 if the program did not exit normally
+  std::string out;
+  std::string err;
+};
+
+// Runs the program with `args` (each quoted for the shell).
+RunResult run_cli(const std::vector<std::string>& args) {
+  const TempDir capture;
+  std::string command = quote(cli_path().string());
+  // Appended piecewise: GCC 12 warns (-Wrestrict, a false positive) on
+  // `const char* + std::string&&`.
+  for (const std::string& arg : args) command.append(" ").append(quote(arg));
+  command.append(" >").append(quote((capture.path() / "out").string()));
+  command.append(" 2>").append(quote((capture.path() / "err").string()));
+  const int raw = std::system(command.c_str());
+  RunResult result;
+  result.status = (raw != -1 && WIFEXITED(raw)) ? WEXITSTATUS(raw) : -1;
+  result.out = read_text(capture.path() / "out");
+  result.err = read_text(capture.path() / "err");
+  return result;
+}
+
+std::size_t line_count(const std::string& text) {
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+std::set<std::string> file_names(const fs::path& dir) {
+  std::set<std::string> names;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+TEST(Cli, ProgramWasBuilt) { ASSERT_TRUE(fs::exists(cli_path())) << cli_path(); }
+
+// --- eval on one case of each folder -----------------------------------------
+
+struct EvalCase {
+  const char* folder;
+  const char* name;
+  const char* op;
+  std::vector<std::string> outputs;
+};
+
+const EvalCase kEvalCases[] = {
+    {"onnx-sce", "test_sce_mean_weight_ii_log_prob", "SoftmaxCrossEntropyLoss",
+     {"log_prob", "loss"}},
+    {"onnx-nll", "test_nllloss_NCd1d2d3_sum_weight_high_ii", "NegativeLogLikelihoodLoss",
+     {"loss"}},
+    {"torch-ce", "ce_nhwc_none_smooth", "cross_entropy", {"grad_input", "output"}},
+    {"caffe2-spatial", "c2s_weights", "SpatialSoftmaxWithLoss", {"P", "avg_loss", "dX"}},
+    {"spatial-softargmax", "softargmax_2d_t05", "spatial_soft_argmax",
+     {"grad_input", "output"}},
+};
+
+void PrintTo(const EvalCase& c, std::ostream* os) { *os << c.folder << "/" << c.name; }
+
+class CliEval : public ::testing::TestWithParam<EvalCase> {};
+
+TEST_P(CliEval, WritesTheCaseOutputs) {
+  const EvalCase& ec = GetParam();
+  const fs::path case_dir = conformance_dir() / ec.folder / ec.name;
+  ASSERT_TRUE(fs::exists(case_dir / "case.json")) << case_dir;
+  const TempDir tmp;
+  const fs::path out = tmp.path() / "new" / "out";  // created by eval
+  const RunResult run = run_cli({"eval", case_dir.string(), "--out", out.string()});
+  ASSERT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+
+  std::set<std::string> want_files;
+  for (const std::string& name : ec.outputs) want_files.insert(name + ".npy");
+  EXPECT_EQ(file_names(out), want_files);
+  for (const std::string& name : ec.outputs) {
+    SCOPED_TRACE(case_dir.string() + ": " + name);
+    const Tensor got = read_npy(out / (name + ".npy"));
+    const fs::path twin = case_dir / (name + "_f64.npy");
+    const Tensor want = read_npy(fs::exists(twin) ? twin : case_dir / (name + ".npy"));
+    const Tolerance tol = conformance_tolerance(ec.op, name, want);
+    std::string why;
+    EXPECT_TRUE(all_close(got, want, tol.rtol, tol.atol, &why)) << why;
+  }
+}
+
+std::string eval_case_name(const ::testing::TestParamInfo<EvalCase>& info) {
+  std::string name = std::string(info.param.folder) + "_" + info.param.name;
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(OnePerFolder, CliEval, ::testing::ValuesIn(kEvalCases),
+                         eval_case_name);
+
+// --- eval failures ----------------------------------------------------------
+
+// A valid softmax case written from scratch, which each test then breaks.
+class CliEvalError : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    case_dir_ = tmp_.path() / "case";
+    out_dir_ = tmp_.path() / "out";
+    fs::create_directories(case_dir_);
+    write_case("cross_entropy", R"({"reduction": "mean", "targets": "indices"})");
+    const Tensor input = random_uniform(DType::kFloat32, {2, 3, 4}, -2, 2, 1);
+    Tensor target = random_labels(DType::kInt64, {2, 4}, 3, 2);
+    write_npy(case_dir_ / "input.npy", input);
+    write_npy(case_dir_ / "target.npy", target);
+  }
+
+  void write_case(const std::string& op, const std::string& attributes) const {
+    std::ofstream(case_dir_ / "case.json")
+        << R"({"name": "broken", "op": ")" << op << R"(", "attributes": )" << attributes
+        << R"(, "arrays": {"input": {"shape": [2, 3, 4], "dtype": "float32"},)"
+        << R"( "target": {"shape": [2, 4], "dtype": "int64"},)"
+        << R"( "output": {"shape": [], "dtype": "float32"},)"
+        << R"( "grad_input": {"shape": [2, 3, 4], "dtype": "float32"}}})";
+  }
+
+  // The run must fail with one line on stderr naming `culprit`, and leave no
+  // file (no .npy, no temporary) in the output folder.
+  void expect_failure(const std::string& culprit) const {
+    const RunResult run = run_cli({"eval", case_dir_.string(), "--out", out_dir_.string()});
+    EXPECT_NE(run.status, 0);
+    EXPECT_EQ(line_count(run.err), 1u) << run.err;
+    EXPECT_EQ(run.err.rfind("spatialsoftmax eval: ", 0), 0u) << run.err;
+    EXPECT_NE(run.err.find(culprit), std::string::npos) << run.err;
+    EXPECT_TRUE(file_names(out_dir_).empty()) << "left behind in " << out_dir_;
+  }
+
+  TempDir tmp_;
+  fs::path case_dir_;
+  fs::path out_dir_;
+};
+
+TEST_F(CliEvalError, ValidCaseSucceeds) {
+  const RunResult run = run_cli({"eval", case_dir_.string(), "--out", out_dir_.string()});
+  EXPECT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(file_names(out_dir_), (std::set<std::string>{"grad_input.npy", "output.npy"}));
+}
+
+TEST_F(CliEvalError, UnknownOp) {
+  write_case("no_such_op", "{}");
+  expect_failure("no_such_op");
+}
+
+TEST_F(CliEvalError, UnknownAttribute) {
+  write_case("cross_entropy", R"({"reduktion": "mean"})");
+  expect_failure("reduktion");
+}
+
+TEST_F(CliEvalError, MissingNpy) {
+  fs::remove(case_dir_ / "target.npy");
+  expect_failure("target.npy");
+}
+
+// The library rejects the inputs only when it runs: still nothing is written,
+// even into an output folder that already exists.
+TEST_F(CliEvalError, LabelOutOfRange) {
+  Tensor target = read_npy(case_dir_ / "target.npy");
+  target.data_as<std::int64_t>()[5] = 7;
+  write_npy(case_dir_ / "target.npy", target);
+  fs::create_directories(out_dir_);
+  expect_failure("7");
+}
+
+TEST_F(CliEvalError, MissingCaseFolder) {
+  fs::remove_all(case_dir_);
+  expect_failure("case");
+}
+
+TEST(CliEvalUsage, MissingOutIsAnError) {
+  const RunResult run = run_cli({"eval", "somewhere"});
+  EXPECT_NE(run.status, 0);
+  EXPECT_EQ(line_count(run.err), 1u) << run.err;
+  EXPECT_NE(run.err.find("--out"), std::string::npos) << run.err;
+}
+
+// --- demo -------------------------------------------------------------------
+
+TEST(CliDemo, SmallBatchPassesItsCheck) {
+  const RunResult run = run_cli({"demo", "--batch", "1", "--classes", "5", "--height", "16",
+                                 "--width", "24"});
+  EXPECT_EQ(run.status, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("loss"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("PASS"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("GB/s"), std::string::npos) << run.out;
+}
+
+TEST(CliDemo, RejectsBadOptions) {
+  const RunResult run = run_cli({"demo", "--classes", "0"});
+  EXPECT_NE(run.status, 0);
+  EXPECT_EQ(line_count(run.err), 1u) << run.err;
+}
+
+// --- help and version ---------------------------------------------------------
+
+TEST(CliHelp, EachSubcommandHasHelp) {
+  for (const char* command : {"eval", "demo"}) {
+    const RunResult run = run_cli({command, "--help"});
+    EXPECT_EQ(run.status, 0) << command << ": " << run.err;
+    EXPECT_NE(run.out.find(command), std::string::npos) << run.out;
+    EXPECT_NE(run.out.find("Usage"), std::string::npos) << run.out;
+  }
+  const RunResult eval_help = run_cli({"eval", "--help"});
+  EXPECT_NE(eval_help.out.find("--out"), std::string::npos) << eval_help.out;
+  const RunResult demo_help = run_cli({"demo", "--help"});
+  EXPECT_NE(demo_help.out.find("--classes"), std::string::npos) << demo_help.out;
+}
+
+TEST(CliHelp, TopLevelHelpListsSubcommands) {
+  const RunResult run = run_cli({"--help"});
+  EXPECT_EQ(run.status, 0);
+  EXPECT_NE(run.out.find("eval"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("demo"), std::string::npos) << run.out;
+}
+
+TEST(CliHelp, NoSubcommandPrintsHelpAndFails) {
+  const RunResult run = run_cli({});
+  EXPECT_NE(run.status, 0);
+  EXPECT_NE((run.out + run.err).find("eval"), std::string::npos) << run.out << run.err;
+  EXPECT_NE((run.out + run.err).find("Usage"), std::string::npos) << run.out << run.err;
+}
+
+TEST(CliHelp, Version) {
+  const RunResult run = run_cli({"--version"});
+  EXPECT_EQ(run.status, 0);
+  EXPECT_NE(run.out.find("spatialsoftmax"), std::string::npos) << run.out;
+}
+
+}  // namespace
+}  // namespace spatialsoftmax::testing
