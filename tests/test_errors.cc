@@ -20,6 +20,8 @@ namespace {
 
 using testing::random_labels;
 using testing::random_uniform;
+using testing::filled;
+using testing::set_element;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -56,42 +58,6 @@ Tensor f32(Shape shape, std::uint64_t seed = 1) {
 }
 Tensor f64(Shape shape, std::uint64_t seed = 1) {
   return random_uniform(DType::kFloat64, std::move(shape), -2, 2, seed);
-}
-Tensor filled(DType dtype, Shape shape, double v) {
-  Tensor t(dtype, std::move(shape));
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    switch (dtype) {
-      case DType::kFloat32:
-        t.data_as<float>()[i] = static_cast<float>(v);
-        break;
-      case DType::kFloat64:
-        t.data_as<double>()[i] = v;
-        break;
-      case DType::kInt32:
-        t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v);
-        break;
-      case DType::kInt64:
-        t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v);
-        break;
-    }
-  }
-  return t;
-}
-void set(Tensor& t, std::int64_t i, double v) {
-  switch (t.dtype()) {
-    case DType::kFloat32:
-      t.data_as<float>()[i] = static_cast<float>(v);
-      break;
-    case DType::kFloat64:
-      t.data_as<double>()[i] = v;
-      break;
-    case DType::kInt32:
-      t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v);
-      break;
-    case DType::kInt64:
-      t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v);
-      break;
-  }
 }
 Tensor probs(DType dtype, Shape shape) {
   // Uniform probabilities over axis 1.
@@ -335,10 +301,10 @@ TEST(RankErrors, ZeroClasses) {
 TEST(LabelErrors, LabelOutOfRangeGivesIndexAndValue) {
   Problem pb;
   Tensor labels = random_labels(DType::kInt64, {2, 3, 4}, 5, 8);
-  set(labels, 23, 7);  // [1, 2, 3]
+  set_element(labels, 23, 7);  // [1, 2, 3]
   EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, labels), {"targets[1, 2, 3]", "23", "= 7", "[0, 5)"});
   // The first offending label is reported.
-  set(labels, 30 - 17, 9);  // flat 13 = [1, 0, 1]
+  set_element(labels, 30 - 17, 9);  // flat 13 = [1, 0, 1]
   EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, labels), {"targets[1, 0, 1]", "13", "= 9"});
   const Tensor g = filled(DType::kFloat64, {}, 1);
   CrossEntropyGrads grads;
@@ -350,8 +316,8 @@ TEST(LabelErrors, LabelOutOfRangeGivesIndexAndValue) {
 TEST(LabelErrors, NegativeLabelThatIsNotIgnored) {
   Problem pb;
   Tensor labels = random_labels(DType::kInt32, {2, 3, 4}, 5, 9);
-  set(labels, 1, -1);
-  set(labels, 5, -3);  // [0, 1, 1]
+  set_element(labels, 1, -1);
+  set_element(labels, 5, -3);  // [0, 1, 1]
   CrossEntropyOptions o;
   o.ignore_index = -1;
   EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, labels, o), {"targets[0, 1, 1]", "-3", "-1"});
@@ -359,7 +325,7 @@ TEST(LabelErrors, NegativeLabelThatIsNotIgnored) {
   EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, labels), {"targets[0, 0, 1]", "-1"});
   // A label equal to C, with an ignore_index elsewhere.
   Tensor at_c = random_labels(DType::kInt64, {2, 3, 4}, 5, 10);
-  set(at_c, 0, 5);
+  set_element(at_c, 0, 5);
   o.ignore_index = 6;
   EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, at_c, o), {"targets[0, 0, 0]", "5"});
 }
@@ -367,7 +333,7 @@ TEST(LabelErrors, NegativeLabelThatIsNotIgnored) {
 TEST(LabelErrors, NllLabelOutOfRange) {
   Problem pb;
   Tensor labels = random_labels(DType::kInt64, {2, 3, 4}, 5, 11);
-  set(labels, 6, 5);  // [0, 1, 2]
+  set_element(labels, 6, 5);  // [0, 1, 2]
   const Tensor g = filled(DType::kFloat64, {}, 1);
   EXPECT_ERROR_MENTIONS(nll_loss(pb.x, labels), {"labels[0, 1, 2]", "5"});
   EXPECT_ERROR_MENTIONS(nll_loss_backward(pb.x, labels, g), {"labels[0, 1, 2]", "5"});
@@ -378,8 +344,8 @@ TEST(LabelErrors, Caffe2SpatialLabelOutOfRange) {
   const Tensor p = probs(DType::kFloat32, {2, 3, 2, 3});
   const Tensor d = filled(DType::kFloat32, {}, 1);
   Tensor t = random_labels(DType::kInt32, {2, 2, 3}, 3, 12);
-  set(t, 0, -1);
-  set(t, 5, 3);  // [0, 1, 2]
+  set_element(t, 0, -1);
+  set_element(t, 5, 3);  // [0, 1, 2]
   EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss(x, t, std::nullopt),
                         {"T[0, 1, 2]", "5", "3"});
   // Caffe2 did not check labels in the gradient op; the library does.
@@ -387,7 +353,7 @@ TEST(LabelErrors, Caffe2SpatialLabelOutOfRange) {
                         {"T[0, 1, 2]", "3"});
   // Negative labels other than -1 are errors.
   Tensor neg = random_labels(DType::kInt32, {2, 2, 3}, 3, 13);
-  set(neg, 7, -2);  // [1, 0, 1]
+  set_element(neg, 7, -2);  // [1, 0, 1]
   EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss(x, neg, std::nullopt),
                         {"T[1, 0, 1]", "-2"});
   EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_gradient(x, neg, std::nullopt, p, d),
@@ -399,9 +365,9 @@ TEST(LabelErrors, Caffe2SoftmaxHasNoIgnoreLabel) {
   const Tensor p = probs(DType::kFloat32, {3, 4});
   const Tensor d = filled(DType::kFloat32, {}, 1);
   Tensor t = random_labels(DType::kInt32, {3}, 4, 14);
-  set(t, 1, -1);
+  set_element(t, 1, -1);
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss(x, t, std::nullopt), {"T[1]", "-1"});
-  set(t, 1, 4);
+  set_element(t, 1, 4);
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss(x, t, std::nullopt), {"T[1]", "4"});
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss_gradient(x, t, std::nullopt, p, d),
                         {"T[1]", "4"});
@@ -517,7 +483,7 @@ TEST(WeightErrors, NegativeOrNonFiniteClassWeights) {
   Problem pb;
   for (double bad : {-0.5, kNaN, kInf}) {
     Tensor w = filled(DType::kFloat64, {5}, 1);
-    set(w, 3, bad);
+    set_element(w, 3, bad);
     CrossEntropyOptions o;
     o.class_weight = w.view();
     const std::string value = std::isnan(bad) ? "nan" : std::isinf(bad) ? "inf" : "-0.5";
@@ -531,7 +497,7 @@ TEST(WeightErrors, NegativeOrNonFinitePixelWeights) {
   Problem pb;
   for (double bad : {-2.0, kNaN, kInf}) {
     Tensor a = filled(DType::kFloat64, {2, 3, 4}, 1);
-    set(a, 17, bad);
+    set_element(a, 17, bad);
     CrossEntropyOptions o;
     o.pixel_weight = a.view();
     const std::string value = std::isnan(bad) ? "nan" : std::isinf(bad) ? "inf" : "-2";
@@ -548,7 +514,7 @@ TEST(WeightErrors, NegativeOrNonFinitePixelWeights) {
   }
   // SoftmaxWithLoss row weights.
   Tensor rw = filled(DType::kFloat32, {3}, 1);
-  set(rw, 2, -1);
+  set_element(rw, 2, -1);
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss(f32({3, 4}), filled(DType::kInt32, {3}, 0), rw),
                         {"weight_tensor", "-1"});
 }
@@ -668,18 +634,18 @@ TEST(Caffe2Errors, LabelProbRowsMustBeNonNegativeAndSumToOne) {
   caffe2::SoftmaxWithLossArgs args;
   args.label_prob = 1;
   Tensor t = probs(DType::kFloat32, {3, 4});
-  set(t, 5, 0.3);  // row 1 sums to 1.05
+  set_element(t, 5, 0.3);  // row 1 sums to 1.05
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss(x, t, std::nullopt, args), {"T", "1", "1.05"});
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss_gradient(x, t, std::nullopt, p, d, args),
                         {"T", "1.05"});
   Tensor neg = probs(DType::kFloat32, {3, 4});
-  set(neg, 8, -0.2);  // row 2, column 0
-  set(neg, 9, 0.45);  // the row still sums to 1
+  set_element(neg, 8, -0.2);  // row 2, column 0
+  set_element(neg, 9, 0.45);  // the row still sums to 1
   EXPECT_ERROR_MENTIONS(caffe2::softmax_with_loss(x, neg, std::nullopt, args),
                         {"T", "-0.2", "nonnegative"});
   // Within 1e-5 is accepted.
   Tensor close = probs(DType::kFloat32, {3, 4});
-  set(close, 0, 0.25 + 5e-6);
+  set_element(close, 0, 0.25 + 5e-6);
   EXPECT_NO_THROW(caffe2::softmax_with_loss(x, close, std::nullopt, args));
 }
 

@@ -19,6 +19,7 @@ namespace {
 
 using testing::random_labels;
 using testing::random_uniform;
+using testing::set_element;
 
 // Bytewise copies of a set of tensors, compared on demand.
 class Snapshot {
@@ -64,23 +65,6 @@ class Snapshot {
     EXPECT_THROW((void)(statement), Error) << #statement;       \
     EXPECT_TRUE((snapshot).unchanged()) << "after " #statement; \
   } while (0)
-
-void set(Tensor& t, std::int64_t i, double v) {
-  switch (t.dtype()) {
-    case DType::kFloat32:
-      t.data_as<float>()[i] = static_cast<float>(v);
-      break;
-    case DType::kFloat64:
-      t.data_as<double>()[i] = v;
-      break;
-    case DType::kInt32:
-      t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v);
-      break;
-    case DType::kInt64:
-      t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v);
-      break;
-  }
-}
 
 // Probabilities over axis 1 of a class-first shape.
 Tensor probabilities(DType dtype, const Shape& s, std::uint64_t seed) {
@@ -139,16 +123,16 @@ TEST_P(InputsUnchanged, SoftmaxFamily) {
 TEST_P(InputsUnchanged, CrossEntropyFamily) {
   const Tensor x = random_uniform(dtype(), shape_, -3, 3, 3);
   Tensor labels = random_labels(DType::kInt64, map_shape_, 4, 4);
-  set(labels, 3, -1);
+  set_element(labels, 3, -1);
   // The same labels with the last one out of range: found only after the
   // other checks have passed.
   Tensor bad_labels = Tensor::copy_of(labels);
-  set(bad_labels, bad_labels.numel() - 1, 4);
+  set_element(bad_labels, bad_labels.numel() - 1, 4);
   const Tensor targets = probabilities(dtype(), shape_, 5);
   const Tensor w = random_uniform(dtype(), {4}, 0.1, 2, 6);
   const Tensor a = random_uniform(dtype(), map_shape_, 0, 2, 7);
   Tensor bad_a = Tensor::copy_of(a);
-  set(bad_a, bad_a.numel() - 1, -1);
+  set_element(bad_a, bad_a.numel() - 1, -1);
   const Tensor g_map = random_uniform(dtype(), map_shape_, -1, 1, 8);
   const Tensor g_scalar = Tensor::scalar(dtype(), 0.5);
   const Tensor g_x = random_uniform(dtype(), shape_, -1, 1, 9);
@@ -260,9 +244,9 @@ TEST_P(InputsUnchanged, SpatialSoftArgmax) {
 TEST_P(InputsUnchanged, Caffe2Spatial) {
   const Tensor x = random_uniform(dtype(), shape_, -3, 3, 20);
   Tensor t = random_labels(DType::kInt32, map_shape_, 4, 21);
-  set(t, 2, -1);
+  set_element(t, 2, -1);
   Tensor bad_t = Tensor::copy_of(t);
-  set(bad_t, bad_t.numel() - 1, 4);
+  set_element(bad_t, bad_t.numel() - 1, 4);
   const Tensor w = random_uniform(dtype(), map_shape_, 0, 2, 22);
   const Tensor p = probabilities(dtype(), shape_, 23);
   const Tensor d = Tensor::scalar(dtype(), 1.5);
@@ -292,10 +276,10 @@ TEST_P(InputsUnchanged, Caffe2Softmax) {
   const Tensor x = random_uniform(dtype(), {3, 4, 2}, -3, 3, 24);
   const Tensor labels = random_labels(DType::kInt32, {3}, 8, 25);
   Tensor bad_labels = Tensor::copy_of(labels);
-  set(bad_labels, 2, 8);
+  set_element(bad_labels, 2, 8);
   const Tensor t = probabilities(dtype(), {3, 8}, 26);
   Tensor bad_t = Tensor::copy_of(t);
-  set(bad_t, 23, 0.9);  // the last row no longer sums to 1
+  set_element(bad_t, 23, 0.9);  // the last row no longer sums to 1
   const Tensor w = random_uniform(dtype(), {3}, 0, 2, 27);
   const Tensor p = probabilities(dtype(), {3, 8}, 28);
   const TensorView p3(p.data(), dtype(), {3, 4, 2});

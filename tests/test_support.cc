@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +40,30 @@ Tensor random_labels(DType dtype, Shape shape, std::int64_t classes, std::uint64
     } else {
       t.data_as<std::int64_t>()[i] = dist(rng);
     }
+  }
+  return t;
+}
+
+void set_element(Tensor& t, std::int64_t flat, double value) {
+  switch (t.dtype()) {
+    case DType::kFloat32: t.data_as<float>()[flat] = static_cast<float>(value); break;
+    case DType::kFloat64: t.data_as<double>()[flat] = value; break;
+    case DType::kInt32: t.data_as<std::int32_t>()[flat] = static_cast<std::int32_t>(value); break;
+    case DType::kInt64: t.data_as<std::int64_t>()[flat] = static_cast<std::int64_t>(value); break;
+  }
+}
+
+Tensor filled(DType dtype, Shape shape, double value) {
+  Tensor t(dtype, std::move(shape));
+  for (std::int64_t i = 0; i < t.numel(); ++i) set_element(t, i, value);
+  return t;
+}
+
+Tensor values(DType dtype, Shape shape, const std::vector<double>& values) {
+  Tensor t(dtype, std::move(shape));
+  EXPECT_EQ(static_cast<std::size_t>(t.numel()), values.size()) << "values() for " << shape_string(t.shape());
+  for (std::int64_t i = 0; i < t.numel() && static_cast<std::size_t>(i) < values.size(); ++i) {
+    set_element(t, i, values[static_cast<std::size_t>(i)]);
   }
   return t;
 }

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "spatialsoftmax/spatialsoftmax.h"
 
@@ -19,6 +20,12 @@ std::filesystem::path cli_path();
 Tensor random_uniform(DType dtype, Shape shape, double lo, double hi, std::uint64_t seed);
 // Dense int64 (or int32) labels uniform in [0, classes).
 Tensor random_labels(DType dtype, Shape shape, std::int64_t classes, std::uint64_t seed);
+
+// Writes element `flat` of a dense tensor, converting to its dtype.
+void set_element(Tensor& t, std::int64_t flat, double value);
+// A dense tensor with every element `value`, or with the given `values`.
+Tensor filled(DType dtype, Shape shape, double value);
+Tensor values(DType dtype, Shape shape, const std::vector<double>& values);
 
 // True if |got - want| <= atol + rtol * |want| elementwise (NaN matches NaN,
 // inf matches the same inf); on failure `why` names the first bad element.
