@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 packages=(cmake g++ make googletest libgtest-dev libbenchmark-dev
-          nlohmann-json3-dev libcli11-dev libhwy-dev)
+          nlohmann-json3-dev libcli11-dev libhwy-dev libprotobuf-dev protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -113,6 +113,9 @@ class Tensor {
   double at(std::int64_t flat) const { return view().at(flat); }
   // Returns a copy converted to `dtype` (float <-> double, int32 <-> int64).
   Tensor to(DType dtype) const;
+  // Gives the same elements a new shape with the same element count (throws
+  // Error otherwise); nothing is copied.
+  void reshape(Shape shape);
 
  private:
   struct AlignedFree {

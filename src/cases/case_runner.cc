@@ -8,10 +8,10 @@
 #include <optional>
 #include <utility>
 
-#include "spatialsoftmax/caffe2.h"
 #include "spatialsoftmax/error.h"
-#include "spatialsoftmax/functions.h"
 #include "spatialsoftmax/npy.h"
+#include "spatialsoftmax/op/gradient.h"
+#include "spatialsoftmax/op/workspace.h"
 #include "spatialsoftmax/options.h"
 
 namespace spatialsoftmax::cases {
@@ -35,10 +35,9 @@ std::string one_line(std::string text) {
 }
 
 // ---------------------------------------------------------------------------
-// The operator table. Each operator names its inputs and attributes (so that
+// The case operators. Each names its inputs and attributes (so that
 // load_case can check a case before anything runs) and a small function that
-// maps the case onto the public API. Issue 4's operator registry will take
-// this table's place.
+// maps the case onto a net of registered operators.
 
 enum class AttrType { kString, kNumber, kInteger, kBool };
 
@@ -52,13 +51,14 @@ struct InputSpec {
   bool required;
 };
 
-using RunFn = Outputs (*)(const Case&);
+struct CaseNet;
+using NetFn = CaseNet (*)(const Case&);
 
 struct OpSpec {
   std::string_view name;
   std::vector<InputSpec> inputs;
   std::vector<AttrSpec> attributes;
-  RunFn run;
+  NetFn net;
 };
 
 const OpSpec* find_op(std::string_view name);
@@ -165,21 +165,6 @@ ClassAxis layout_attr(const Case& c) {
   return parse_layout(string_attr(c, "layout", "NCHW"), "case.json: attribute layout");
 }
 
-// A string attribute with a fixed set of spellings, mapped to an enum.
-template <class E>
-E enum_attr(const Case& c, const std::string& name, E fallback,
-            std::initializer_list<std::pair<std::string_view, E>> values) {
-  const auto it = c.attributes.find(name);
-  if (it == c.attributes.end()) return fallback;
-  const std::string text = it->get<std::string>();
-  std::string list;
-  for (const auto& [spelling, value] : values) {
-    if (spelling == text) return value;
-    list += (list.empty() ? "" : ", ") + std::string(spelling);
-  }
-  fail(c.dir, "case.json: attribute '" + name + "' = '" + text + "', expected one of " + list);
-}
-
 const Tensor& input(const Case& c, const std::string& name) {
   const auto it = c.arrays.find(name);
   if (it == c.arrays.end()) {
@@ -188,49 +173,70 @@ const Tensor& input(const Case& c, const std::string& name) {
   return it->second;
 }
 
-std::optional<TensorView> optional_input(const Case& c, const std::string& name) {
-  const auto it = c.arrays.find(name);
-  if (it == c.arrays.end()) return std::nullopt;
-  return it->second.view();
+// ---------------------------------------------------------------------------
+// One function per case operator: the case as a net of registered operators.
+// The gradient comes from the gradient registry (add_gradient_ops), seeded
+// with the case's upstream gradient where it has one, else with 1.
+
+struct CaseNet {
+  op::OperatorDef forward;
+  std::string loss;      // the blob to differentiate; empty: forward only
+  std::string seed;      // case array holding the loss's upstream gradient, or ""
+  std::vector<std::pair<std::string, std::string>> outputs;  // blob -> case output name
+};
+
+op::OperatorDef make_op(std::string type, std::vector<std::string> inputs,
+                        std::vector<std::string> outputs) {
+  op::OperatorDef def;
+  def.type = std::move(type);
+  def.inputs = std::move(inputs);
+  def.outputs = std::move(outputs);
+  return def;
 }
 
-// The upstream gradient: `grad_output` when the case has it; required for
-// reduction none, otherwise 1 of the logits' dtype (README: "an upstream
-// gradient of 1 for sum/mean").
-std::optional<TensorView> upstream_grad(const Case& c, Reduction reduction) {
-  std::optional<TensorView> grad = optional_input(c, "grad_output");
-  if (!grad && reduction == Reduction::kNone) {
+// The case's array name if it has it, else "" (an absent optional input).
+std::string optional_blob(const Case& c, const std::string& name) {
+  return c.arrays.contains(name) ? name : "";
+}
+
+void copy_int_attr(const Case& c, const std::string& name, op::OperatorDef& def) {
+  if (const auto v = optional_int_attr(c, name)) def.set_arg(name, *v);
+}
+
+std::string layout_order(const Case& c) {
+  return std::string(to_string(layout_attr(c)));  // checks the spelling
+}
+
+// `grad_output` is required for reduction none (README: otherwise the
+// upstream gradient is 1).
+std::string upstream_seed(const Case& c) {
+  if (!c.arrays.contains("grad_output") && reduction_attr(c) == Reduction::kNone) {
     fail(c.dir, "op " + c.op + " with reduction none needs input array 'grad_output'");
   }
-  return grad;
+  return optional_blob(c, "grad_output");
 }
 
-// ---------------------------------------------------------------------------
-// One function per operator.
-
-Outputs run_onnx_softmax_cross_entropy(const Case& c) {
-  CrossEntropyOptions options = CrossEntropyOptions::onnx();
-  options.reduction = reduction_attr(c);
-  options.ignore_index = optional_int_attr(c, "ignore_index");
-  options.class_weight = optional_input(c, "weights");
+CaseNet onnx_softmax_cross_entropy_net(const Case& c) {
   // log_prob is the node's optional second output; a case declares it when
   // its node has it.
-  options.want_log_prob = c.declared.contains("log_prob");
-  CrossEntropyResult result = cross_entropy(input(c, "scores"), input(c, "labels"), options);
-  Outputs out;
-  out.emplace("loss", std::move(result.loss));
-  if (options.want_log_prob) out.emplace("log_prob", std::move(result.log_prob));
-  return out;
+  std::vector<std::string> outputs = {"loss"};
+  if (c.declared.contains("log_prob")) outputs.push_back("log_prob");
+  CaseNet n{make_op("SoftmaxCrossEntropyLoss", {"scores", "labels", optional_blob(c, "weights")},
+                    outputs),
+            "", "", {}};
+  n.forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
+  copy_int_attr(c, "ignore_index", n.forward);
+  for (const std::string& o : outputs) n.outputs.emplace_back(o, o);
+  return n;
 }
 
-Outputs run_onnx_nll(const Case& c) {
-  CrossEntropyOptions options = CrossEntropyOptions::onnx();
-  options.reduction = reduction_attr(c);
-  options.ignore_index = optional_int_attr(c, "ignore_index");
-  options.class_weight = optional_input(c, "weight");
-  Outputs out;
-  out.emplace("loss", nll_loss(input(c, "input"), input(c, "target"), options));
-  return out;
+CaseNet onnx_nll_net(const Case& c) {
+  CaseNet n{make_op("NegativeLogLikelihoodLoss", {"input", "target", optional_blob(c, "weight")},
+                    {"loss"}),
+            "", "", {{"loss", "loss"}}};
+  n.forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
+  copy_int_attr(c, "ignore_index", n.forward);
+  return n;
 }
 
 // The `targets` attribute must agree with the target's dtype, because the
@@ -248,108 +254,62 @@ void check_targets_attr(const Case& c, const Tensor& target) {
   }
 }
 
-Outputs run_cross_entropy(const Case& c) {
-  CrossEntropyOptions options;  // README: no ignore_index unless the case sets one
-  options.class_axis = layout_attr(c);
-  options.reduction = reduction_attr(c);
-  options.label_smoothing = number_attr(c, "label_smoothing", 0.0);
-  options.ignore_index = optional_int_attr(c, "ignore_index");
-  options.class_weight = optional_input(c, "weight");
-  const Tensor& target = input(c, "target");
-  check_targets_attr(c, target);
-  CrossEntropyGrads grads;
-  grads.loss = upstream_grad(c, options.reduction);
-  CrossEntropyResult result =
-      cross_entropy_forward_backward(input(c, "input"), target, options, grads);
-  Outputs out;
-  out.emplace("output", std::move(result.loss));
-  out.emplace("grad_input", std::move(result.grad_logits));
-  return out;
+// Forward output "output" and the gradient of "input", as torch-ce names them.
+CaseNet torch_loss_net(const Case& c, op::OperatorDef forward) {
+  forward.set_arg("order", layout_order(c));
+  forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
+  return {std::move(forward), "output", upstream_seed(c),
+          {{"output", "output"}, {"input_grad", "grad_input"}}};
 }
 
-Outputs run_kl_div(const Case& c) {
-  KlDivOptions options;
-  options.class_axis = layout_attr(c);
-  options.log_target = bool_attr(c, "log_target", false);
-  options.reduction = reduction_attr(c);
-  const Tensor& logits = input(c, "input");
-  const Tensor& target = input(c, "target");
-  const std::optional<TensorView> given = upstream_grad(c, options.reduction);
-  const Tensor one = Tensor::scalar(logits.dtype(), 1.0);
-  Outputs out;
-  out.emplace("output", kl_div(logits, target, options));
-  out.emplace("grad_input", kl_div_backward(logits, target, given ? *given : one.view(), options));
-  return out;
+CaseNet cross_entropy_net(const Case& c) {
+  check_targets_attr(c, input(c, "target"));
+  // README: no ignore_index unless the case sets one.
+  op::OperatorDef def = make_op("CrossEntropy", {"input", "target", optional_blob(c, "weight")},
+                                {"output"});
+  def.set_arg("label_smoothing", static_cast<float>(number_attr(c, "label_smoothing", 0.0)));
+  copy_int_attr(c, "ignore_index", def);
+  return torch_loss_net(c, std::move(def));
 }
 
-Outputs run_softmax(const Case& c) {
-  const ClassAxis axis = layout_attr(c);
-  Tensor prob = softmax(input(c, "input"), axis);
-  Tensor grad = softmax_backward(prob, input(c, "grad_output"), axis);
-  Outputs out;
-  out.emplace("output", std::move(prob));
-  out.emplace("grad_input", std::move(grad));
-  return out;
+CaseNet kl_div_net(const Case& c) {
+  op::OperatorDef def = make_op("KLDiv", {"input", "target"}, {"output"});
+  def.set_arg("log_target", std::int64_t{bool_attr(c, "log_target", false) ? 1 : 0});
+  return torch_loss_net(c, std::move(def));
 }
 
-Outputs run_log_softmax(const Case& c) {
-  const ClassAxis axis = layout_attr(c);
-  Tensor log_prob = log_softmax(input(c, "input"), axis);
-  Tensor grad = log_softmax_backward(log_prob, input(c, "grad_output"), axis);
-  Outputs out;
-  out.emplace("output", std::move(log_prob));
-  out.emplace("grad_input", std::move(grad));
-  return out;
+// softmax / log_softmax over the class axis: axis 1 (NCHW) or the last.
+CaseNet class_softmax_net(const Case& c, const char* type) {
+  op::OperatorDef def = make_op(type, {"input"}, {"output"});
+  def.set_arg("axis", std::int64_t{layout_attr(c) == ClassAxis::kFirst ? 1 : -1});
+  return {std::move(def), "output", "grad_output",
+          {{"output", "output"}, {"input_grad", "grad_input"}}};
+}
+CaseNet softmax_net(const Case& c) { return class_softmax_net(c, "Softmax"); }
+CaseNet log_softmax_net(const Case& c) { return class_softmax_net(c, "LogSoftmax"); }
+
+// The forward op alone; its gradient op (X, T, [weight_tensor], P, d_avg_loss)
+// comes from the gradient registry, as Caffe2's gradient maker wires it.
+CaseNet spatial_softmax_with_loss_net(const Case& c) {
+  std::vector<std::string> inputs = {"X", "T"};
+  if (c.arrays.contains("weight_tensor")) inputs.push_back("weight_tensor");
+  CaseNet n{make_op("SpatialSoftmaxWithLoss", inputs, {"P", "avg_loss"}), "avg_loss", "d_avg_loss",
+            {{"P", "P"}, {"avg_loss", "avg_loss"}, {"X_grad", "dX"}}};
+  n.forward.set_arg("scale", static_cast<float>(number_attr(c, "scale", 1.0)));
+  n.forward.set_arg("order", string_attr(c, "order", "NCHW"));
+  n.forward.set_arg("caffe2_variant", string_attr(c, "variant", "cpu"));
+  return n;
 }
 
-// Forward, then the gradient operator on (X, T, [weight_tensor], P, d_avg_loss)
-// as Caffe2's gradient maker wires it.
-Outputs run_spatial_softmax_with_loss(const Case& c) {
-  caffe2::SpatialSoftmaxWithLossArgs args;
-  args.scale = static_cast<float>(number_attr(c, "scale", 1.0));
-  args.order = string_attr(c, "order", "NCHW");
-  args.variant = enum_attr(c, "variant", caffe2::Variant::kCpu,
-                           {{"cpu", caffe2::Variant::kCpu}, {"cuda", caffe2::Variant::kCuda}});
-  const Tensor& X = input(c, "X");
-  const Tensor& T = input(c, "T");
-  const std::optional<TensorView> weight = optional_input(c, "weight_tensor");
-  caffe2::LossOutputs forward = caffe2::spatial_softmax_with_loss(X, T, weight, args);
-  Tensor dX = caffe2::spatial_softmax_with_loss_gradient(X, T, weight, forward.prob,
-                                                         input(c, "d_avg_loss"), args);
-  Outputs out;
-  out.emplace("P", std::move(forward.prob));
-  out.emplace("avg_loss", std::move(forward.loss));
-  out.emplace("dX", std::move(dX));
-  return out;
-}
-
-SpatialSoftArgmaxOptions soft_argmax_options(const Case& c) {
-  SpatialSoftArgmaxOptions options;
-  options.channel_axis = layout_attr(c);
-  options.temperature = number_attr(c, "temperature", 1.0);
-  options.temperature_mode =
-      enum_attr(c, "temperature_mode", TemperatureMode::kDivide,
-                {{"divide", TemperatureMode::kDivide}, {"multiply", TemperatureMode::kMultiply}});
-  options.coordinates =
-      enum_attr(c, "coordinates", Coordinates::kNormalized,
-                {{"normalized", Coordinates::kNormalized}, {"pixel", Coordinates::kPixel}});
-  options.singleton_coordinate = enum_attr(
-      c, "singleton_coordinate", SingletonCoordinate::kCenter,
-      {{"center", SingletonCoordinate::kCenter}, {"minus_one", SingletonCoordinate::kMinusOne}});
-  return options;
-}
-
-Outputs run_spatial_soft_argmax(const Case& c) {
-  const SpatialSoftArgmaxOptions options = soft_argmax_options(c);
-  const Tensor& x = input(c, "input");
-  SpatialSoftArgmaxGrads grads;
-  grads.keypoints = input(c, "grad_output").view();
-  SpatialSoftArgmaxResult forward = spatial_soft_argmax(x, options);
-  SpatialSoftArgmaxBackward backward = spatial_soft_argmax_backward(x, grads, options);
-  Outputs out;
-  out.emplace("output", std::move(forward.keypoints));
-  out.emplace("grad_input", std::move(backward.grad_input));
-  return out;
+CaseNet spatial_soft_argmax_net(const Case& c) {
+  CaseNet n{make_op("SpatialSoftArgmax", {"input"}, {"output"}), "output", "grad_output",
+            {{"output", "output"}, {"input_grad", "grad_input"}}};
+  n.forward.set_arg("order", layout_order(c));
+  n.forward.set_arg("temperature", static_cast<float>(number_attr(c, "temperature", 1.0)));
+  for (const char* name : {"temperature_mode", "coordinates", "singleton_coordinate"}) {
+    if (c.attributes.contains(name)) n.forward.set_arg(name, string_attr(c, name, ""));
+  }
+  return n;
 }
 
 const std::vector<OpSpec>& op_table() {
@@ -358,11 +318,11 @@ const std::vector<OpSpec>& op_table() {
       {"SoftmaxCrossEntropyLoss",
        {{"scores", true}, {"labels", true}, {"weights", false}},
        {{"reduction", A::kString}, {"ignore_index", A::kInteger}},
-       run_onnx_softmax_cross_entropy},
+       onnx_softmax_cross_entropy_net},
       {"NegativeLogLikelihoodLoss",
        {{"input", true}, {"target", true}, {"weight", false}},
        {{"reduction", A::kString}, {"ignore_index", A::kInteger}},
-       run_onnx_nll},
+       onnx_nll_net},
       {"cross_entropy",
        {{"input", true}, {"target", true}, {"weight", false}, {"grad_output", false}},
        {{"reduction", A::kString},
@@ -370,19 +330,19 @@ const std::vector<OpSpec>& op_table() {
         {"targets", A::kString},
         {"layout", A::kString},
         {"ignore_index", A::kInteger}},
-       run_cross_entropy},
+       cross_entropy_net},
       {"kl_div",
        {{"input", true}, {"target", true}, {"grad_output", false}},
        {{"reduction", A::kString}, {"log_target", A::kBool}, {"layout", A::kString}},
-       run_kl_div},
+       kl_div_net},
       {"softmax", {{"input", true}, {"grad_output", true}}, {{"layout", A::kString}},
-       run_softmax},
+       softmax_net},
       {"log_softmax", {{"input", true}, {"grad_output", true}}, {{"layout", A::kString}},
-       run_log_softmax},
+       log_softmax_net},
       {"SpatialSoftmaxWithLoss",
        {{"X", true}, {"T", true}, {"weight_tensor", false}, {"d_avg_loss", true}},
        {{"scale", A::kNumber}, {"order", A::kString}, {"variant", A::kString}},
-       run_spatial_softmax_with_loss},
+       spatial_softmax_with_loss_net},
       {"spatial_soft_argmax",
        {{"input", true}, {"grad_output", true}},
        {{"temperature", A::kNumber},
@@ -390,7 +350,7 @@ const std::vector<OpSpec>& op_table() {
         {"coordinates", A::kString},
         {"layout", A::kString},
         {"singleton_coordinate", A::kString}},
-       run_spatial_soft_argmax},
+       spatial_soft_argmax_net},
   };
   return table;
 }
@@ -522,7 +482,22 @@ std::map<std::string, Tensor> run_case(const Case& c) {
   check_attributes(c, spec);
   check_inputs_present(c, spec);
   try {
-    return spec.run(c);
+    CaseNet n = spec.net(c);
+    op::NetDef net;
+    net.name = c.name;
+    for (const auto& [name, tensor] : c.arrays) net.external_inputs.push_back(name);
+    net.ops.push_back(n.forward);
+    if (!n.loss.empty()) {
+      std::map<std::string, std::string, std::less<>> given;
+      if (!n.seed.empty()) given.emplace(n.loss, n.seed);
+      op::add_gradient_ops(net, {n.loss}, given);
+    }
+    op::Workspace ws;
+    for (const auto& [name, tensor] : c.arrays) ws.set(name, Tensor::copy_of(tensor));
+    op::run_net(net, ws);
+    Outputs out;
+    for (const auto& [blob, name] : n.outputs) out.emplace(name, Tensor::copy_of(ws.get(blob)));
+    return out;
   } catch (const Error& e) {
     const std::string what = e.what();
     // Our own failures already start with the folder; the library's do not.

@@ -1,9 +1,10 @@
 // Conformance cases: a folder holding case.json plus one .npy file per array
 // (format in shared/conformance/README.md). load_case reads a case's inputs,
-// run_case runs the operator it names through the public C++ API. Shared by
-// the `spatialsoftmax eval` subcommand and the conformance tests.
+// run_case runs the operator it names as a net of registered operators (the
+// forward op, and its gradient from the gradient registry). Shared by the
+// `spatialsoftmax eval` subcommand and the conformance tests.
 //
-// This is a thin mapping layer (case attributes -> API options, API results
+// This is a thin mapping layer (case attributes -> operator arguments, blobs
 // -> output names); it does no math of its own.
 #pragma once
 

@@ -181,4 +181,13 @@ Tensor Tensor::to(DType dtype) const {
   return t;
 }
 
+void Tensor::reshape(Shape shape) {
+  if (checked_numel(shape, "Tensor::reshape") != numel_) {
+    throw Error("Tensor::reshape: shape " + shape_string(shape) + " has " +
+                std::to_string(checked_numel(shape, "Tensor::reshape")) + " elements, expected " +
+                std::to_string(numel_) + " (the shape " + shape_string(shape_) + ")");
+  }
+  shape_ = std::move(shape);
+}
+
 }  // namespace spatialsoftmax

@@ -1,0 +1,47 @@
+#include "spatialsoftmax/op/operator_def.h"
+
+#include <utility>
+
+namespace spatialsoftmax::op {
+
+std::string_view device_name(Device device) {
+  switch (device) {
+    case Device::kCpu:
+      return "CPU";
+    case Device::kCuda:
+      return "CUDA";
+  }
+  return "unknown device";
+}
+
+std::string_view arg_kind_name(const ArgValue& value) {
+  // Indexed by the variant's alternatives, in their declared order.
+  static constexpr std::string_view kNames[] = {"none",   "float", "int",    "string",
+                                                "floats", "ints",  "strings"};
+  static_assert(std::size(kNames) == std::variant_size_v<ArgValue>);
+  return kNames[value.index()];
+}
+
+const Argument* OperatorDef::find_arg(std::string_view arg_name) const {
+  for (const Argument& arg : args) {
+    if (arg.name == arg_name) return &arg;
+  }
+  return nullptr;
+}
+
+void OperatorDef::set_arg(std::string arg_name, ArgValue value) {
+  for (Argument& arg : args) {
+    if (arg.name == arg_name) {
+      arg.value = std::move(value);
+      return;
+    }
+  }
+  args.push_back(Argument{std::move(arg_name), std::move(value)});
+}
+
+std::string describe(const OperatorDef& def) {
+  if (def.name.empty()) return def.type;
+  return def.type + " '" + def.name + "'";
+}
+
+}  // namespace spatialsoftmax::op

@@ -1,0 +1,226 @@
+// The general loss family as operators: CrossEntropy (every option of
+// cross_entropy) and KLDiv, each with its gradient operator. Optional inputs
+// and outputs may be skipped by an empty name.
+#include "op/operators/op_helpers.h"
+#include "spatialsoftmax/functions.h"
+
+namespace spatialsoftmax::op::detail {
+namespace {
+
+constexpr const char* kOrderDoc = "\"NCHW\": class axis 1; \"NHWC\": class axis last";
+
+ZeroWeightMean zero_weight_mean_arg(const Args& args) {
+  const std::string v = args.get_string("zero_weight_mean");
+  if (v == "nan") return ZeroWeightMean::kNaN;
+  if (v == "zero") return ZeroWeightMean::kZero;
+  throw Error("argument 'zero_weight_mean': '" + v + "', expected nan or zero");
+}
+
+ZeroTargetLog zero_target_log_arg(const Args& args) {
+  const std::string v = args.get_string("zero_target_log");
+  if (v == "ieee") return ZeroTargetLog::kIeee;
+  if (v == "zero") return ZeroTargetLog::kZero;
+  throw Error("argument 'zero_target_log': '" + v + "', expected ieee or zero");
+}
+
+CrossEntropyOptions ce_options(const Args& args) {
+  CrossEntropyOptions o;
+  o.class_axis = order_arg(args);
+  o.reduction = reduction_arg(args, false);
+  if (args.has("ignore_index")) o.ignore_index = args.get_int("ignore_index");
+  o.label_smoothing = args.get_float("label_smoothing");
+  o.zero_weight_mean = zero_weight_mean_arg(args);
+  o.prob_floor = args.get_float("prob_floor");
+  o.zero_target_log = zero_target_log_arg(args);
+  return o;
+}
+
+CrossEntropyOptions ce_options(const OpRun& r) {
+  CrossEntropyOptions o = ce_options(r.args());
+  o.class_weight = r.optional_input(2);
+  o.pixel_weight = r.optional_input(3);
+  return o;
+}
+
+OpSchema& ce_args(OpSchema& s) {
+  return s.arg("order", ArgType::kString, std::string("NCHW"), kOrderDoc)
+      .arg("reduction", ArgType::kString, std::string("mean"), "\"none\", \"sum\" or \"mean\"")
+      .arg("ignore_index", ArgType::kInt, std::monostate{},
+           "positions with this label are ignored (unset: none)")
+      .arg("label_smoothing", ArgType::kFloat, 0.0f, "epsilon in [0, 1]")
+      .arg("zero_weight_mean", ArgType::kString, std::string("nan"),
+           "a mean over zero total weight: \"nan\" (PyTorch, ONNX) or \"zero\" (Caffe2)")
+      .arg("prob_floor", ArgType::kFloat, 0.0f, "> 0: loss -log(max(p_y, prob_floor)) (Caffe2 1e-20)")
+      .arg("zero_target_log", ArgType::kString, std::string("ieee"),
+           "probability targets: 0 * log(0) is NaN (\"ieee\") or 0 (\"zero\")")
+      .allow_empty_optional_names()
+      .check([](const OperatorDef& def, const Args& args) {
+        try {
+          (void)ce_options(args);
+        } catch (const Error& e) {
+          throw Error(describe(def) + ": " + e.what());
+        }
+      });
+}
+
+void infer_ce_inputs(const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+  const ClassAxis axis = order_arg(args);
+  const TensorSpec& x = spec(def, in, 0);
+  expect_class_tensor(def, x, axis, "X");
+  const TensorSpec& t = spec(def, in, 1);
+  const Shape positions = map_shape(x.shape, axis);
+  if (is_floating(t.dtype)) {
+    expect_dtype(def, t, x.dtype, "targets");
+    expect_shape(def, t, x.shape, "targets", "(probability targets: X's shape)");
+  } else {
+    expect_index(def, t, "targets");
+    expect_shape(def, t, positions, "targets", "(class indices: (N, d1..dk))");
+  }
+  const std::int64_t classes = x.shape[axis == ClassAxis::kFirst ? 1 : x.shape.size() - 1];
+  if (in.size() > 2 && in[2]) {
+    expect_dtype(def, *in[2], x.dtype, "class_weight");
+    expect_shape(def, *in[2], {classes}, "class_weight", "(one per class)");
+  }
+  if (in.size() > 3 && in[3]) {
+    expect_dtype(def, *in[3], x.dtype, "pixel_weight");
+    expect_shape(def, *in[3], positions, "pixel_weight", "(one per position)");
+  }
+}
+
+}  // namespace
+
+void register_loss_operators() {
+  // --- CrossEntropy ----------------------------------------------------------
+  ce_args(add_schema("CrossEntropy")
+              .doc("Softmax cross-entropy over the class axis with class and pixel weights, "
+                   "ignore_index, label smoothing, index or probability targets (SPEC.md 3).")
+              .input("X", "logits (N, C, d1..dk) or (N, d1..dk, C)")
+              .input("targets", "int32/int64 (N, d1..dk) class indices, or probabilities (X's shape)")
+              .optional_input("class_weight", "(C)")
+              .optional_input("pixel_weight", "(N, d1..dk)")
+              .output("loss", "scalar, or (N, d1..dk) for reduction none")
+              .optional_output("prob", "softmax, X's shape")
+              .optional_output("log_prob", "log-softmax, X's shape")
+              .optional_output("entropy", "per-position entropy (N, d1..dk)"))
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_ce_inputs(def, args, in);
+        const TensorSpec& x = *in[0];
+        const Shape positions = map_shape(x.shape, order_arg(args));
+        const TensorSpec loss = reduction_arg(args, false) == Reduction::kNone
+                                    ? TensorSpec{x.dtype, positions}
+                                    : scalar_spec(x.dtype);
+        return TensorSpecs{loss, x, x, TensorSpec{x.dtype, positions}};
+      });
+  add_cpu_operator("CrossEntropy", [](OpRun& r) {
+    CrossEntropyOptions o = ce_options(r);
+    o.want_prob = r.wants_output(1);
+    o.want_log_prob = r.wants_output(2);
+    o.want_entropy = r.wants_output(3);
+    CrossEntropyResult out = cross_entropy(r.input(0), r.input(1), o);
+    r.set_output(0, std::move(out.loss));
+    r.set_output(1, std::move(out.prob));
+    r.set_output(2, std::move(out.log_prob));
+    r.set_output(3, std::move(out.entropy));
+  });
+
+  ce_args(add_schema("CrossEntropyGradient")
+              .doc("dX of CrossEntropy from the upstream gradients of its outputs (absent ones "
+                   "are zero).")
+              .input("X", "logits")
+              .input("targets", "class indices or probabilities")
+              .optional_input("class_weight", "(C)")
+              .optional_input("pixel_weight", "(N, d1..dk)")
+              .optional_input("d_loss", "gradient of loss")
+              .optional_input("d_prob", "gradient of prob")
+              .optional_input("d_log_prob", "gradient of log_prob")
+              .optional_input("d_entropy", "gradient of entropy")
+              .output("dX", "X's shape"))
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_ce_inputs(def, args, in);
+        return TensorSpecs{*in[0]};
+      });
+  add_cpu_operator("CrossEntropyGradient", [](OpRun& r) {
+    CrossEntropyGrads g;
+    g.loss = r.optional_input(4);
+    g.prob = r.optional_input(5);
+    g.log_prob = r.optional_input(6);
+    g.entropy = r.optional_input(7);
+    r.set_output(0, cross_entropy_backward(r.input(0), r.input(1), g, ce_options(r)));
+  });
+  add_gradient("CrossEntropy", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
+    std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1]};
+    for (std::size_t i = 2; i < 4; ++i) inputs.push_back(i < fwd.inputs.size() ? fwd.inputs[i] : "");
+    for (std::size_t i = 0; i < 4; ++i) inputs.push_back(i < go.size() ? go[i] : "");
+    while (inputs.back().empty()) inputs.pop_back();  // trailing absent ports
+    GradientOps g;
+    g.ops.push_back(grad_op("CrossEntropyGradient", inputs, {grad_name(fwd.inputs[0])}));
+    g.input_grads = {grad_name(fwd.inputs[0])};
+    return g;
+  });
+
+  // --- KLDiv -----------------------------------------------------------------
+  auto kl_args = [](OpSchema& s) -> OpSchema& {
+    return s.arg("order", ArgType::kString, std::string("NCHW"), kOrderDoc)
+        .arg("reduction", ArgType::kString, std::string("mean"),
+             "\"none\", \"sum\", \"mean\" (over all elements) or \"batchmean\" (over N)")
+        .arg("log_target", ArgType::kInt, std::int64_t{0}, "1: target holds log-probabilities")
+        .check([](const OperatorDef& def, const Args& args) {
+          try {
+            (void)order_arg(args);
+            (void)reduction_arg(args, true);
+          } catch (const Error& e) {
+            throw Error(describe(def) + ": " + e.what());
+          }
+        });
+  };
+  auto kl_options = [](const Args& args) {
+    KlDivOptions o;
+    o.class_axis = order_arg(args);
+    o.reduction = reduction_arg(args, true);
+    o.log_target = args.get_int("log_target") != 0;
+    return o;
+  };
+  auto infer_kl_inputs = [](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+    const TensorSpec& x = spec(def, in, 0);
+    expect_class_tensor(def, x, order_arg(args), "X");
+    expect_dtype(def, spec(def, in, 1), x.dtype, "target");
+    expect_shape(def, spec(def, in, 1), x.shape, "target", "(X's shape)");
+  };
+  kl_args(add_schema("KLDiv")
+              .doc("KL(target || softmax(X)) over the class axis, as PyTorch's "
+                   "F.kl_div(F.log_softmax(X), target).")
+              .input("X", "logits")
+              .input("target", "probabilities (or log-probabilities with log_target), X's shape")
+              .output("output", "scalar, or X's shape for reduction none"))
+      .infer([=](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_kl_inputs(def, args, in);
+        const TensorSpec& x = *in[0];
+        return TensorSpecs{reduction_arg(args, true) == Reduction::kNone ? x : scalar_spec(x.dtype)};
+      });
+  add_cpu_operator("KLDiv", [=](OpRun& r) {
+    r.set_output(0, kl_div(r.input(0), r.input(1), kl_options(r.args())));
+  });
+  kl_args(add_schema("KLDivGradient")
+              .doc("dX of KLDiv.")
+              .input("X", "logits")
+              .input("target", "X's shape")
+              .input("d_output", "gradient of output (scalar, or X's shape for none)")
+              .output("dX", "X's shape"))
+      .infer([=](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_kl_inputs(def, args, in);
+        return TensorSpecs{*in[0]};
+      });
+  add_cpu_operator("KLDivGradient", [=](OpRun& r) {
+    r.set_output(0, kl_div_backward(r.input(0), r.input(1), r.input(2), kl_options(r.args())));
+  });
+  add_gradient("KLDiv", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
+    require_output_grad(fwd, go, 0);
+    GradientOps g;
+    g.ops.push_back(grad_op("KLDivGradient", {fwd.inputs[0], fwd.inputs[1], go[0]},
+                            {grad_name(fwd.inputs[0])}));
+    g.input_grads = {grad_name(fwd.inputs[0])};
+    return g;
+  });
+}
+
+}  // namespace spatialsoftmax::op::detail

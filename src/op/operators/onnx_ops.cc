@@ -1,0 +1,153 @@
+// ONNX SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss (opset 13,
+// SPEC.md 3.7), with gradient operators of our own. Optional inputs may be
+// skipped by an empty name, as in ONNX.
+#include "op/operators/op_helpers.h"
+#include "spatialsoftmax/functions.h"
+
+namespace spatialsoftmax::op::detail {
+namespace {
+
+constexpr const char* kReductionDoc = "\"none\", \"sum\" or \"mean\"";
+constexpr const char* kIgnoreDoc = "positions with this label are ignored (any value; unset: none)";
+
+OpSchema& loss_args(OpSchema& s) {
+  return s.arg("reduction", ArgType::kString, std::string("mean"), kReductionDoc)
+      .arg("ignore_index", ArgType::kInt, std::monostate{}, kIgnoreDoc)
+      .allow_empty_optional_names()
+      .check([](const OperatorDef& def, const Args& args) {
+        try {
+          (void)reduction_arg(args, false);
+        } catch (const Error& e) {
+          throw Error(describe(def) + ": " + e.what());
+        }
+      });
+}
+
+CrossEntropyOptions onnx_options(const OpRun& r, std::size_t weight_input) {
+  CrossEntropyOptions o = CrossEntropyOptions::onnx();
+  o.reduction = reduction_arg(r.args(), false);
+  if (r.args().has("ignore_index")) o.ignore_index = r.args().get_int("ignore_index");
+  o.class_weight = r.optional_input(weight_input);
+  return o;
+}
+
+// (N, C, d1..dk) scores, (N, d1..dk) labels, optional (C) weights.
+void infer_loss_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_t weight_input,
+                       const char* x_name, const char* label_name, const char* weight_name) {
+  const TensorSpec& x = spec(def, in, 0);
+  expect_class_tensor(def, x, ClassAxis::kFirst, x_name);
+  const TensorSpec& y = spec(def, in, 1);
+  expect_index(def, y, label_name);
+  expect_shape(def, y, map_shape(x.shape, ClassAxis::kFirst), label_name, "((N, d1..dk) of the scores)");
+  if (weight_input < in.size() && in[weight_input]) {
+    expect_dtype(def, *in[weight_input], x.dtype, weight_name);
+    expect_shape(def, *in[weight_input], {x.shape[1]}, weight_name, "(one per class)");
+  }
+}
+
+TensorSpec loss_spec(const Args& args, const TensorSpec& x) {
+  if (reduction_arg(args, false) == Reduction::kNone) {
+    return TensorSpec{x.dtype, map_shape(x.shape, ClassAxis::kFirst)};
+  }
+  return scalar_spec(x.dtype);
+}
+
+}  // namespace
+
+void register_onnx_operators() {
+  // --- SoftmaxCrossEntropyLoss -----------------------------------------------
+  loss_args(add_schema("SoftmaxCrossEntropyLoss")
+                .doc("ONNX opset 13: log_softmax over axis 1, then the (weighted) negative "
+                     "log-likelihood of the labels, reduced.")
+                .input("scores", "(N, C, d1..dk) float")
+                .input("labels", "(N, d1..dk) int32 or int64")
+                .optional_input("weights", "class weights (C)")
+                .output("output", "the loss: scalar, or (N, d1..dk) for reduction none")
+                .optional_output("log_prob", "log_softmax(scores), the scores' shape"))
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
+        return TensorSpecs{loss_spec(args, *in[0]), *in[0]};
+      });
+  add_cpu_operator("SoftmaxCrossEntropyLoss", [](OpRun& r) {
+    CrossEntropyOptions o = onnx_options(r, 2);
+    o.want_log_prob = r.wants_output(1);
+    CrossEntropyResult out = cross_entropy(r.input(0), r.input(1), o);
+    r.set_output(0, std::move(out.loss));
+    r.set_output(1, std::move(out.log_prob));
+  });
+
+  loss_args(add_schema("SoftmaxCrossEntropyLossGradient")
+                .doc("d_scores of SoftmaxCrossEntropyLoss, from the upstream gradients of its "
+                     "output and log_prob (absent ones are zero).")
+                .input("scores", "(N, C, d1..dk)")
+                .input("labels", "(N, d1..dk)")
+                .optional_input("weights", "class weights (C)")
+                .optional_input("d_output", "gradient of output (scalar, or a map for none)")
+                .optional_input("d_log_prob", "gradient of log_prob")
+                .output("d_scores", "the scores' shape"))
+      .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
+        infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
+        return TensorSpecs{*in[0]};
+      });
+  add_cpu_operator("SoftmaxCrossEntropyLossGradient", [](OpRun& r) {
+    CrossEntropyGrads g;
+    g.loss = r.optional_input(3);
+    g.log_prob = r.optional_input(4);
+    r.set_output(0, cross_entropy_backward(r.input(0), r.input(1), g, onnx_options(r, 2)));
+  });
+  add_gradient("SoftmaxCrossEntropyLoss",
+               [](const OperatorDef& fwd, const std::vector<std::string>& go) {
+                 const std::string weights = fwd.inputs.size() > 2 ? fwd.inputs[2] : "";
+                 std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], weights, go[0]};
+                 if (go.size() > 1 && !go[1].empty()) inputs.push_back(go[1]);
+                 GradientOps g;
+                 g.ops.push_back(grad_op("SoftmaxCrossEntropyLossGradient", inputs,
+                                         {grad_name(fwd.inputs[0])}));
+                 g.input_grads = {grad_name(fwd.inputs[0])};
+                 return g;
+               });
+
+  // --- NegativeLogLikelihoodLoss ---------------------------------------------
+  loss_args(add_schema("NegativeLogLikelihoodLoss")
+                .doc("ONNX opset 13: -input[n, target, d..] * weight[target], reduced; input "
+                     "holds log-probabilities.")
+                .input("input", "(N, C, d1..dk) log-probabilities")
+                .input("target", "(N, d1..dk) int32 or int64")
+                .optional_input("weight", "class weights (C)")
+                .output("loss", "scalar, or (N, d1..dk) for reduction none"))
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_loss_inputs(def, in, 2, "input", "target", "weight");
+        return TensorSpecs{loss_spec(args, *in[0])};
+      });
+  add_cpu_operator("NegativeLogLikelihoodLoss", [](OpRun& r) {
+    r.set_output(0, nll_loss(r.input(0), r.input(1), onnx_options(r, 2)));
+  });
+
+  loss_args(add_schema("NegativeLogLikelihoodLossGradient")
+                .doc("d_input of NegativeLogLikelihoodLoss.")
+                .input("input", "(N, C, d1..dk) log-probabilities")
+                .input("target", "(N, d1..dk)")
+                .input("d_loss", "gradient of loss (scalar, or a map for none)")
+                .optional_input("weight", "class weights (C)")
+                .output("d_input", "the input's shape"))
+      .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
+        infer_loss_inputs(def, in, 3, "input", "target", "weight");
+        return TensorSpecs{*in[0]};
+      });
+  add_cpu_operator("NegativeLogLikelihoodLossGradient", [](OpRun& r) {
+    r.set_output(0, nll_loss_backward(r.input(0), r.input(1), r.input(2), onnx_options(r, 3)));
+  });
+  add_gradient("NegativeLogLikelihoodLoss",
+               [](const OperatorDef& fwd, const std::vector<std::string>& go) {
+                 require_output_grad(fwd, go, 0);
+                 std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], go[0]};
+                 if (fwd.inputs.size() > 2) inputs.push_back(fwd.inputs[2]);
+                 GradientOps g;
+                 g.ops.push_back(grad_op("NegativeLogLikelihoodLossGradient", inputs,
+                                         {grad_name(fwd.inputs[0])}));
+                 g.input_grads = {grad_name(fwd.inputs[0])};
+                 return g;
+               });
+}
+
+}  // namespace spatialsoftmax::op::detail

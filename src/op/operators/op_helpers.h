@@ -1,0 +1,80 @@
+// What every built-in operator shares: reading inputs from the workspace,
+// buffering outputs until the run succeeds, shape-inference checks, and
+// gradient-def construction.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "op/tables.h"
+#include "spatialsoftmax/error.h"
+#include "spatialsoftmax/op/gradient.h"
+#include "spatialsoftmax/op/registry.h"
+#include "spatialsoftmax/op/schema.h"
+#include "spatialsoftmax/options.h"
+
+namespace spatialsoftmax::op::detail {
+
+// One run of an operator: its inputs, its arguments, and its outputs, which
+// reach the workspace only if the whole run succeeds.
+class OpRun {
+ public:
+  OpRun(const OpSchema& schema, const OperatorDef& def, const Workspace& ws)
+      : schema_(schema), def_(def), ws_(ws), args_(schema, def), outputs_(def.outputs.size()) {}
+
+  const Args& args() const { return args_; }
+  const OperatorDef& def() const { return def_; }
+  bool has_input(std::size_t i) const { return schema_.has_input(def_, i); }
+  bool wants_output(std::size_t i) const { return schema_.has_output(def_, i); }
+  std::size_t input_count() const { return def_.inputs.size(); }
+  const Tensor& input(std::size_t i) const;
+  std::optional<TensorView> optional_input(std::size_t i) const;
+  void set_output(std::size_t i, Tensor value);
+  void commit(Workspace& ws);
+
+ private:
+  const OpSchema& schema_;
+  const OperatorDef& def_;
+  const Workspace& ws_;
+  Args args_;
+  std::vector<std::optional<Tensor>> outputs_;
+};
+
+using RunFn = std::function<void(OpRun&)>;
+
+// Registers the CPU operator `type` (its schema must exist) running `fn`.
+void add_cpu_operator(const std::string& type, RunFn fn);
+
+// --- shape inference helpers (throw Error naming the operator) -------------
+[[noreturn]] void infer_fail(const OperatorDef& def, const std::string& what);
+const TensorSpec& spec(const OperatorDef& def, const TensorSpecs& inputs, std::size_t i);
+void expect_float(const OperatorDef& def, const TensorSpec& s, const std::string& name);
+void expect_index(const OperatorDef& def, const TensorSpec& s, const std::string& name);
+void expect_dtype(const OperatorDef& def, const TensorSpec& s, DType dtype, const std::string& name);
+void expect_shape(const OperatorDef& def, const TensorSpec& s, const Shape& shape,
+                  const std::string& name, const std::string& what);
+// (N, d1..dk): X's shape without the class axis.
+Shape map_shape(const Shape& x, ClassAxis axis);
+// Class-axis input of rank 2..10 with C >= 1 (min_spatial_rank as the API).
+void expect_class_tensor(const OperatorDef& def, const TensorSpec& x, ClassAxis axis,
+                         const std::string& name, int min_spatial_rank = 0);
+TensorSpec scalar_spec(DType dtype);
+
+// --- argument helpers ------------------------------------------------------
+ClassAxis order_arg(const Args& args);  // "order": NCHW or NHWC
+Reduction reduction_arg(const Args& args, bool allow_batchmean);
+void check_order(const OperatorDef& def, const Args& args);  // known value
+
+// --- gradient helpers ------------------------------------------------------
+// The gradient blob name of a forward blob (Caffe2's GI).
+inline std::string grad_name(const std::string& blob) { return blob + "_grad"; }
+OperatorDef grad_op(std::string type, std::vector<std::string> inputs,
+                    std::vector<std::string> outputs);
+// Caffe2's text when a needed output gradient is missing.
+void require_output_grad(const OperatorDef& forward, const std::vector<std::string>& output_grads,
+                         std::size_t i);
+
+}  // namespace spatialsoftmax::op::detail
