@@ -1,5 +1,6 @@
 // The `spatialsoftmax` program, run as a user would: eval on one case of each
-// conformance folder, eval failures, demo and --help.
+// conformance folder, eval failures, ops, run (nets and their gradients), demo
+// and --help.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -254,10 +255,156 @@ TEST(CliDemo, RejectsBadOptions) {
   EXPECT_EQ(line_count(run.err), 1u) << run.err;
 }
 
+// --- ops ------------------------------------------------------------------------
+
+TEST(CliOps, ListsEveryOperatorWithItsDevices) {
+  const RunResult run = run_cli({"ops"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  for (const char* type : {"SpatialSoftmaxWithLoss", "SpatialSoftmaxWithLossGradient",
+                           "SoftmaxWithLoss", "SoftmaxCrossEntropyLoss",
+                           "NegativeLogLikelihoodLoss", "Softmax", "LogSoftmax", "CrossEntropy",
+                           "KLDiv", "SpatialSoftmax", "SpatialSoftArgmax"}) {
+    const auto line_start = run.out.find(std::string("\n") + type + " ");
+    ASSERT_NE(line_start, std::string::npos) << type << " missing from\n" << run.out;
+    const std::string line = run.out.substr(line_start + 1, run.out.find('\n', line_start + 1) - line_start - 1);
+    EXPECT_NE(line.find("CPU"), std::string::npos) << line;
+  }
+}
+
+TEST(CliOps, PrintsOneSchema) {
+  const RunResult run = run_cli({"ops", "SpatialSoftmaxWithLoss"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  for (const char* text : {"X", "T", "weight_tensor (optional)", "P", "avg_loss",
+                           "scale (float, default 1)", "order (string, default \"NCHW\")",
+                           "devices: CPU", "gradient: registered"}) {
+    EXPECT_NE(run.out.find(text), std::string::npos) << text << " not in\n" << run.out;
+  }
+}
+
+TEST(CliOps, UnknownOperatorFails) {
+  const RunResult run = run_cli({"ops", "NoSuchOp"});
+  EXPECT_NE(run.status, 0);
+  EXPECT_EQ(line_count(run.err), 1u) << run.err;
+  EXPECT_NE(run.err.find("NoSuchOp"), std::string::npos) << run.err;
+}
+
+// --- run ------------------------------------------------------------------------
+
+constexpr const char* kSpatialNetJson =
+    R"({"name": "seg", "op": [{"type": "SpatialSoftmaxWithLoss", "input": ["X", "T"],)"
+    R"( "output": ["P", "avg_loss"], "arg": [{"name": "scale", "f": 1.0}]}],)"
+    R"( "external_input": ["X", "T"], "external_output": ["avg_loss"]})";
+
+constexpr const char* kSpatialNetText = R"(name: "seg"
+op {
+  type: "SpatialSoftmaxWithLoss"
+  input: "X"
+  input: "T"
+  output: "P"
+  output: "avg_loss"
+  arg { name: "order" s: "NCHW" }
+}
+external_input: "X"
+external_input: "T"
+)";
+
+// The forward net only; its gradient comes from the registry (--gradients),
+// and must reproduce the Caffe2 conformance vectors (d_avg_loss = 1 there).
+class CliRun : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CliRun, ForwardNetAndRegistryGradientMatchCaffe2Vectors) {
+  const std::string format = GetParam();
+  const fs::path case_dir = conformance_dir() / "caffe2-spatial" / "c2s_basic";
+  const TempDir tmp;
+  const fs::path net = tmp.path() / ("net." + format);
+  std::ofstream(net) << (format == "json" ? kSpatialNetJson : kSpatialNetText);
+  const fs::path out = tmp.path() / "out";
+  const RunResult run =
+      run_cli({"run", net.string(), "--input", "X=" + (case_dir / "X.npy").string(), "--input",
+               "T=" + (case_dir / "T.npy").string(), "--out", out.string(), "--gradients",
+               "avg_loss"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  EXPECT_EQ(file_names(out), (std::set<std::string>{"P.npy", "T.npy", "X.npy", "X_grad.npy",
+                                                    "avg_loss.npy", "avg_loss_grad.npy"}));
+  const std::pair<const char*, const char*> compared[] = {
+      {"P", "P"}, {"avg_loss", "avg_loss"}, {"X_grad", "dX"}};
+  for (const auto& [blob, expected] : compared) {
+    SCOPED_TRACE(blob);
+    const Tensor want = read_npy(case_dir / (std::string(expected) + "_f64.npy"));
+    const Tolerance tol = conformance_tolerance("SpatialSoftmaxWithLoss", expected, want);
+    std::string why;
+    EXPECT_TRUE(all_close(read_npy(out / (std::string(blob) + ".npy")), want, tol.rtol, tol.atol,
+                          &why))
+        << why;
+  }
+  EXPECT_EQ(read_npy(out / "avg_loss_grad.npy").at(0), 1.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(JsonAndText, CliRun, ::testing::Values("json", "pbtxt"));
+
+class CliRunError : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    case_dir_ = conformance_dir() / "caffe2-spatial" / "c2s_basic";
+    out_ = tmp_.path() / "out";
+  }
+  // Fails with one line naming `culprit`, leaving no file behind.
+  void expect_failure(const std::vector<std::string>& args, const std::string& culprit) const {
+    std::vector<std::string> full = {"run"};
+    full.insert(full.end(), args.begin(), args.end());
+    full.insert(full.end(), {"--out", out_.string()});
+    const RunResult run = run_cli(full);
+    EXPECT_NE(run.status, 0);
+    EXPECT_EQ(line_count(run.err), 1u) << run.err;
+    EXPECT_EQ(run.err.rfind("spatialsoftmax run: ", 0), 0u) << run.err;
+    EXPECT_NE(run.err.find(culprit), std::string::npos) << run.err;
+    EXPECT_TRUE(file_names(out_).empty()) << "left behind in " << out_;
+  }
+  fs::path write_net(const std::string& text, const std::string& ext = "json") const {
+    const fs::path net = tmp_.path() / ("net." + ext);
+    std::ofstream(net) << text;
+    return net;
+  }
+  std::string x() const { return "X=" + (case_dir_ / "X.npy").string(); }
+  std::string t() const { return "T=" + (case_dir_ / "T.npy").string(); }
+
+  TempDir tmp_;
+  fs::path case_dir_;
+  fs::path out_;
+};
+
+TEST_F(CliRunError, UnknownOperatorIsNamedAndNothingRuns) {
+  std::string net = kSpatialNetJson;
+  net.replace(net.find("]}]"), 3, R"(]}, {"type": "NoSuchOp", "input": ["P"], "output": ["Q"]}])");
+  expect_failure({write_net(net).string(), "--input", x(), "--input", t()}, "NoSuchOp");
+}
+
+TEST_F(CliRunError, MissingInputBlob) {
+  expect_failure({write_net(kSpatialNetJson).string(), "--input", x()}, "'T'");
+}
+
+TEST_F(CliRunError, MalformedInputFlag) {
+  expect_failure({write_net(kSpatialNetJson).string(), "--input", "X"}, "NAME=FILE.npy");
+}
+
+TEST_F(CliRunError, MalformedNet) {
+  expect_failure({write_net("op { type: ", "pbtxt").string()}, "net.pbtxt");
+}
+
+TEST_F(CliRunError, UnknownNetExtension) {
+  expect_failure({write_net(kSpatialNetJson, "yaml").string()}, "net.yaml");
+}
+
+TEST_F(CliRunError, GradientOfAnUnknownLoss) {
+  expect_failure({write_net(kSpatialNetJson).string(), "--input", x(), "--input", t(),
+                  "--gradients", "nope"},
+                 "nope");
+}
+
 // --- help and version ---------------------------------------------------------
 
 TEST(CliHelp, EachSubcommandHasHelp) {
-  for (const char* command : {"eval", "demo"}) {
+  for (const char* command : {"eval", "demo", "ops", "run"}) {
     const RunResult run = run_cli({command, "--help"});
     EXPECT_EQ(run.status, 0) << command << ": " << run.err;
     EXPECT_NE(run.out.find(command), std::string::npos) << run.out;
@@ -267,6 +414,10 @@ TEST(CliHelp, EachSubcommandHasHelp) {
   EXPECT_NE(eval_help.out.find("--out"), std::string::npos) << eval_help.out;
   const RunResult demo_help = run_cli({"demo", "--help"});
   EXPECT_NE(demo_help.out.find("--classes"), std::string::npos) << demo_help.out;
+  const RunResult run_help = run_cli({"run", "--help"});
+  for (const char* flag : {"--input", "--out", "--gradients"}) {
+    EXPECT_NE(run_help.out.find(flag), std::string::npos) << run_help.out;
+  }
 }
 
 TEST(CliHelp, TopLevelHelpListsSubcommands) {

@@ -3,9 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "spatialsoftmax/tensor.h"
 
 namespace spatialsoftmax::cli {
 
@@ -31,7 +36,30 @@ struct DemoOptions {
 CLI::App* add_demo_command(CLI::App& app, DemoOptions& options);
 int run_demo(const DemoOptions& options);
 
+// `ops [NAME]`: list the registered operators, or print one's schema.
+struct OpsOptions {
+  std::string name;
+};
+CLI::App* add_ops_command(CLI::App& app, OpsOptions& options);
+int run_ops(const OpsOptions& options);
+
+// `run NET --input NAME=FILE.npy ... --out DIR [--gradients LOSS ...]`.
+struct RunOptions {
+  std::string net;
+  std::vector<std::string> inputs;
+  std::string out_dir;
+  std::vector<std::string> gradients;
+};
+CLI::App* add_run_command(CLI::App& app, RunOptions& options);
+int run_run(const RunOptions& options);
+
 // Replaces line breaks so that an error message stays on one line.
 std::string one_line(std::string text);
+
+// Writes OUT_DIR/NAME.npy for each tensor. Each file is written under a
+// temporary name and renamed; if one fails, those written before it are
+// removed too, so a failed call leaves no output behind.
+void write_outputs(const std::filesystem::path& out_dir,
+                   const std::map<std::string, Tensor>& outputs);
 
 }  // namespace spatialsoftmax::cli

@@ -1,5 +1,4 @@
 // `spatialsoftmax eval CASE_DIR --out OUT_DIR`.
-#include <algorithm>
 #include <exception>
 #include <filesystem>
 #include <iostream>
@@ -11,37 +10,6 @@
 #include "spatialsoftmax/npy.h"
 
 namespace spatialsoftmax::cli {
-namespace {
-
-namespace fs = std::filesystem;
-
-// Writes NAME.npy for each output. write_npy never leaves a partial file; if
-// a later file fails, the ones written before it are removed as well, so a
-// failed run leaves no outputs behind.
-void write_outputs(const fs::path& out_dir, const std::map<std::string, Tensor>& outputs) {
-  fs::create_directories(out_dir);
-  std::vector<fs::path> written;
-  try {
-    for (const auto& [name, tensor] : outputs) {
-      const fs::path file = out_dir / (name + ".npy");
-      write_npy(file, tensor);
-      written.push_back(file);
-    }
-  } catch (...) {
-    std::error_code ignored;
-    for (const fs::path& file : written) fs::remove(file, ignored);
-    throw;
-  }
-}
-
-}  // namespace
-
-std::string one_line(std::string text) {
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  std::replace(text.begin(), text.end(), '\r', ' ');
-  return text;
-}
-
 CLI::App* add_eval_command(CLI::App& app, EvalOptions& options) {
   CLI::App* command = app.add_subcommand(
       "eval",

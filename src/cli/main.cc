@@ -19,8 +19,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "spatialsoftmax " SPATIALSOFTMAX_VERSION);
   cli::EvalOptions eval;
   cli::DemoOptions demo;
+  cli::OpsOptions ops;
+  cli::RunOptions run;
   CLI::App* eval_command = cli::add_eval_command(app, eval);
   CLI::App* demo_command = cli::add_demo_command(app, demo);
+  CLI::App* ops_command = cli::add_ops_command(app, ops);
+  CLI::App* run_command = cli::add_run_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version
@@ -30,11 +34,15 @@ int main(int argc, char** argv) {
     std::string prefix = "spatialsoftmax";
     if (eval_command->parsed()) prefix += " eval";
     if (demo_command->parsed()) prefix += " demo";
+    if (ops_command->parsed()) prefix += " ops";
+    if (run_command->parsed()) prefix += " run";
     std::cerr << prefix << ": " << cli::one_line(e.what()) << " (see " << prefix << " --help)\n";
     return e.get_exit_code() != 0 ? e.get_exit_code() : 2;
   }
   if (eval_command->parsed()) return cli::run_eval(eval);
   if (demo_command->parsed()) return cli::run_demo(demo);
+  if (ops_command->parsed()) return cli::run_ops(ops);
+  if (run_command->parsed()) return cli::run_run(run);
   // No subcommand: say what there is, and fail, since nothing was done.
   std::cerr << app.help();
   return 2;

@@ -26,7 +26,6 @@
 #include <random>
 #include <system_error>
 #include <type_traits>
-#include <utility>
 
 #include "caffe2_net.pb.h"
 #include "spatialsoftmax/error.h"
@@ -78,7 +77,7 @@ ArgValue arg_value_from_proto(const pb::Argument& arg, const std::string& where)
                 " set; expected at most one of f, i, s, floats, ints, strings");
   }
   if (arg.has_f()) return arg.f();
-  if (arg.has_i()) return static_cast<std::int64_t>(arg.i());
+  if (arg.has_i()) return std::int64_t{arg.i()};
   if (arg.has_s()) return arg.s();
   if (arg.floats_size() > 0) return std::vector<float>(arg.floats().begin(), arg.floats().end());
   if (arg.ints_size() > 0) return std::vector<std::int64_t>(arg.ints().begin(), arg.ints().end());
