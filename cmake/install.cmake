@@ -1,9 +1,10 @@
 # Installs the library, its headers and a CMake package so that consumers can
-# find_package(spatialsoftmax) and link spatialsoftmax::spatialsoftmax.
+# find_package(spatialsoftmax) and link spatialsoftmax::spatialsoftmax (the
+# math) and spatialsoftmax::operators (the Caffe2-style operator layer).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS spatialsoftmax EXPORT spatialsoftmaxTargets
+install(TARGETS spatialsoftmax spatialsoftmax_ops EXPORT spatialsoftmaxTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
