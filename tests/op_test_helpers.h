@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <string_view>
@@ -24,6 +25,8 @@
 #include "test_support.h"
 
 namespace spatialsoftmax::op::test {
+
+using spatialsoftmax::testing::values;
 
 inline OperatorDef make_def(std::string type, std::vector<std::string> inputs,
                             std::vector<std::string> outputs, std::vector<Argument> args = {}) {
@@ -98,10 +101,20 @@ inline std::string spec_string(const std::optional<TensorSpec>& s) {
   return std::string(dtype_name(s->dtype)) + " " + shape_string(s->shape);
 }
 
-using Blobs = std::map<std::string, Tensor>;
+// A tensor shared by copies of a test case (Tensor itself is move-only, and
+// gtest copies parameters).
+class Blob {
+ public:
+  Blob(Tensor t) : t_(std::make_shared<const Tensor>(std::move(t))) {}  // NOLINT: implicit
+  const Tensor& get() const { return *t_; }
+
+ private:
+  std::shared_ptr<const Tensor> t_;
+};
+using Blobs = std::map<std::string, Blob>;
 
 inline void put(Workspace& ws, const Blobs& blobs) {
-  for (const auto& [name, t] : blobs) ws.set(name, copy(t));
+  for (const auto& [name, b] : blobs) ws.set(name, copy(b.get()));
 }
 
 }  // namespace spatialsoftmax::op::test

@@ -32,7 +32,8 @@ int run_ops(const OpsOptions& options) {
     for (const std::string& type : op::schema_types()) {
       std::string devices;
       for (op::Device d : op::devices_of(type)) {
-        devices += (devices.empty() ? "" : ",") + std::string(op::device_name(d));
+        if (!devices.empty()) devices += ",";
+        devices += op::device_name(d);
       }
       std::cout << std::setw(36) << type << std::setw(12) << devices
                 << (op::has_gradient(type) ? "yes" : "-") << "\n";

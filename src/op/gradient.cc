@@ -98,6 +98,11 @@ void add_gradient_ops(NetDef& net, const std::vector<std::string>& losses,
     }
     OperatorDef seed = make_op("ConstantFill", {loss}, {loss + "_grad"});
     seed.set_arg("value", 1.0f);
+    for (const OperatorDef& op : net.ops) {  // on the device of the op producing the loss
+      if (std::find(op.outputs.begin(), op.outputs.end(), loss) != op.outputs.end()) {
+        seed.device = op.device;
+      }
+    }
     backward.push_back(std::move(seed));
     parts[loss].push_back(loss + "_grad");
     used_names.insert(loss + "_grad");

@@ -331,7 +331,12 @@ SpecMap infer_net(const NetDef& net, SpecMap known) {
       }
       inputs.emplace_back(it->second);
     }
-    const TensorSpecs outputs = schema.infer_outputs(def, inputs);
+    TensorSpecs outputs;
+    try {
+      outputs = schema.infer_outputs(def, inputs);
+    } catch (const Error& e) {
+      throw Error("op " + std::to_string(k) + " " + e.what());
+    }
     for (std::size_t i = 0; i < outputs.size(); ++i) {
       if (outputs[i]) known.insert_or_assign(def.outputs[i], *outputs[i]);
     }

@@ -38,8 +38,8 @@ GradientOps make_gradient(const OperatorDef& forward, const std::vector<std::str
 // `losses` with respect to every blob it depends on: each loss gradient is
 // seeded with 1 (a ConstantFill shaped like the loss, as Caffe2 did), the
 // forward ops are visited in reverse, and a blob whose gradient comes from
-// several operators gets its parts (B_grad_autosplit_K) added by a Sum op
-// into B_grad. The net must be in SSA form (each blob written once).
+// several operators gets its parts (the first B_grad, the others
+// B_grad_autosplit_K) added in place by a Sum op into B_grad. The net must be in SSA form (each blob written once).
 // `given_grads` maps a loss to a blob that already holds its upstream
 // gradient (a map for an unreduced loss), used instead of the seed of 1.
 void add_gradient_ops(NetDef& net, const std::vector<std::string>& losses,

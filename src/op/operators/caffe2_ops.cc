@@ -160,6 +160,7 @@ void register_caffe2_operators() {
         const TensorSpec& x = *in[0];
         expect_dtype(def, spec(def, in, weighted ? 3 : 2), x.dtype, "P");
         expect_shape(def, spec(def, in, weighted ? 3 : 2), x.shape, "P", "(X's shape)");
+        expect_first_element(def, spec(def, in, weighted ? 4 : 3), "d_avg_loss");
         return TensorSpecs{x};
       });
   add_cpu_operator("SpatialSoftmaxWithLossGradient", [](OpRun& r) {
@@ -227,6 +228,7 @@ void register_caffe2_operators() {
         infer_softmax_inputs(def, args, in, weighted, 2);
         const TensorSpec& x = *in[0];
         expect_shape(def, spec(def, in, weighted ? 3 : 2), x.shape, "P", "(X's shape)");
+        expect_first_element(def, spec(def, in, weighted ? 4 : 3), "d_avg_loss");
         return TensorSpecs{x};
       });
   add_cpu_operator("SoftmaxWithLossGradient", [](OpRun& r) {

@@ -137,7 +137,14 @@ void register_loss_operators() {
               .output("dX", "X's shape"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         infer_ce_inputs(def, args, in);
-        return TensorSpecs{*in[0]};
+        const TensorSpec& x = *in[0];
+        const Shape positions = map_shape(x.shape, order_arg(args));
+        const bool map = reduction_arg(args, false) == Reduction::kNone;
+        expect_upstream(def, in, 4, x.dtype, "d_loss", map ? std::optional(positions) : std::nullopt);
+        expect_upstream(def, in, 5, x.dtype, "d_prob", x.shape);
+        expect_upstream(def, in, 6, x.dtype, "d_log_prob", x.shape);
+        expect_upstream(def, in, 7, x.dtype, "d_entropy", positions);
+        return TensorSpecs{x};
       });
   add_cpu_operator("CrossEntropyGradient", [](OpRun& r) {
     CrossEntropyGrads g;
@@ -208,7 +215,10 @@ void register_loss_operators() {
               .output("dX", "X's shape"))
       .infer([=](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         infer_kl_inputs(def, args, in);
-        return TensorSpecs{*in[0]};
+        const TensorSpec& x = *in[0];
+        const bool map = reduction_arg(args, true) == Reduction::kNone;
+        expect_upstream(def, in, 2, x.dtype, "d_output", map ? std::optional(x.shape) : std::nullopt);
+        return TensorSpecs{x};
       });
   add_cpu_operator("KLDivGradient", [=](OpRun& r) {
     r.set_output(0, kl_div_backward(r.input(0), r.input(1), r.input(2), kl_options(r.args())));

@@ -45,6 +45,12 @@ void infer_loss_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_
   }
 }
 
+// The loss map's shape for reduction none, else nothing (a scalar loss).
+std::optional<Shape> loss_map(const Args& args, const TensorSpec& x) {
+  if (reduction_arg(args, false) == Reduction::kNone) return map_shape(x.shape, ClassAxis::kFirst);
+  return std::nullopt;
+}
+
 TensorSpec loss_spec(const Args& args, const TensorSpec& x) {
   if (reduction_arg(args, false) == Reduction::kNone) {
     return TensorSpec{x.dtype, map_shape(x.shape, ClassAxis::kFirst)};
@@ -85,8 +91,10 @@ void register_onnx_operators() {
                 .optional_input("d_output", "gradient of output (scalar, or a map for none)")
                 .optional_input("d_log_prob", "gradient of log_prob")
                 .output("d_scores", "the scores' shape"))
-      .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
+        expect_upstream(def, in, 3, in[0]->dtype, "d_output", loss_map(args, *in[0]));
+        expect_upstream(def, in, 4, in[0]->dtype, "d_log_prob", in[0]->shape);
         return TensorSpecs{*in[0]};
       });
   add_cpu_operator("SoftmaxCrossEntropyLossGradient", [](OpRun& r) {
@@ -130,8 +138,9 @@ void register_onnx_operators() {
                 .input("d_loss", "gradient of loss (scalar, or a map for none)")
                 .optional_input("weight", "class weights (C)")
                 .output("d_input", "the input's shape"))
-      .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         infer_loss_inputs(def, in, 3, "input", "target", "weight");
+        expect_upstream(def, in, 2, in[0]->dtype, "d_loss", loss_map(args, *in[0]));
         return TensorSpecs{*in[0]};
       });
   add_cpu_operator("NegativeLogLikelihoodLossGradient", [](OpRun& r) {

@@ -122,6 +122,25 @@ void expect_class_tensor(const OperatorDef& def, const TensorSpec& x, ClassAxis 
 
 TensorSpec scalar_spec(DType dtype) { return TensorSpec{dtype, {}}; }
 
+void expect_upstream(const OperatorDef& def, const TensorSpecs& inputs, std::size_t i, DType dtype,
+                     const std::string& name, const std::optional<Shape>& map) {
+  if (i >= inputs.size() || !inputs[i]) return;
+  const TensorSpec& s = *inputs[i];
+  expect_dtype(def, s, dtype, name);
+  if (map) {
+    expect_shape(def, s, *map, name, "(reduction none: the loss map's shape)");
+  } else if (checked_numel(s.shape, describe(def) + ": " + name) != 1) {
+    infer_fail(def, name + " shape: expected a scalar (one element), got " + shape_string(s.shape));
+  }
+}
+
+void expect_first_element(const OperatorDef& def, const TensorSpec& s, const std::string& name) {
+  expect_float(def, s, name);
+  if (checked_numel(s.shape, describe(def) + ": " + name) < 1) {
+    infer_fail(def, name + " shape: expected at least one element, got " + shape_string(s.shape));
+  }
+}
+
 ClassAxis order_arg(const Args& args) { return parse_layout(args.get_string("order"), "argument 'order'"); }
 
 Reduction reduction_arg(const Args& args, bool allow_batchmean) {

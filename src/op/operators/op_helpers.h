@@ -62,6 +62,12 @@ Shape map_shape(const Shape& x, ClassAxis axis);
 void expect_class_tensor(const OperatorDef& def, const TensorSpec& x, ClassAxis axis,
                          const std::string& name, int min_spatial_rank = 0);
 TensorSpec scalar_spec(DType dtype);
+// Upstream gradient input i of a gradient op, if given: `dtype`, and `map`'s
+// shape when the loss is a map (reduction none), else one element.
+void expect_upstream(const OperatorDef& def, const TensorSpecs& inputs, std::size_t i, DType dtype,
+                     const std::string& name, const std::optional<Shape>& map);
+// Caffe2's d_loss: a float tensor with at least one element (the first is used).
+void expect_first_element(const OperatorDef& def, const TensorSpec& s, const std::string& name);
 
 // --- argument helpers ------------------------------------------------------
 ClassAxis order_arg(const Args& args);  // "order": NCHW or NHWC

@@ -64,6 +64,14 @@ void register_utility_operators() {
       .arg("shape", ArgType::kInts, std::monostate{}, "the shape when there is no input (default [])")
       .arg("dtype", ArgType::kInt, std::monostate{},
            "TensorProto.DataType: 1 float, 2 int32, 10 int64, 13 double")
+      .check([](const OperatorDef& def, const Args& args) {
+        // Checked when the operator is created, not only when it runs.
+        if (args.has("dtype")) (void)dtype_arg(def, args.get_int("dtype"));
+        if (!def.inputs.empty() && args.has("shape")) {
+          throw Error(describe(def) +
+                      ": argument 'shape': expected absent when an input gives the shape");
+        }
+      })
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         return TensorSpecs{fill_spec(def, args, in.empty() ? std::nullopt : in[0])};
       });
