@@ -38,30 +38,6 @@ inline OperatorDef make_def(std::string type, std::vector<std::string> inputs,
   return def;
 }
 
-// `f` must throw spatialsoftmax::Error whose message contains every needle.
-template <class F>
-::testing::AssertionResult error_mentions(F&& f, std::initializer_list<std::string_view> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (std::string_view needle : needles) {
-      if (what.find(needle) == std::string::npos) {
-        return ::testing::AssertionFailure()
-               << "message \"" << what << "\" does not mention \"" << needle << "\"";
-      }
-    }
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure()
-           << "threw a std::exception that is not spatialsoftmax::Error: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
-
-#define EXPECT_ERROR_MENTIONS(statement, ...) \
-  EXPECT_TRUE(::spatialsoftmax::op::test::error_mentions([&] { (void)(statement); }, __VA_ARGS__)) \
-      << #statement
 
 // float64 values uniform in [lo, hi).
 inline Tensor rnd(Shape shape, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {

@@ -26,32 +26,6 @@ using testing::set_element;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Runs `f` and checks that it throws spatialsoftmax::Error whose message
-// contains every needle.
-template <class F>
-::testing::AssertionResult error_mentions(F&& f, std::initializer_list<std::string_view> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (std::string_view needle : needles) {
-      if (what.find(needle) == std::string::npos) {
-        return ::testing::AssertionFailure()
-               << "message \"" << what << "\" does not mention \"" << needle << "\"";
-      }
-    }
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure()
-           << "threw a std::exception that is not spatialsoftmax::Error: " << e.what();
-  } catch (...) {
-    return ::testing::AssertionFailure() << "threw something that is not an exception";
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
-
-#define EXPECT_ERROR_MENTIONS(statement, ...) \
-  EXPECT_TRUE(error_mentions([&] { (void)(statement); }, __VA_ARGS__)) << #statement
 
 Tensor f32(Shape shape, std::uint64_t seed = 1) {
   return random_uniform(DType::kFloat32, std::move(shape), -2, 2, seed);

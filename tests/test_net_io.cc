@@ -18,34 +18,13 @@
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/op/net_io.h"
 #include "spatialsoftmax/op/operator_def.h"
+#include "test_support.h"
 
 namespace spatialsoftmax::op {
 namespace {
 
 using namespace std::string_literals;
 
-template <class F>
-::testing::AssertionResult error_mentions(F&& f, std::initializer_list<std::string_view> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    for (std::string_view needle : needles) {
-      if (what.find(needle) == std::string::npos) {
-        return ::testing::AssertionFailure()
-               << "message \"" << what << "\" does not mention \"" << needle << "\"";
-      }
-    }
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure()
-           << "threw a std::exception that is not spatialsoftmax::Error: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
-
-#define EXPECT_ERROR_MENTIONS(statement, ...) \
-  EXPECT_TRUE(error_mentions([&] { (void)(statement); }, __VA_ARGS__)) << #statement
 
 NetDef parse_text(std::string_view text) { return parse_net(text, NetFormat::kText, "net.pbtxt"); }
 NetDef parse_json(std::string_view json) { return parse_net(json, NetFormat::kJson, "net.json"); }

@@ -3,9 +3,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string_view>
+#include <initializer_list>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "spatialsoftmax/spatialsoftmax.h"
 
@@ -34,5 +39,32 @@ bool all_close(const TensorView& got, const TensorView& want, double rtol, doubl
 double max_abs(const TensorView& t);
 // Bitwise equality of dtype, shape and bytes of two dense tensors.
 bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+// Runs `f` and checks that it throws spatialsoftmax::Error whose message
+// contains every needle.
+template <class F>
+::testing::AssertionResult error_mentions(F&& f, std::initializer_list<std::string_view> needles) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    for (std::string_view needle : needles) {
+      if (what.find(needle) == std::string::npos) {
+        return ::testing::AssertionFailure()
+               << "message \"" << what << "\" does not mention \"" << needle << "\"";
+      }
+    }
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure()
+           << "threw a std::exception that is not spatialsoftmax::Error: " << e.what();
+  } catch (...) {
+    return ::testing::AssertionFailure() << "threw something that is not an exception";
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+#define EXPECT_ERROR_MENTIONS(statement, ...) \
+  EXPECT_TRUE(::spatialsoftmax::testing::error_mentions([&] { (void)(statement); }, __VA_ARGS__)) << #statement
 
 }  // namespace spatialsoftmax::testing

@@ -185,15 +185,6 @@ struct CaseNet {
   std::vector<std::pair<std::string, std::string>> outputs;  // blob -> case output name
 };
 
-op::OperatorDef make_op(std::string type, std::vector<std::string> inputs,
-                        std::vector<std::string> outputs) {
-  op::OperatorDef def;
-  def.type = std::move(type);
-  def.inputs = std::move(inputs);
-  def.outputs = std::move(outputs);
-  return def;
-}
-
 // The case's array name if it has it, else "" (an absent optional input).
 std::string optional_blob(const Case& c, const std::string& name) {
   return c.arrays.contains(name) ? name : "";
@@ -221,7 +212,7 @@ CaseNet onnx_softmax_cross_entropy_net(const Case& c) {
   // its node has it.
   std::vector<std::string> outputs = {"loss"};
   if (c.declared.contains("log_prob")) outputs.push_back("log_prob");
-  CaseNet n{make_op("SoftmaxCrossEntropyLoss", {"scores", "labels", optional_blob(c, "weights")},
+  CaseNet n{op::make_operator("SoftmaxCrossEntropyLoss", {"scores", "labels", optional_blob(c, "weights")},
                     outputs),
             "", "", {}};
   n.forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
@@ -231,7 +222,7 @@ CaseNet onnx_softmax_cross_entropy_net(const Case& c) {
 }
 
 CaseNet onnx_nll_net(const Case& c) {
-  CaseNet n{make_op("NegativeLogLikelihoodLoss", {"input", "target", optional_blob(c, "weight")},
+  CaseNet n{op::make_operator("NegativeLogLikelihoodLoss", {"input", "target", optional_blob(c, "weight")},
                     {"loss"}),
             "", "", {{"loss", "loss"}}};
   n.forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
@@ -265,7 +256,7 @@ CaseNet torch_loss_net(const Case& c, op::OperatorDef forward) {
 CaseNet cross_entropy_net(const Case& c) {
   check_targets_attr(c, input(c, "target"));
   // README: no ignore_index unless the case sets one.
-  op::OperatorDef def = make_op("CrossEntropy", {"input", "target", optional_blob(c, "weight")},
+  op::OperatorDef def = op::make_operator("CrossEntropy", {"input", "target", optional_blob(c, "weight")},
                                 {"output"});
   def.set_arg("label_smoothing", static_cast<float>(number_attr(c, "label_smoothing", 0.0)));
   copy_int_attr(c, "ignore_index", def);
@@ -273,14 +264,14 @@ CaseNet cross_entropy_net(const Case& c) {
 }
 
 CaseNet kl_div_net(const Case& c) {
-  op::OperatorDef def = make_op("KLDiv", {"input", "target"}, {"output"});
+  op::OperatorDef def = op::make_operator("KLDiv", {"input", "target"}, {"output"});
   def.set_arg("log_target", std::int64_t{bool_attr(c, "log_target", false) ? 1 : 0});
   return torch_loss_net(c, std::move(def));
 }
 
 // softmax / log_softmax over the class axis: axis 1 (NCHW) or the last.
 CaseNet class_softmax_net(const Case& c, const char* type) {
-  op::OperatorDef def = make_op(type, {"input"}, {"output"});
+  op::OperatorDef def = op::make_operator(type, {"input"}, {"output"});
   def.set_arg("axis", std::int64_t{layout_attr(c) == ClassAxis::kFirst ? 1 : -1});
   return {std::move(def), "output", "grad_output",
           {{"output", "output"}, {"input_grad", "grad_input"}}};
@@ -293,7 +284,7 @@ CaseNet log_softmax_net(const Case& c) { return class_softmax_net(c, "LogSoftmax
 CaseNet spatial_softmax_with_loss_net(const Case& c) {
   std::vector<std::string> inputs = {"X", "T"};
   if (c.arrays.contains("weight_tensor")) inputs.push_back("weight_tensor");
-  CaseNet n{make_op("SpatialSoftmaxWithLoss", inputs, {"P", "avg_loss"}), "avg_loss", "d_avg_loss",
+  CaseNet n{op::make_operator("SpatialSoftmaxWithLoss", inputs, {"P", "avg_loss"}), "avg_loss", "d_avg_loss",
             {{"P", "P"}, {"avg_loss", "avg_loss"}, {"X_grad", "dX"}}};
   n.forward.set_arg("scale", static_cast<float>(number_attr(c, "scale", 1.0)));
   n.forward.set_arg("order", string_attr(c, "order", "NCHW"));
@@ -302,7 +293,7 @@ CaseNet spatial_softmax_with_loss_net(const Case& c) {
 }
 
 CaseNet spatial_soft_argmax_net(const Case& c) {
-  CaseNet n{make_op("SpatialSoftArgmax", {"input"}, {"output"}), "output", "grad_output",
+  CaseNet n{op::make_operator("SpatialSoftArgmax", {"input"}, {"output"}), "output", "grad_output",
             {{"output", "output"}, {"input_grad", "grad_input"}}};
   n.forward.set_arg("order", layout_order(c));
   n.forward.set_arg("temperature", static_cast<float>(number_attr(c, "temperature", 1.0)));

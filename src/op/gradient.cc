@@ -43,15 +43,6 @@ GradientOps make_gradient(const OperatorDef& forward, const std::vector<std::str
 
 namespace {
 
-OperatorDef make_op(std::string type, std::vector<std::string> inputs,
-                    std::vector<std::string> outputs) {
-  OperatorDef op;
-  op.type = std::move(type);
-  op.inputs = std::move(inputs);
-  op.outputs = std::move(outputs);
-  return op;
-}
-
 void rename_output(std::vector<OperatorDef>& ops, const std::string& from, const std::string& to) {
   for (OperatorDef& op : ops) {
     for (std::string& name : op.outputs) {
@@ -96,7 +87,7 @@ void add_gradient_ops(NetDef& net, const std::vector<std::string>& losses,
       used_names.insert(given->second);
       continue;
     }
-    OperatorDef seed = make_op("ConstantFill", {loss}, {loss + "_grad"});
+    OperatorDef seed = make_operator("ConstantFill", {loss}, {loss + "_grad"});
     seed.set_arg("value", 1.0f);
     for (const OperatorDef& op : net.ops) {  // on the device of the op producing the loss
       if (std::find(op.outputs.begin(), op.outputs.end(), loss) != op.outputs.end()) {
@@ -119,7 +110,7 @@ void add_gradient_ops(NetDef& net, const std::vector<std::string>& losses,
     if (it == parts.end() || it->second.empty()) return "";
     std::vector<std::string>& p = it->second;
     if (p.size() > 1) {
-      backward.push_back(make_op("Sum", p, {blob + "_grad"}));
+      backward.push_back(make_operator("Sum", p, {blob + "_grad"}));
       p = {blob + "_grad"};
     }
     return p.front();

@@ -44,4 +44,13 @@ std::string describe(const OperatorDef& def) {
   return def.type + " '" + def.name + "'";
 }
 
+OperatorDef make_operator(std::string type, std::vector<std::string> inputs,
+                          std::vector<std::string> outputs) {
+  OperatorDef def;
+  def.type = std::move(type);
+  def.inputs = std::move(inputs);
+  def.outputs = std::move(outputs);
+  return def;
+}
+
 }  // namespace spatialsoftmax::op

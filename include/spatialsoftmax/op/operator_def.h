@@ -67,6 +67,10 @@ struct NetDef {
   bool operator==(const NetDef&) const = default;
 };
 
+// An OperatorDef of `type` on these blobs (Caffe2's CreateOperatorDef).
+OperatorDef make_operator(std::string type, std::vector<std::string> inputs,
+                          std::vector<std::string> outputs);
+
 // "SpatialSoftmaxWithLoss" or "SpatialSoftmaxWithLoss 'name'", for messages.
 std::string describe(const OperatorDef& def);
 

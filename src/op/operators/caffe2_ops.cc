@@ -178,7 +178,7 @@ void register_caffe2_operators() {
       inputs.push_back(fwd.outputs[0]);
       inputs.push_back(go[1]);
       GradientOps g;
-      g.ops.push_back(grad_op(grad_type, inputs, {grad_name(fwd.inputs[0])}));
+      g.ops.push_back(make_operator(grad_type, inputs, {grad_name(fwd.inputs[0])}));
       g.input_grads = {grad_name(fwd.inputs[0])};
       return g;
     };

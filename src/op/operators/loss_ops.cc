@@ -160,7 +160,7 @@ void register_loss_operators() {
     for (std::size_t i = 0; i < 4; ++i) inputs.push_back(i < go.size() ? go[i] : "");
     while (inputs.back().empty()) inputs.pop_back();  // trailing absent ports
     GradientOps g;
-    g.ops.push_back(grad_op("CrossEntropyGradient", inputs, {grad_name(fwd.inputs[0])}));
+    g.ops.push_back(make_operator("CrossEntropyGradient", inputs, {grad_name(fwd.inputs[0])}));
     g.input_grads = {grad_name(fwd.inputs[0])};
     return g;
   });
@@ -226,7 +226,7 @@ void register_loss_operators() {
   add_gradient("KLDiv", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;
-    g.ops.push_back(grad_op("KLDivGradient", {fwd.inputs[0], fwd.inputs[1], go[0]},
+    g.ops.push_back(make_operator("KLDivGradient", {fwd.inputs[0], fwd.inputs[1], go[0]},
                             {grad_name(fwd.inputs[0])}));
     g.input_grads = {grad_name(fwd.inputs[0])};
     return g;

@@ -109,7 +109,7 @@ void register_onnx_operators() {
                  std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], weights, go[0]};
                  if (go.size() > 1 && !go[1].empty()) inputs.push_back(go[1]);
                  GradientOps g;
-                 g.ops.push_back(grad_op("SoftmaxCrossEntropyLossGradient", inputs,
+                 g.ops.push_back(make_operator("SoftmaxCrossEntropyLossGradient", inputs,
                                          {grad_name(fwd.inputs[0])}));
                  g.input_grads = {grad_name(fwd.inputs[0])};
                  return g;
@@ -152,7 +152,7 @@ void register_onnx_operators() {
                  std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], go[0]};
                  if (fwd.inputs.size() > 2) inputs.push_back(fwd.inputs[2]);
                  GradientOps g;
-                 g.ops.push_back(grad_op("NegativeLogLikelihoodLossGradient", inputs,
+                 g.ops.push_back(make_operator("NegativeLogLikelihoodLossGradient", inputs,
                                          {grad_name(fwd.inputs[0])}));
                  g.input_grads = {grad_name(fwd.inputs[0])};
                  return g;

@@ -159,15 +159,6 @@ void check_order(const OperatorDef& def, const Args& args) {
   }
 }
 
-OperatorDef grad_op(std::string type, std::vector<std::string> inputs,
-                    std::vector<std::string> outputs) {
-  OperatorDef op;
-  op.type = std::move(type);
-  op.inputs = std::move(inputs);
-  op.outputs = std::move(outputs);
-  return op;
-}
-
 void require_output_grad(const OperatorDef& forward, const std::vector<std::string>& output_grads,
                          std::size_t i) {
   if (i >= output_grads.size() || output_grads[i].empty()) {

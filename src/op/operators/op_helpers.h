@@ -77,8 +77,6 @@ void check_order(const OperatorDef& def, const Args& args);  // known value
 // --- gradient helpers ------------------------------------------------------
 // The gradient blob name of a forward blob (Caffe2's GI).
 inline std::string grad_name(const std::string& blob) { return blob + "_grad"; }
-OperatorDef grad_op(std::string type, std::vector<std::string> inputs,
-                    std::vector<std::string> outputs);
 // Caffe2's text when a needed output gradient is missing.
 void require_output_grad(const OperatorDef& forward, const std::vector<std::string>& output_grads,
                          std::size_t i);

@@ -85,7 +85,7 @@ void define_softmax(const char* type, const char* grad_type, bool log) {
   add_gradient(type, [grad_type](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;
-    g.ops.push_back(grad_op(grad_type, {fwd.outputs[0], go[0]}, {grad_name(fwd.inputs[0])}));
+    g.ops.push_back(make_operator(grad_type, {fwd.outputs[0], go[0]}, {grad_name(fwd.inputs[0])}));
     g.input_grads = {grad_name(fwd.inputs[0])};
     return g;
   });

@@ -145,7 +145,7 @@ void register_spatial_operators() {
   add_gradient("SpatialSoftmax", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;
-    g.ops.push_back(grad_op("SpatialSoftArgmaxGradient", {fwd.inputs[0], "", go[0]},
+    g.ops.push_back(make_operator("SpatialSoftArgmaxGradient", {fwd.inputs[0], "", go[0]},
                             {grad_name(fwd.inputs[0])}));
     g.input_grads = {grad_name(fwd.inputs[0])};
     return g;
@@ -155,7 +155,7 @@ void register_spatial_operators() {
     for (std::size_t i = 0; i < 3; ++i) inputs.push_back(i < go.size() ? go[i] : "");
     while (inputs.back().empty()) inputs.pop_back();
     GradientOps g;
-    g.ops.push_back(grad_op("SpatialSoftArgmaxGradient", inputs, {grad_name(fwd.inputs[0])}));
+    g.ops.push_back(make_operator("SpatialSoftArgmaxGradient", inputs, {grad_name(fwd.inputs[0])}));
     g.input_grads = {grad_name(fwd.inputs[0])};
     return g;
   });
