@@ -7,3 +7,4 @@
 #include "spatialsoftmax/npy.h"
 #include "spatialsoftmax/options.h"
 #include "spatialsoftmax/tensor.h"
+#include "spatialsoftmax/threads.h"
