@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "core/reference.h"
+#include "kernels/highway_kernels.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::dispatch {
@@ -39,8 +40,52 @@ class ReferenceBackend final : public Backend {
 #undef SPATIALSOFTMAX_REFERENCE_METHODS
 };
 
+// The Highway kernels (src/kernels). What they do not cover yet runs on the
+// reference: whole ops (declines) and, inside cross_entropy, NLL on given
+// log-probabilities and upstream gradients of P, log P and the entropy.
+class HighwayBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "highway"; }
+  std::string declines(Op op, const core::Geometry&, DType) const override {
+    switch (op) {
+      case Op::kSoftmax:
+      case Op::kCrossEntropy:
+      case Op::kProbMinusTarget: return {};
+      default: return "no SIMD kernel for this op yet";
+    }
+  }
+
+#define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                    \
+  void softmax(const core::SoftmaxProblem<T>& p) const override { kernels::softmax(p); }    \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p) const override {           \
+    core::reference::softmax_backward(p);                                                    \
+  }                                                                                          \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
+    if (p.logits_are_log_probs || p.grad_prob || p.grad_log_prob || p.grad_entropy) {       \
+      core::reference::cross_entropy(p);                                                     \
+    } else {                                                                                 \
+      kernels::cross_entropy(p);                                                             \
+    }                                                                                        \
+  }                                                                                          \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
+    kernels::prob_minus_target(p);                                                           \
+  }                                                                                          \
+  void kl_div(const core::KlDivProblem<T>& p) const override { core::reference::kl_div(p); } \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
+    core::reference::spatial_soft_argmax(p);                                                 \
+  }                                                                                          \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p)             \
+      const override {                                                                       \
+    core::reference::spatial_soft_argmax_backward(p);                                        \
+  }
+  SPATIALSOFTMAX_HIGHWAY_METHODS(float)
+  SPATIALSOFTMAX_HIGHWAY_METHODS(double)
+#undef SPATIALSOFTMAX_HIGHWAY_METHODS
+};
+
 const ReferenceBackend kReference;
-const Backend* const kBackends[] = {&kReference};
+const HighwayBackend kHighway;
+const Backend* const kBackends[] = {&kHighway, &kReference};
 
 }  // namespace
 

@@ -1,0 +1,762 @@
+// The SIMD kernels of the loss family, written once with Highway and compiled
+// for every target of HWY_TARGETS; the best one the CPU supports is chosen at
+// run time (foreach_target + HWY_DYNAMIC_DISPATCH). No -march flag is used.
+//
+// Layouts. With the class axis first, a tile is C rows of W consecutive
+// pixels of one image: pixels sit in lanes and the class loop walks rows.
+// With the class axis last and few classes, W positions are transposed into
+// a class-major scratch tile and the same tile kernel runs on it. With many
+// classes (class axis last, or P = 1), each position's row of C classes is
+// processed with classes in lanes.
+//
+// Each position takes three passes over its classes: the max, then
+// e = exp(x - max) summed (and kept in the gradient buffer), then the
+// outputs. The passes after the first read a tile that is in cache, so
+// memory sees one read of X and one write of dX.
+//
+// Determinism: tiles and row groups depend on C and the SIMD target only, a
+// block of work is a tile (or a row group), and loss partial sums are
+// float64 per block, combined in block order.
+
+// clang-format off
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/highway_kernels.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+// clang-format on
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/problems.h"
+#include "kernels/highway_kernels.h"
+#include "parallel/thread_pool.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace spatialsoftmax::kernels {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using core::CrossEntropyProblem;
+using core::Geometry;
+using core::ProbMinusTargetProblem;
+using core::SoftmaxProblem;
+
+// exp(x) for x <= 0 (x - max): Cody-Waite reduction and a degree-6
+// polynomial, about 1 ulp in float32; results below FLT_MIN flush to 0
+// (SPEC.md 5 allows it) and NaN passes through. float64 uses Highway's Exp.
+template <class D, class V>
+HWY_INLINE V ExpNonPositive(D d, V x) {
+  using T = hn::TFromD<D>;
+  if constexpr (sizeof(T) == 8) {
+    return hn::IfThenElse(hn::Eq(x, x), hn::Exp(d, x), x);  // Exp does not promise NaN out
+  } else {
+    const hn::RebindToSigned<D> di;
+    const V lowest = hn::Set(d, -87.33654f);
+    const V xc = hn::Max(x, lowest);
+    const V n = hn::Round(hn::Mul(xc, hn::Set(d, 1.44269504088896341f)));
+    V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), xc);
+    r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
+    V p = hn::Set(d, 1.9875691500e-4f);
+    p = hn::MulAdd(p, r, hn::Set(d, 1.3981999507e-3f));
+    p = hn::MulAdd(p, r, hn::Set(d, 8.3334519073e-3f));
+    p = hn::MulAdd(p, r, hn::Set(d, 4.1665795894e-2f));
+    p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
+    p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
+    p = hn::MulAdd(p, hn::Mul(r, r), hn::Add(r, hn::Set(d, 1.0f)));
+    const auto bits = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
+    V e = hn::Mul(p, hn::BitCast(d, bits));
+    e = hn::IfThenZeroElse(hn::Lt(x, lowest), e);
+    return hn::IfThenElse(hn::Eq(x, x), e, x);
+  }
+}
+
+// Highway's Log does not promise NaN in, NaN out (nor inf), which SPEC.md 5
+// requires of a position with a NaN or +inf logit.
+template <class D, class V>
+HWY_INLINE V LogKeepNaN(D d, V x) {
+  const V log = hn::Log(d, x);
+  return hn::IfThenElse(hn::Eq(x, x), log, x);
+}
+
+template <class T>
+using Index = hwy::MakeSigned<T>;  // label lanes as wide as T's
+
+// Per-position inputs of the loss, resolved once per tile.
+template <class T>
+struct PositionTerms {
+  std::vector<Index<T>> label;  // -1: ignored, padding, or no index targets
+  std::vector<T> weight;        // a_i: pixel weight, 0 for padding
+  std::vector<T> upstream;      // r_i * a_i: gradient scale
+  std::vector<T> label_weight;  // w_{y_i}
+  std::vector<T> loss;          // out: l_i
+
+  void resize(std::size_t n) {
+    label.resize(n);
+    weight.resize(n);
+    upstream.resize(n);
+    label_weight.resize(n);
+    loss.resize(n);
+  }
+};
+
+// What the tile and row kernels need of a problem, with derived constants.
+template <class T>
+struct LossSetup {
+  const CrossEntropyProblem<T>* pb = nullptr;  // null: softmax outputs only
+  bool soft = false, index = false;
+  T eps = 0, eps_per_class = 0, class_weight_sum = 0;
+  bool want_loss = false, want_grad = false;
+  T* prob = nullptr;
+  T* log_prob = nullptr;
+  T* entropy = nullptr;
+
+  T class_weight(std::int64_t c) const {
+    return pb && pb->class_weight ? pb->class_weight[c] : T(1);
+  }
+};
+
+template <class T>
+LossSetup<T> make_setup(const CrossEntropyProblem<T>& pb) {
+  LossSetup<T> s;
+  s.pb = &pb;
+  s.soft = pb.target_probs != nullptr;
+  s.index = !s.soft;
+  s.eps = pb.label_smoothing;
+  s.eps_per_class = s.eps / static_cast<T>(pb.geom.classes);
+  for (std::int64_t c = 0; c < pb.geom.classes; ++c) s.class_weight_sum += s.class_weight(c);
+  s.want_loss = pb.loss_map || pb.loss_sum;
+  s.want_grad = pb.grad_logits != nullptr;
+  s.prob = pb.prob;
+  s.log_prob = pb.log_prob;
+  s.entropy = pb.entropy;
+  return s;
+}
+
+template <class T>
+LossSetup<T> make_setup(const SoftmaxProblem<T>& pb) {
+  LossSetup<T> s;
+  s.prob = pb.prob;
+  s.log_prob = pb.log_prob;
+  s.entropy = pb.entropy;
+  return s;
+}
+
+// Fills the per-position terms of positions [i0, i0 + count), padded with
+// inert lanes up to `padded`.
+template <class T>
+void resolve_positions(const LossSetup<T>& s, std::int64_t i0, std::int64_t count,
+                       std::int64_t padded, PositionTerms<T>& t) {
+  t.resize(static_cast<std::size_t>(padded));
+  const CrossEntropyProblem<T>* pb = s.pb;
+  for (std::int64_t j = 0; j < padded; ++j) {
+    Index<T> y = -1;
+    T a = 0, r = 0, wy = 0;
+    if (j < count && pb) {
+      const std::int64_t i = i0 + j;
+      a = pb->pixel_weight ? pb->pixel_weight[i] : T(1);
+      r = (pb->grad_loss_map ? pb->grad_loss_map[i] : pb->grad_loss_scale) * a;
+      if (s.index) {
+        const std::int64_t label = pb->labels[i];
+        if (!(pb->has_ignore_index && label == pb->ignore_index)) {
+          y = static_cast<Index<T>>(label);
+          wy = s.class_weight(label);
+        }
+      }
+    } else if (j < count) {
+      a = 1;
+    }
+    t.label[j] = y;
+    t.weight[j] = a;
+    t.upstream[j] = r;
+    t.label_weight[j] = wy;
+  }
+}
+
+// A class-major tile: element (c, j) of X at x[c * stride + j]; outputs and
+// soft targets share the stride. width is a multiple of the lane count.
+template <class T>
+struct TileView {
+  const T* x = nullptr;
+  const T* soft = nullptr;
+  T* dx = nullptr;
+  T* prob = nullptr;
+  T* log_prob = nullptr;
+  std::int64_t stride = 0;
+  std::int64_t width = 0;
+};
+
+// The three passes over one tile. Writes the per-position losses into
+// t.loss and entropies into `entropy` (if given, length width).
+template <class T>
+void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
+              PositionTerms<T>& t, T* entropy, std::vector<T>& max_scratch) {
+  const hn::ScalableTag<T> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  using V = hn::Vec<decltype(d)>;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t W = v.width, st = v.stride;
+  const CrossEntropyProblem<T>* pb = s.pb;
+  const bool floor = pb && pb->prob_floor > 0;
+  const bool zero_log = pb && pb->zero_target_log_is_zero;
+  const bool smoothing = s.index && s.eps > 0;
+
+  // Pass 1, row by row (prefetch-friendly): the max per position.
+  max_scratch.resize(static_cast<std::size_t>(W));
+  T* m = max_scratch.data();
+  for (std::int64_t j = 0; j < W; j += N) hn::StoreU(hn::LoadU(d, v.x + j), d, m + j);
+  for (std::int64_t c = 1; c < classes; ++c) {
+    const T* row = v.x + c * st;
+    for (std::int64_t j = 0; j < W; j += N) {
+      hn::StoreU(hn::Max(hn::LoadU(d, m + j), hn::LoadU(d, row + j)), d, m + j);
+    }
+  }
+
+  // Where e = exp(x - m) is kept between passes 2 and 3.
+  T* e_store = v.dx ? v.dx : v.prob;
+  const V one = hn::Set(d, T(1));
+  for (std::int64_t j = 0; j < W; j += N) {
+    const V mv = hn::LoadU(d, m + j);
+    V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
+    V target_shift = hn::Zero(d), e_shift = hn::Zero(d);
+    const auto yv = hn::LoadU(di, t.label.data() + j);
+    // Pass 2: e, its sum, and the sums the loss needs.
+    for (std::int64_t c = 0; c < classes; ++c) {
+      const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
+      const V e = ExpNonPositive(d, shifted);
+      sum = hn::Add(sum, e);
+      if (e_store) hn::StoreU(e, d, e_store + c * st + j);
+      if (smoothing) weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
+      if (s.soft) {
+        V target = hn::LoadU(d, v.soft + c * st + j);
+        target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
+        const V wt = hn::Mul(hn::Set(d, s.class_weight(c)), target);
+        target_mass = hn::Add(target_mass, wt);
+        V term = hn::Mul(wt, shifted);
+        if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
+        target_shift = hn::Add(target_shift, term);
+      }
+      if (s.entropy) {
+        e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
+      }
+    }
+    const V log_sum = LogKeepNaN(d, sum);
+    const V inv_sum = hn::Div(one, sum);
+    if (s.entropy) hn::StoreU(hn::NegMulAdd(e_shift, inv_sum, log_sum), d, entropy + j);
+
+    // The loss and the gradient coefficients of these positions.
+    const V a = hn::LoadU(d, t.weight.data() + j);
+    const V r = hn::LoadU(d, t.upstream.data() + j);
+    const auto valid = hn::RebindMask(d, hn::Gt(yv, hn::Set(di, Index<T>(-1))));
+    // Gradient: index targets k2 * (p - onehot) + k3 * (p * sum_j w_j - w_c)
+    // (the reference's grouping, so that p = 1 gives exactly 0); soft
+    // targets k1 * p - k2 * w_c * T'_c.
+    V k1 = hn::Zero(d), k2 = hn::Zero(d), k3 = hn::Zero(d);
+    if (s.index && pb) {
+      // x_y - m, gathered from the tile (in cache).
+      HWY_ALIGN T label_shift[HWY_MAX_BYTES / sizeof(T)];
+      for (std::int64_t l = 0; l < N; ++l) {
+        const Index<T> y = t.label[j + l];
+        label_shift[l] = y >= 0 ? v.x[y * st + j + l] - m[j + l] : T(0);
+      }
+      const V dy = hn::Load(d, label_shift);
+      const V wy = hn::LoadU(d, t.label_weight.data() + j);
+      if (s.want_loss) {
+        V neg_log_py = hn::Sub(log_sum, dy);
+        if (floor) {
+          const V py = hn::Mul(ExpNonPositive(d, dy), inv_sum);
+          neg_log_py = hn::Neg(LogKeepNaN(d, hn::IfThenElse(hn::Lt(py, hn::Set(d, pb->prob_floor)),
+                                                            hn::Set(d, pb->prob_floor), py)));
+        }
+        V loss = hn::Mul(hn::Mul(hn::Set(d, 1 - s.eps), wy), neg_log_py);
+        if (smoothing) {
+          const V smooth = hn::Sub(hn::Mul(hn::Set(d, s.class_weight_sum), log_sum), weighted_shift);
+          loss = hn::MulAdd(hn::Set(d, s.eps_per_class), smooth, loss);
+        }
+        hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(a, loss)), d, t.loss.data() + j);
+      }
+      k2 = hn::Mul(r, hn::Mul(hn::Set(d, 1 - s.eps), wy));
+      k3 = hn::Mul(r, hn::Set(d, s.eps_per_class));
+    } else if (s.soft) {
+      if (s.want_loss) {
+        const V loss = hn::Mul(a, hn::MulSub(log_sum, target_mass, target_shift));
+        hn::StoreU(loss, d, t.loss.data() + j);
+      }
+      k1 = target_mass;
+      k2 = r;
+    }
+    // Pass 3: the outputs.
+    const bool pass3 = v.dx || v.prob || v.log_prob;
+    if (!pass3) continue;
+    for (std::int64_t c = 0; c < classes; ++c) {
+      const std::int64_t o = c * st + j;
+      V shifted = hn::Zero(d);
+      if (v.log_prob || !e_store) shifted = hn::Sub(hn::LoadU(d, v.x + o), mv);
+      const V e = e_store ? hn::LoadU(d, e_store + o) : ExpNonPositive(d, shifted);
+      const V p = hn::Mul(e, inv_sum);
+      if (v.log_prob) hn::StoreU(hn::Sub(shifted, log_sum), d, v.log_prob + o);
+      if (v.prob) hn::StoreU(p, d, v.prob + o);
+      if (!v.dx) continue;
+      const V wc = hn::Set(d, s.class_weight(c));
+      V g;
+      if (s.soft) {
+        V target = hn::LoadU(d, v.soft + o);
+        target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
+        g = hn::Mul(k2, hn::NegMulAdd(wc, target, hn::Mul(p, k1)));
+      } else {
+        const auto is_label = hn::RebindMask(d, hn::Eq(yv, hn::Set(di, static_cast<Index<T>>(c))));
+        g = hn::Mul(k2, hn::Sub(p, hn::IfThenElseZero(is_label, one)));
+        if (smoothing) g = hn::MulAdd(k3, hn::MulSub(p, hn::Set(d, s.class_weight_sum), wc), g);
+        g = hn::IfThenElseZero(valid, g);
+      }
+      hn::StoreU(g, d, v.dx + o);
+    }
+  }
+}
+
+// Scratch buffers of one thread.
+template <class T>
+struct Scratch {
+  std::vector<T> x, soft, dx, prob, log_prob, entropy, max;
+  PositionTerms<T> terms;
+};
+
+template <class T>
+Scratch<T>& scratch() {
+  thread_local Scratch<T> s;
+  return s;
+}
+
+std::int64_t round_up(std::int64_t n, std::int64_t to) { return (n + to - 1) / to * to; }
+
+// Tile width: about 64 KiB of X per tile, a multiple of the lanes, at most
+// 512 positions. Depends on C and the target only.
+template <class T>
+std::int64_t tile_width(std::int64_t classes) {
+  const hn::ScalableTag<T> d;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t fit = (std::int64_t{64} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
+                           std::max<std::int64_t>(classes, 1);
+  return std::clamp<std::int64_t>(fit / N * N, N, 512);
+}
+
+// Runs the tile kernel on positions [i0, i0 + count) whose class c element
+// is at base + c * cstride + j * pstride (j the position within the tile).
+// Direct when pixels are unit-stride and count fills whole vectors; through
+// class-major scratch otherwise.
+template <class T>
+void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, std::int64_t i0,
+                    std::int64_t count, std::int64_t base, std::int64_t cstride,
+                    std::int64_t pstride, double* loss_partial) {
+  const hn::ScalableTag<T> d;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t C = g.classes;
+  Scratch<T>& sc = scratch<T>();
+  const CrossEntropyProblem<T>* pb = s.pb;
+  const bool direct = pstride == 1 && count % N == 0;
+  const std::int64_t W = direct ? count : round_up(count, N);
+  resolve_positions(s, i0, count, W, sc.terms);
+
+  TileView<T> v;
+  v.width = W;
+  T* entropy = nullptr;
+  if (s.entropy) {
+    sc.entropy.resize(static_cast<std::size_t>(W));
+    entropy = sc.entropy.data();
+  }
+  if (direct) {
+    v.stride = cstride;
+    v.x = logits + base;
+    v.soft = s.soft ? pb->target_probs + base : nullptr;
+    v.dx = s.want_grad ? pb->grad_logits + base : nullptr;
+    v.prob = s.prob ? s.prob + base : nullptr;
+    v.log_prob = s.log_prob ? s.log_prob + base : nullptr;
+  } else {
+    v.stride = W;
+    const auto gather = [&](std::vector<T>& buf, const T* src) {
+      buf.assign(static_cast<std::size_t>(C * W), T(0));
+      for (std::int64_t c = 0; c < C; ++c) {
+        for (std::int64_t j = 0; j < count; ++j) buf[c * W + j] = src[base + c * cstride + j * pstride];
+      }
+      return buf.data();
+    };
+    const auto space = [&](std::vector<T>& buf, bool want) -> T* {
+      if (!want) return nullptr;
+      buf.resize(static_cast<std::size_t>(C * W));
+      return buf.data();
+    };
+    v.x = gather(sc.x, logits);
+    v.soft = s.soft ? gather(sc.soft, pb->target_probs) : nullptr;
+    v.dx = space(sc.dx, s.want_grad);
+    v.prob = space(sc.prob, s.prob != nullptr);
+    v.log_prob = space(sc.log_prob, s.log_prob != nullptr);
+  }
+  run_tile(s, C, v, sc.terms, entropy, sc.max);
+
+  if (!direct) {
+    const auto scatter = [&](const T* buf, T* dst) {
+      if (!buf) return;
+      for (std::int64_t c = 0; c < C; ++c) {
+        for (std::int64_t j = 0; j < count; ++j) dst[base + c * cstride + j * pstride] = buf[c * W + j];
+      }
+    };
+    scatter(v.dx, s.want_grad ? pb->grad_logits : nullptr);
+    scatter(v.prob, s.prob);
+    scatter(v.log_prob, s.log_prob);
+  }
+  if (entropy) std::copy(entropy, entropy + count, s.entropy + i0);
+  if (pb && s.want_loss) {
+    double sum = 0;
+    for (std::int64_t j = 0; j < count; ++j) {
+      const T l = sc.terms.loss[static_cast<std::size_t>(j)];
+      if (pb->loss_map) pb->loss_map[i0 + j] = l;
+      sum += static_cast<double>(l);
+    }
+    *loss_partial = sum;
+  }
+}
+
+// One position's row of C classes, classes in lanes.
+template <class T>
+void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* soft,
+             T* dx, T* prob, T* log_prob, double* loss_out) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t full = C / N * N;
+  const CrossEntropyProblem<T>* pb = s.pb;
+  const bool zero_log = pb && pb->zero_target_log_is_zero;
+  const bool smoothing = s.index && s.eps > 0;
+
+  // Pass 1.
+  T m = -std::numeric_limits<T>::infinity();
+  if (full > 0) {
+    V mv = hn::LoadU(d, x);
+    for (std::int64_t c = N; c < full; c += N) mv = hn::Max(mv, hn::LoadU(d, x + c));
+    m = hn::GetLane(hn::MaxOfLanes(d, mv));
+  }
+  for (std::int64_t c = full; c < C; ++c) m = std::max(m, x[c]);
+  // A NaN that the max skipped still reaches every output through the sum.
+
+  // Pass 2.
+  T* e_store = dx ? dx : prob;
+  const V mv = hn::Set(d, m);
+  V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
+  V target_shift = hn::Zero(d), e_shift = hn::Zero(d);
+  T sum_t = 0, weighted_shift_t = 0, target_mass_t = 0, target_shift_t = 0, e_shift_t = 0;
+  const auto soft_target = [&](T t) { return (1 - s.eps) * t + s.eps_per_class; };
+  for (std::int64_t c = 0; c < full; c += N) {
+    const V shifted = hn::Sub(hn::LoadU(d, x + c), mv);
+    const V e = ExpNonPositive(d, shifted);
+    sum = hn::Add(sum, e);
+    if (e_store) hn::StoreU(e, d, e_store + c);
+    const V wc = pb && pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
+    if (smoothing) weighted_shift = hn::MulAdd(wc, shifted, weighted_shift);
+    if (s.soft) {
+      const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
+                                  hn::Set(d, s.eps_per_class));
+      const V wt = hn::Mul(wc, target);
+      target_mass = hn::Add(target_mass, wt);
+      V term = hn::Mul(wt, shifted);
+      if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
+      target_shift = hn::Add(target_shift, term);
+    }
+    if (s.entropy) {
+      e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
+    }
+  }
+  for (std::int64_t c = full; c < C; ++c) {
+    const T shifted = x[c] - m;
+    const T e = std::exp(shifted);
+    sum_t += e;
+    if (e_store) e_store[c] = e;
+    const T wc = s.class_weight(c);
+    if (smoothing) weighted_shift_t += wc * shifted;
+    if (s.soft) {
+      const T target = soft_target(soft[c]);
+      target_mass_t += wc * target;
+      if (!(zero_log && target == 0)) target_shift_t += wc * target * shifted;
+    }
+    if (s.entropy && e != 0) e_shift_t += e * shifted;
+  }
+  const T total = hn::GetLane(hn::SumOfLanes(d, sum)) + sum_t;
+  const T log_sum = std::log(total);
+  const T inv_sum = T(1) / total;
+  if (s.entropy) {
+    s.entropy[i] = log_sum - (hn::GetLane(hn::SumOfLanes(d, e_shift)) + e_shift_t) * inv_sum;
+  }
+
+  // Loss and gradient coefficients.
+  T k1 = 0, k2 = 0, k3 = 0;
+  std::int64_t y = -1;
+  if (pb) {
+    const T a = pb->pixel_weight ? pb->pixel_weight[i] : T(1);
+    const T r = (pb->grad_loss_map ? pb->grad_loss_map[i] : pb->grad_loss_scale) * a;
+    T loss = 0;
+    if (s.index) {
+      const std::int64_t label = pb->labels[i];
+      if (!(pb->has_ignore_index && label == pb->ignore_index)) {
+        y = label;
+        const T wy = s.class_weight(y);
+        const T dy = x[y] - m;
+        T neg_log_py = log_sum - dy;
+        if (pb->prob_floor > 0) neg_log_py = -std::log(std::max(std::exp(dy) * inv_sum, pb->prob_floor));
+        loss = (1 - s.eps) * wy * neg_log_py;
+        if (smoothing) {
+          const T ws = hn::GetLane(hn::SumOfLanes(d, weighted_shift)) + weighted_shift_t;
+          loss += s.eps_per_class * (s.class_weight_sum * log_sum - ws);
+        }
+        loss *= a;
+        k2 = r * (1 - s.eps) * wy;
+        k3 = r * s.eps_per_class;
+      }
+    } else {
+      const T mass = hn::GetLane(hn::SumOfLanes(d, target_mass)) + target_mass_t;
+      const T shift = hn::GetLane(hn::SumOfLanes(d, target_shift)) + target_shift_t;
+      loss = a * (log_sum * mass - shift);
+      k1 = mass;
+      k2 = r;
+    }
+    if (pb->loss_map) pb->loss_map[i] = loss;
+    *loss_out = static_cast<double>(loss);
+  }
+
+  // Pass 3, with the gradient grouped as in run_tile.
+  const bool ignored = pb && s.index && y < 0;
+  const T p_label = y >= 0 && e_store ? e_store[y] * inv_sum : T(0);
+  const V w_sum = hn::Set(d, s.class_weight_sum);
+  const V k1v = hn::Set(d, k1), k2v = hn::Set(d, k2), k3v = hn::Set(d, k3);
+  const V inv = hn::Set(d, inv_sum), ls = hn::Set(d, log_sum);
+  for (std::int64_t c = 0; c < full; c += N) {
+    V shifted = hn::Zero(d);
+    if (log_prob || !e_store) shifted = hn::Sub(hn::LoadU(d, x + c), mv);
+    const V e = e_store ? hn::LoadU(d, e_store + c) : ExpNonPositive(d, shifted);
+    const V p = hn::Mul(e, inv);
+    if (log_prob) hn::StoreU(hn::Sub(shifted, ls), d, log_prob + c);
+    if (prob) hn::StoreU(p, d, prob + c);
+    if (!dx) continue;
+    if (ignored) {
+      hn::StoreU(hn::Zero(d), d, dx + c);
+      continue;
+    }
+    const V wc = pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
+    V g;
+    if (s.soft) {
+      const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
+                                  hn::Set(d, s.eps_per_class));
+      g = hn::Mul(k2v, hn::NegMulAdd(wc, target, hn::Mul(p, k1v)));
+    } else {
+      g = hn::Mul(k2v, p);
+      if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, wc), g);
+    }
+    hn::StoreU(g, d, dx + c);
+  }
+  for (std::int64_t c = full; c < C; ++c) {
+    const T shifted = x[c] - m;
+    const T e = e_store ? e_store[c] : std::exp(shifted);
+    const T p = e * inv_sum;
+    if (log_prob) log_prob[c] = shifted - log_sum;
+    if (prob) prob[c] = p;
+    if (!dx) continue;
+    const T wc = s.class_weight(c);
+    if (ignored) {
+      dx[c] = 0;
+    } else if (s.soft) {
+      dx[c] = k2 * (p * k1 - wc * soft_target(soft[c]));
+    } else {
+      dx[c] = k2 * p + (smoothing ? k3 * (p * s.class_weight_sum - wc) : T(0));
+    }
+  }
+  if (dx && !ignored && s.index) {
+    const T wy = s.class_weight(y);
+    dx[y] = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
+  }
+}
+
+// Rows processed per block: about 256 KiB of X, at least one row.
+template <class T>
+std::int64_t rows_per_block(std::int64_t classes) {
+  return std::max<std::int64_t>(1, (std::int64_t{256} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
+                                       std::max<std::int64_t>(classes, 1));
+}
+
+// Whether positions are processed as rows with classes in lanes.
+template <class T>
+bool use_rows(const Geometry& g) {
+  const bool contiguous_classes = g.class_last || g.pixels == 1;
+  return contiguous_classes && g.classes >= 64;
+}
+
+// The driver: blocks of tiles or rows, in parallel, loss partials in order.
+template <class T>
+double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits, const T* soft) {
+  const std::int64_t C = g.classes;
+  std::vector<double> partial;
+  if (use_rows<T>(g)) {
+    const std::int64_t rows = g.positions();
+    const std::int64_t per_block = rows_per_block<T>(C);
+    const std::int64_t blocks = (rows + per_block - 1) / per_block;
+    partial.assign(static_cast<std::size_t>(blocks), 0.0);
+    parallel::for_each_block(blocks, [&](std::int64_t b) {
+      double sum = 0;
+      const std::int64_t end = std::min(rows, (b + 1) * per_block);
+      for (std::int64_t i = b * per_block; i < end; ++i) {
+        const std::int64_t o = i * C;
+        double l = 0;
+        run_row(s, C, i, logits + o, soft ? soft + o : nullptr,
+                s.want_grad ? s.pb->grad_logits + o : nullptr, s.prob ? s.prob + o : nullptr,
+                s.log_prob ? s.log_prob + o : nullptr, &l);
+        sum += l;
+      }
+      partial[static_cast<std::size_t>(b)] = sum;
+    });
+  } else {
+    // Tiles never cross an image, in either layout, so that both layouts
+    // cut the positions alike and give bitwise equal sums. With P = 1 the
+    // layouts are one and the same, and tiles run across the batch.
+    const std::int64_t W = tile_width<T>(C);
+    const std::int64_t span = g.pixels == 1 ? g.positions() : g.pixels;
+    const std::int64_t per_span = (span + W - 1) / W;
+    const std::int64_t blocks = span == 0 ? 0 : g.positions() / span * per_span;
+    partial.assign(static_cast<std::size_t>(blocks), 0.0);
+    parallel::for_each_block(blocks, [&](std::int64_t b) {
+      const std::int64_t i0 = b / per_span * span + (b % per_span) * W;
+      const std::int64_t count = std::min(W, span - (b % per_span) * W);
+      double* out = &partial[static_cast<std::size_t>(b)];
+      if (g.class_last || g.pixels == 1) {
+        tile_positions(s, g, logits, i0, count, i0 * C, 1, C, out);
+      } else {
+        const std::int64_t n = i0 / g.pixels, p0 = i0 % g.pixels;
+        tile_positions(s, g, logits, i0, count, g.offset(n, 0, p0), g.pixels, 1, out);
+      }
+    });
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+template <class T>
+void CrossEntropyImpl(const CrossEntropyProblem<T>& pb) {
+  const LossSetup<T> s = make_setup(pb);
+  const double total = run_loss_family(s, pb.geom, pb.logits, pb.target_probs);
+  if (pb.loss_sum) *pb.loss_sum = total;
+}
+
+template <class T>
+void SoftmaxImpl(const SoftmaxProblem<T>& pb) {
+  const LossSetup<T> s = make_setup(pb);
+  (void)run_loss_family(s, pb.geom, pb.logits, static_cast<const T*>(nullptr));
+}
+
+// Caffe2's gradient from P: dX = (P - target) * w_i * coef, 0 when ignored.
+template <class T>
+void ProbMinusTargetImpl(const ProbMinusTargetProblem<T>& pb) {
+  const hn::ScalableTag<T> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  using V = hn::Vec<decltype(d)>;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const Geometry& g = pb.geom;
+  const std::int64_t C = g.classes;
+  const auto coefficient = [&](std::int64_t i, Index<T>* y) {
+    const std::int64_t label = pb.target_probs ? -1 : pb.labels[i];
+    const bool ignored = !pb.target_probs && pb.has_ignore_index && label == pb.ignore_index;
+    *y = ignored ? Index<T>(-1) : static_cast<Index<T>>(label);
+    if (ignored) return T(0);
+    return (pb.pixel_weight ? pb.pixel_weight[i] : T(1)) * pb.coef;
+  };
+  if (g.class_last || g.pixels == 1) {
+    const std::int64_t full = C / N * N;
+    parallel::for_each_block((g.positions() + 255) / 256, [&](std::int64_t b) {
+      const std::int64_t end = std::min(g.positions(), (b + 1) * 256);
+      for (std::int64_t i = b * 256; i < end; ++i) {
+        Index<T> y;
+        const T k = coefficient(i, &y);
+        const T* p = pb.prob + i * C;
+        const T* t = pb.target_probs ? pb.target_probs + i * C : nullptr;
+        T* dx = pb.grad_logits + i * C;
+        const bool ignored = !t && y < 0;
+        const V kv = hn::Set(d, k);
+        for (std::int64_t c = 0; c < full; c += N) {
+          const V target = t ? hn::LoadU(d, t + c) : hn::Zero(d);
+          hn::StoreU(ignored ? hn::Zero(d) : hn::Mul(hn::Sub(hn::LoadU(d, p + c), target), kv), d, dx + c);
+        }
+        for (std::int64_t c = full; c < C; ++c) dx[c] = ignored ? T(0) : (p[c] - (t ? t[c] : T(0))) * k;
+        if (!t && !ignored) dx[y] -= k;
+      }
+    });
+    return;
+  }
+  // Class first: pixels in lanes, one block per (image, 1024 pixels).
+  const std::int64_t span = 1024;
+  const std::int64_t per_image = (g.pixels + span - 1) / span;
+  parallel::for_each_block(g.batch * per_image, [&](std::int64_t b) {
+    const std::int64_t n = b / per_image, p0 = (b % per_image) * span;
+    const std::int64_t count = std::min(span, g.pixels - p0);
+    HWY_ALIGN T k[1024];
+    HWY_ALIGN Index<T> y[1024];
+    for (std::int64_t j = 0; j < count; ++j) k[j] = coefficient(n * g.pixels + p0 + j, &y[j]);
+    const std::int64_t full = count / N * N;
+    for (std::int64_t c = 0; c < C; ++c) {
+      const std::int64_t o = g.offset(n, c, p0);
+      const T* p = pb.prob + o;
+      const T* t = pb.target_probs ? pb.target_probs + o : nullptr;
+      T* dx = pb.grad_logits + o;
+      const auto cv = hn::Set(di, static_cast<Index<T>>(c));
+      for (std::int64_t j = 0; j < full; j += N) {
+        const auto yv = hn::Load(di, y + j);
+        const V kv = hn::Load(d, k + j);
+        V target = t ? hn::LoadU(d, t + j)
+                     : hn::IfThenElseZero(hn::RebindMask(d, hn::Eq(yv, cv)), hn::Set(d, T(1)));
+        V g_ = hn::Mul(hn::Sub(hn::LoadU(d, p + j), target), kv);
+        if (!t) g_ = hn::IfThenElseZero(hn::RebindMask(d, hn::Gt(yv, hn::Set(di, Index<T>(-1)))), g_);
+        hn::StoreU(g_, d, dx + j);
+      }
+      for (std::int64_t j = full; j < count; ++j) {
+        const bool ignored = !t && y[j] < 0;
+        const T target = t ? t[j] : (y[j] == c ? T(1) : T(0));
+        dx[j] = ignored ? T(0) : (p[j] - target) * k[j];
+      }
+    }
+  });
+}
+
+void CrossEntropyF32(const CrossEntropyProblem<float>& pb) { CrossEntropyImpl(pb); }
+void CrossEntropyF64(const CrossEntropyProblem<double>& pb) { CrossEntropyImpl(pb); }
+void SoftmaxF32(const SoftmaxProblem<float>& pb) { SoftmaxImpl(pb); }
+void SoftmaxF64(const SoftmaxProblem<double>& pb) { SoftmaxImpl(pb); }
+void ProbMinusTargetF32(const ProbMinusTargetProblem<float>& pb) { ProbMinusTargetImpl(pb); }
+void ProbMinusTargetF64(const ProbMinusTargetProblem<double>& pb) { ProbMinusTargetImpl(pb); }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace spatialsoftmax::kernels
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace spatialsoftmax::kernels {
+
+HWY_EXPORT(CrossEntropyF32);
+HWY_EXPORT(CrossEntropyF64);
+HWY_EXPORT(SoftmaxF32);
+HWY_EXPORT(SoftmaxF64);
+HWY_EXPORT(ProbMinusTargetF32);
+HWY_EXPORT(ProbMinusTargetF64);
+
+void cross_entropy(const core::CrossEntropyProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(CrossEntropyF32)(pb); }
+void cross_entropy(const core::CrossEntropyProblem<double>& pb) { HWY_DYNAMIC_DISPATCH(CrossEntropyF64)(pb); }
+void softmax(const core::SoftmaxProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF32)(pb); }
+void softmax(const core::SoftmaxProblem<double>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF64)(pb); }
+void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb) {
+  HWY_DYNAMIC_DISPATCH(ProbMinusTargetF32)(pb);
+}
+void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb) {
+  HWY_DYNAMIC_DISPATCH(ProbMinusTargetF64)(pb);
+}
+
+}  // namespace spatialsoftmax::kernels
+#endif  // HWY_ONCE
