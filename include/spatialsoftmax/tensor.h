@@ -84,6 +84,8 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(DType dtype, Shape shape);  // zero-initialised
+  // Contents unspecified: for outputs that are written in full.
+  static Tensor uninitialized(DType dtype, Shape shape);
 
   // Copies any view (strided or not) into a new dense tensor.
   static Tensor copy_of(const TensorView& view);
@@ -118,9 +120,16 @@ class Tensor {
   void reshape(Shape shape);
 
  private:
+  // Returns the storage to the allocator; large blocks are kept for reuse
+  // (src/core/tensor.cc).
   struct AlignedFree {
+    std::size_t bytes;  // no initializer: it would keep this nested type from
+                        // being default-constructible inside Tensor
     void operator()(void* p) const;
   };
+  struct Uninitialized {};
+  Tensor(DType dtype, Shape shape, Uninitialized);
+
   DType dtype_ = DType::kFloat32;
   Shape shape_;
   std::int64_t numel_ = 0;

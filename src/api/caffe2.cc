@@ -125,7 +125,7 @@ Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView&
   api::check_labels(kSpatialGrad, "T", T, y, info.geom.classes, -1);
   const double Wt = spatial_total_weight(T, labels, w, X.dtype());
   const double coef = Wt > 0 ? args.scale / Wt * g : g;
-  Tensor dx(X.dtype(), X.shape());
+  Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     run_prob_minus_target<F>(info.geom, prob, y, nullptr, w, true, coef, dx);
@@ -293,7 +293,7 @@ Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
   // CPU: no d_loss factor when the total weight is 0; CUDA always applies it.
   const double coef = Wt > 0 ? args.scale / Wt * g : (cpu ? 1.0 : g);
   const Dense prob(P);
-  Tensor dx(X.dtype(), X.shape());
+  Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* soft = args.label_prob != 0 ? target.get<F>() : nullptr;

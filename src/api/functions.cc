@@ -32,8 +32,9 @@ Tensor class_softmax(std::string_view op, const TensorView& logits, ClassAxis ax
                      bool want_prob, bool want_log_prob, bool want_entropy) {
   const ClassTensor info = api::analyze_class_tensor(op, "logits", logits, axis);
   const Dense x(logits);
-  Tensor out = want_entropy ? Tensor(logits.dtype(), info.map_shape)
-                            : Tensor(logits.dtype(), logits.shape());
+  // Outputs the kernels write in full are not zeroed first.
+  Tensor out = want_entropy ? Tensor::uninitialized(logits.dtype(), info.map_shape)
+                            : Tensor::uninitialized(logits.dtype(), logits.shape());
   visit_float(logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
     core::SoftmaxProblem<T> pb;
@@ -210,12 +211,12 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const bool forward = pass != Pass::kBackward;
   CrossEntropyResult& result = run.result;
   if (forward) {
-    if (map_loss) result.loss = Tensor(dtype, info.map_shape);
-    if (options.want_prob) result.prob = Tensor(dtype, logits.shape());
-    if (options.want_log_prob) result.log_prob = Tensor(dtype, logits.shape());
-    if (options.want_entropy) result.entropy = Tensor(dtype, info.map_shape);
+    if (map_loss) result.loss = Tensor::uninitialized(dtype, info.map_shape);
+    if (options.want_prob) result.prob = Tensor::uninitialized(dtype, logits.shape());
+    if (options.want_log_prob) result.log_prob = Tensor::uninitialized(dtype, logits.shape());
+    if (options.want_entropy) result.entropy = Tensor::uninitialized(dtype, info.map_shape);
   }
-  if (backward) result.grad_logits = Tensor(dtype, logits.shape());
+  if (backward) result.grad_logits = Tensor::uninitialized(dtype, logits.shape());
 
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -1,4 +1,8 @@
+#include <sys/mman.h>
+
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -121,26 +125,86 @@ double TensorView::at(std::int64_t flat) const {
   return 0;
 }
 
-void Tensor::AlignedFree::operator()(void* p) const { std::free(p); }
+namespace {
 
-Tensor::Tensor(DType dtype, Shape shape)
+// Blocks of 2 MiB and more are kept after use and handed out again for the
+// same size, up to a total of kCacheLimit: a fresh block costs its first-touch
+// page faults and the kernel zeroing each page, as much as a pass over the
+// data, every time a large output is allocated.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+constexpr std::size_t kCacheLimit = std::size_t{4} << 30;
+
+struct BlockCache {
+  std::mutex mutex;
+  std::multimap<std::size_t, void*> free_blocks;
+  std::size_t cached_bytes = 0;
+
+  ~BlockCache() {
+    for (auto& [bytes, p] : free_blocks) std::free(p);
+  }
+  void* take(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto it = free_blocks.find(bytes);
+    if (it == free_blocks.end()) return nullptr;
+    void* p = it->second;
+    free_blocks.erase(it);
+    cached_bytes -= bytes;
+    return p;
+  }
+  bool keep(void* p, std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (cached_bytes + bytes > kCacheLimit) return false;
+    free_blocks.emplace(bytes, p);
+    cached_bytes += bytes;
+    return true;
+  }
+};
+
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache;  // outlives static tensors
+  return *cache;
+}
+
+}  // namespace
+
+void Tensor::AlignedFree::operator()(void* p) const {
+  if (bytes >= kHugePage && block_cache().keep(p, bytes)) return;
+  std::free(p);
+}
+
+Tensor::Tensor(DType dtype, Shape shape) : Tensor(dtype, std::move(shape), Uninitialized{}) {
+  std::memset(storage_.get(), 0, std::max<std::size_t>(nbytes(), 1));
+}
+
+Tensor::Tensor(DType dtype, Shape shape, Uninitialized)
     : dtype_(dtype), shape_(std::move(shape)), numel_(checked_numel(shape_, "tensor")),
       defined_(true) {
   const std::size_t elem = dtype_size(dtype_);
   if (static_cast<std::uint64_t>(numel_) > std::numeric_limits<std::size_t>::max() / elem / 2) {
     throw Error("tensor: byte size of shape " + shape_string(shape_) + " overflows");
   }
-  constexpr std::size_t kAlign = 64;
+  // Large buffers are aligned to 2 MiB, offered transparent huge pages and
+  // reused (see BlockCache).
+  const std::size_t align = nbytes() >= kHugePage ? kHugePage : 64;
   std::size_t bytes = std::max<std::size_t>(nbytes(), 1);
-  bytes = (bytes + kAlign - 1) / kAlign * kAlign;
-  void* p = std::aligned_alloc(kAlign, bytes);
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  storage_.reset(p);
+  bytes = (bytes + align - 1) / align * align;
+  void* p = align == kHugePage ? block_cache().take(bytes) : nullptr;
+  if (!p) {
+    p = std::aligned_alloc(align, bytes);
+    if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  }
+  storage_ = std::unique_ptr<void, AlignedFree>(p, AlignedFree{bytes});
+}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) {
+  return Tensor(dtype, std::move(shape), Uninitialized{});
 }
 
 Tensor Tensor::copy_of(const TensorView& view) {
-  Tensor t(view.dtype(), view.shape());
+  Tensor t = uninitialized(view.dtype(), view.shape());
   const std::size_t elem = dtype_size(view.dtype());
   if (view.is_contiguous()) {
     if (t.numel_ > 0) std::memcpy(t.data(), view.data(), t.nbytes());
@@ -168,9 +232,10 @@ Tensor Tensor::scalar(DType dtype, double value) {
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return copy_of(view());
-  Tensor t(dtype, shape_);
+  Tensor t = uninitialized(dtype, shape_);
+  const TensorView source = view();
   for (std::int64_t i = 0; i < numel_; ++i) {
-    const double v = at(i);
+    const double v = source.at(i);
     switch (dtype) {
       case DType::kFloat32: t.data_as<float>()[i] = static_cast<float>(v); break;
       case DType::kFloat64: t.data_as<double>()[i] = v; break;

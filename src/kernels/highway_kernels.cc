@@ -758,5 +758,27 @@ void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb) {
   HWY_DYNAMIC_DISPATCH(ProbMinusTargetF64)(pb);
 }
 
+std::vector<std::int64_t> supported_targets() {
+  std::vector<std::int64_t> out;
+  const std::int64_t usable = hwy::SupportedTargets() & HWY_TARGETS;
+  for (int bit = 0; bit < 63; ++bit) {  // a lower bit is a better target
+    const std::int64_t t = std::int64_t{1} << bit;
+    if (usable & t) out.push_back(t);
+  }
+  return out;
+}
+
+std::int64_t active_target() {
+  const std::vector<std::int64_t> targets = supported_targets();
+  return targets.empty() ? 0 : targets.front();
+}
+
+std::string target_name(std::int64_t target) { return hwy::TargetName(target); }
+
+void use_only_target_for_test(std::int64_t target) {
+  hwy::SetSupportedTargetsForTest(target);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
 }  // namespace spatialsoftmax::kernels
 #endif  // HWY_ONCE

@@ -2,6 +2,7 @@
 // dispatched at run time to the best SIMD target the CPU supports.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -15,5 +16,14 @@ void softmax(const core::SoftmaxProblem<float>& pb);
 void softmax(const core::SoftmaxProblem<double>& pb);
 void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb);
 void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb);
+
+// SIMD targets compiled in that this CPU supports, best first (Highway's
+// target bits), and the one the kernels dispatch to now.
+std::vector<std::int64_t> supported_targets();
+std::int64_t active_target();
+std::string target_name(std::int64_t target);
+// Tests: dispatch to `target` only (one of supported_targets()); 0 restores
+// the normal choice.
+void use_only_target_for_test(std::int64_t target);
 
 }  // namespace spatialsoftmax::kernels
