@@ -56,21 +56,6 @@ api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
 }
 
 // Sum of pixel weights over labels != -1 (Caffe2's total weight).
-double spatial_total_weight(const TensorView& T, const Dense& labels, const Dense& weight,
-                            DType dtype) {
-  const std::int64_t n = T.numel();
-  const auto* y = labels.get<std::int32_t>();
-  double total = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (y[i] == -1) continue;
-    total += weight.present() ? (dtype == DType::kFloat32
-                                     ? static_cast<double>(weight.get<float>()[i])
-                                     : weight.get<double>()[i])
-                              : 1.0;
-  }
-  return total;
-}
-
 template <class T>
 void run_prob_minus_target(const core::Geometry& geom, const Dense& prob, core::Labels labels,
                            const T* target_probs, const Dense& weight, bool ignore_minus_one,
@@ -122,8 +107,8 @@ Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView&
   const double g = api::first_element(kSpatialGrad, "d_loss", d_loss);
   const Dense labels(T), w(weight), prob(P);
   const core::Labels y{labels.raw(), DType::kInt32};
-  api::check_labels(kSpatialGrad, "T", T, y, info.geom.classes, -1);
-  const double Wt = spatial_total_weight(T, labels, w, X.dtype());
+  const double Wt = api::scan_labels(kSpatialGrad, "T", T, y, info.geom.classes, -1, nullptr,
+                                     w.raw(), X.dtype());
   const double coef = Wt > 0 ? args.scale / Wt * g : g;
   Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {

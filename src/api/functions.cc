@@ -151,7 +151,12 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const Dense x(logits), target(targets), class_weight(options.class_weight),
       pixel_weight(options.pixel_weight);
   core::Labels labels{soft ? nullptr : target.raw(), targets.dtype()};
-  if (!soft) check_labels(op, targets_name, targets, labels, C, ignore_index);
+  // Index targets: the labels' check and the mean's denominator in one pass.
+  double index_denominator = 0;
+  if (!soft) {
+    index_denominator = scan_labels(op, targets_name, targets, labels, C, ignore_index,
+                                    class_weight.raw(), pixel_weight.raw(), dtype);
+  }
 
   // Upstream gradients.
   const bool backward = pass != Pass::kForward;
@@ -187,23 +192,16 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   // before the kernel runs and the fused pass can scale dX directly.
   CrossEntropyRun run;
   const std::int64_t M = info.geom.positions();
-  visit_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    const T* w = class_weight.get<T>();
-    const T* a = pixel_weight.get<T>();
-    double denominator = 0;
-    for (std::int64_t i = 0; i < M; ++i) {
-      const double ai = a ? static_cast<double>(a[i]) : 1.0;
-      if (soft) {
-        denominator += ai;
-      } else {
-        const std::int64_t y = labels[i];
-        if (ignore_index && y == *ignore_index) continue;
-        denominator += ai * (w ? static_cast<double>(w[y]) : 1.0);
-      }
-    }
-    run.denominator = denominator;
-  });
+  run.denominator = index_denominator;
+  if (soft) {  // sum_i a_i: class weights never enter it (SPEC.md 3.3)
+    visit_float(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* a = pixel_weight.get<T>();
+      double denominator = 0;
+      for (std::int64_t i = 0; i < M; ++i) denominator += a ? static_cast<double>(a[i]) : 1.0;
+      run.denominator = denominator;
+    });
+  }
   if (options.reduction == Reduction::kMean) {
     grad_scale = run.denominator > 0 ? grad_scale / run.denominator : 0.0;
   }

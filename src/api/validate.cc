@@ -1,5 +1,10 @@
 #include "api/validate.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "parallel/thread_pool.h"
+
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -125,26 +130,96 @@ Dense::Dense(const TensorView& view) : present_(true) {
   }
 }
 
+namespace {
+
+constexpr std::int64_t kScanBlock = 1 << 16;
+
+struct ScanBlock {
+  std::int64_t first_bad = -1;
+  double total = 0;
+};
+
+// The positions [begin, end) of one block; L the label type, W the weights'.
+template <class L, class W>
+ScanBlock scan_block(const L* y, std::int64_t begin, std::int64_t end, std::int64_t classes,
+                     bool has_ignore, std::int64_t ignore, const W* w, const W* a) {
+  ScanBlock out;
+  for (std::int64_t i = begin; i < end; ++i) {
+    const auto label = static_cast<std::int64_t>(y[i]);
+    if (has_ignore && label == ignore) continue;
+    if (label < 0 || label >= classes) {
+      out.first_bad = i;
+      return out;
+    }
+    out.total += (a ? static_cast<double>(a[i]) : 1.0) * (w ? static_cast<double>(w[label]) : 1.0);
+  }
+  return out;
+}
+
+template <class L, class W>
+ScanBlock scan_all(const L* y, std::int64_t n, std::int64_t classes,
+                   std::optional<std::int64_t> ignore, const W* w, const W* a) {
+  const std::int64_t blocks = (n + kScanBlock - 1) / kScanBlock;
+  std::vector<ScanBlock> partial(static_cast<std::size_t>(blocks));
+  parallel::for_each_block(blocks, [&](std::int64_t b) {
+    partial[static_cast<std::size_t>(b)] =
+        scan_block(y, b * kScanBlock, std::min(n, (b + 1) * kScanBlock), classes,
+                   ignore.has_value(), ignore.value_or(0), w, a);
+  });
+  ScanBlock out;
+  for (const ScanBlock& p : partial) {
+    if (p.first_bad >= 0) return p;
+    out.total += p.total;
+  }
+  return out;
+}
+
+template <class L>
+ScanBlock scan_typed(const L* y, std::int64_t n, std::int64_t classes,
+                     std::optional<std::int64_t> ignore, const void* w, const void* a,
+                     DType weight_dtype) {
+  if (weight_dtype == DType::kFloat64) {
+    return scan_all(y, n, classes, ignore, static_cast<const double*>(w),
+                    static_cast<const double*>(a));
+  }
+  return scan_all(y, n, classes, ignore, static_cast<const float*>(w),
+                  static_cast<const float*>(a));
+}
+
+}  // namespace
+
+double scan_labels(std::string_view op, std::string_view arg, const TensorView& labels,
+                   const core::Labels& dense, std::int64_t classes,
+                   std::optional<std::int64_t> ignore_index, const void* class_weight,
+                   const void* pixel_weight, DType weight_dtype) {
+  const std::int64_t n = checked_numel(labels.shape(), arg);
+  const ScanBlock result =
+      dense.dtype == DType::kInt32
+          ? scan_typed(static_cast<const std::int32_t*>(dense.data), n, classes, ignore_index,
+                       class_weight, pixel_weight, weight_dtype)
+          : scan_typed(static_cast<const std::int64_t*>(dense.data), n, classes, ignore_index,
+                       class_weight, pixel_weight, weight_dtype);
+  if (result.first_bad < 0) return result.total;
+  // Multi-index of the offending flat index, for the message.
+  const std::int64_t i = result.first_bad;
+  std::string index;
+  std::int64_t rest = i;
+  for (int d = labels.rank() - 1; d >= 0; --d) {
+    const std::int64_t dim = labels.shape()[static_cast<std::size_t>(d)];
+    index = std::to_string(rest % dim) + (index.empty() ? "" : ", ") + index;
+    rest /= dim;
+  }
+  fail(op, std::string(arg) + "[" + index + "]",
+       "(flat index " + std::to_string(i) + ") = " + std::to_string(dense[i]) +
+           ", expected in [0, " + std::to_string(classes) + ") or ignore_index (" +
+           (ignore_index ? std::to_string(*ignore_index) : std::string("unset")) + ")");
+}
+
 void check_labels(std::string_view op, std::string_view arg, const TensorView& labels,
                   const core::Labels& dense, std::int64_t classes,
                   std::optional<std::int64_t> ignore_index) {
-  const std::int64_t n = checked_numel(labels.shape(), arg);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t y = dense[i];
-    if ((y >= 0 && y < classes) || (ignore_index && y == *ignore_index)) continue;
-    // Multi-index of flat index i, for the message.
-    std::string index;
-    std::int64_t rest = i;
-    for (int d = labels.rank() - 1; d >= 0; --d) {
-      const std::int64_t dim = labels.shape()[static_cast<std::size_t>(d)];
-      index = std::to_string(rest % dim) + (index.empty() ? "" : ", ") + index;
-      rest /= dim;
-    }
-    fail(op, std::string(arg) + "[" + index + "]",
-         "(flat index " + std::to_string(i) + ") = " + std::to_string(y) + ", expected in [0, " +
-             std::to_string(classes) + ") or ignore_index (" +
-             (ignore_index ? std::to_string(*ignore_index) : std::string("unset")) + ")");
-  }
+  (void)scan_labels(op, arg, labels, dense, classes, ignore_index, nullptr, nullptr,
+                    DType::kFloat32);
 }
 
 double first_element(std::string_view op, std::string_view arg, const TensorView& t) {

@@ -71,6 +71,16 @@ void check_labels(std::string_view op, std::string_view arg, const TensorView& l
                   const core::Labels& dense, std::int64_t classes,
                   std::optional<std::int64_t> ignore_index);
 
+// check_labels, and in the same pass the total weight of the positions not
+// ignored: sum_i a_i * w_{y_i} (a: pixel weights, w: class weights, both
+// optional, of `weight_dtype`). One pass in parallel over fixed blocks of
+// positions, partial sums combined in block order: deterministic for any
+// thread count.
+double scan_labels(std::string_view op, std::string_view arg, const TensorView& labels,
+                   const core::Labels& dense, std::int64_t classes,
+                   std::optional<std::int64_t> ignore_index, const void* class_weight,
+                   const void* pixel_weight, DType weight_dtype);
+
 // The first element of a float tensor (a scalar upstream gradient).
 double first_element(std::string_view op, std::string_view arg, const TensorView& t);
 

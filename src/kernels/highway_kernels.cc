@@ -148,33 +148,60 @@ LossSetup<T> make_setup(const SoftmaxProblem<T>& pb) {
 }
 
 // Fills the per-position terms of positions [i0, i0 + count), padded with
-// inert lanes up to `padded`.
+// inert lanes up to `padded`. Simple loops, one per term: this runs once per
+// position and matters when C is small.
+template <class T, class L>
+void resolve_labels(const L* labels, std::int64_t count, const CrossEntropyProblem<T>& pb,
+                    Index<T>* out) {
+  const bool has_ignore = pb.has_ignore_index;
+  const auto ignore = pb.ignore_index;
+  for (std::int64_t j = 0; j < count; ++j) {
+    const auto y = static_cast<std::int64_t>(labels[j]);
+    out[j] = has_ignore && y == ignore ? Index<T>(-1) : static_cast<Index<T>>(y);
+  }
+}
+
 template <class T>
 void resolve_positions(const LossSetup<T>& s, std::int64_t i0, std::int64_t count,
                        std::int64_t padded, PositionTerms<T>& t) {
   t.resize(static_cast<std::size_t>(padded));
   const CrossEntropyProblem<T>* pb = s.pb;
-  for (std::int64_t j = 0; j < padded; ++j) {
-    Index<T> y = -1;
-    T a = 0, r = 0, wy = 0;
-    if (j < count && pb) {
-      const std::int64_t i = i0 + j;
-      a = pb->pixel_weight ? pb->pixel_weight[i] : T(1);
-      r = (pb->grad_loss_map ? pb->grad_loss_map[i] : pb->grad_loss_scale) * a;
-      if (s.index) {
-        const std::int64_t label = pb->labels[i];
-        if (!(pb->has_ignore_index && label == pb->ignore_index)) {
-          y = static_cast<Index<T>>(label);
-          wy = s.class_weight(label);
-        }
-      }
-    } else if (j < count) {
-      a = 1;
+  Index<T>* y = t.label.data();
+  T* a = t.weight.data();
+  T* r = t.upstream.data();
+  T* wy = t.label_weight.data();
+  std::fill(y + count, y + padded, Index<T>(-1));
+  std::fill(a + count, a + padded, T(0));
+  std::fill(r + count, r + padded, T(0));
+  std::fill(wy + count, wy + padded, T(0));
+  if (!pb) {
+    std::fill(y, y + count, Index<T>(-1));
+    std::fill(a, a + count, T(1));
+    return;
+  }
+  if (pb->pixel_weight) {
+    std::copy(pb->pixel_weight + i0, pb->pixel_weight + i0 + count, a);
+  } else {
+    std::fill(a, a + count, T(1));
+  }
+  if (s.want_grad) {
+    if (pb->grad_loss_map) {
+      for (std::int64_t j = 0; j < count; ++j) r[j] = pb->grad_loss_map[i0 + j] * a[j];
+    } else {
+      for (std::int64_t j = 0; j < count; ++j) r[j] = pb->grad_loss_scale * a[j];
     }
-    t.label[j] = y;
-    t.weight[j] = a;
-    t.upstream[j] = r;
-    t.label_weight[j] = wy;
+  }
+  if (!s.index) {
+    std::fill(y, y + count, Index<T>(-1));
+    return;
+  }
+  if (pb->labels.dtype == DType::kInt32) {
+    resolve_labels(static_cast<const std::int32_t*>(pb->labels.data) + i0, count, *pb, y);
+  } else {
+    resolve_labels(static_cast<const std::int64_t*>(pb->labels.data) + i0, count, *pb, y);
+  }
+  for (std::int64_t j = 0; j < count; ++j) {
+    wy[j] = y[j] < 0 ? T(0) : pb->class_weight ? pb->class_weight[y[j]] : T(1);
   }
 }
 
@@ -219,17 +246,37 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
 
   // Where e = exp(x - m) is kept between passes 2 and 3.
   T* e_store = v.dx ? v.dx : v.prob;
+  const bool pick_label = s.index && pb && s.want_loss && classes <= 32;
   const V one = hn::Set(d, T(1));
   for (std::int64_t j = 0; j < W; j += N) {
     const V mv = hn::LoadU(d, m + j);
     V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
     V target_shift = hn::Zero(d), e_shift = hn::Zero(d);
     const auto yv = hn::LoadU(di, t.label.data() + j);
-    // Pass 2: e, its sum, and the sums the loss needs.
-    for (std::int64_t c = 0; c < classes; ++c) {
+    // Pass 2: e, its sum, and the sums the loss needs. The common case gets
+    // loops without per-class branches.
+    // With few classes, x_y - m is picked up here by a select per class
+    // rather than gathered lane by lane afterwards.
+    const bool plain = !smoothing && !s.soft && !s.entropy;
+    V picked = hn::Zero(d);
+    const auto pick = [&](std::int64_t c, V shifted) {
+      const auto is_label = hn::RebindMask(d, hn::Eq(yv, hn::Set(di, static_cast<Index<T>>(c))));
+      picked = hn::IfThenElse(is_label, shifted, picked);
+    };
+    if (plain) {
+      for (std::int64_t c = 0; c < classes; ++c) {
+        const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
+        const V e = ExpNonPositive(d, shifted);
+        sum = hn::Add(sum, e);
+        if (e_store) hn::StoreU(e, d, e_store + c * st + j);
+        if (pick_label) pick(c, shifted);
+      }
+    }
+    for (std::int64_t c = 0; c < classes && !plain; ++c) {
       const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
       const V e = ExpNonPositive(d, shifted);
       sum = hn::Add(sum, e);
+      if (pick_label) pick(c, shifted);
       if (e_store) hn::StoreU(e, d, e_store + c * st + j);
       if (smoothing) weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
       if (s.soft) {
@@ -258,13 +305,16 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
     // targets k1 * p - k2 * w_c * T'_c.
     V k1 = hn::Zero(d), k2 = hn::Zero(d), k3 = hn::Zero(d);
     if (s.index && pb) {
-      // x_y - m, gathered from the tile (in cache).
-      HWY_ALIGN T label_shift[HWY_MAX_BYTES / sizeof(T)];
-      for (std::int64_t l = 0; l < N; ++l) {
-        const Index<T> y = t.label[j + l];
-        label_shift[l] = y >= 0 ? v.x[y * st + j + l] - m[j + l] : T(0);
+      // x_y - m: picked in pass 2, or gathered from the tile (in cache).
+      V dy = picked;
+      if (!pick_label) {
+        HWY_ALIGN T label_shift[HWY_MAX_BYTES / sizeof(T)];
+        for (std::int64_t l = 0; l < N; ++l) {
+          const Index<T> y = t.label[j + l];
+          label_shift[l] = y >= 0 ? v.x[y * st + j + l] - m[j + l] : T(0);
+        }
+        dy = hn::Load(d, label_shift);
       }
-      const V dy = hn::Load(d, label_shift);
       const V wy = hn::LoadU(d, t.label_weight.data() + j);
       if (s.want_loss) {
         V neg_log_py = hn::Sub(log_sum, dy);
@@ -340,7 +390,7 @@ template <class T>
 std::int64_t tile_width(std::int64_t classes) {
   const hn::ScalableTag<T> d;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
-  const std::int64_t fit = (std::int64_t{64} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
+  const std::int64_t fit = (std::int64_t{16} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
                            std::max<std::int64_t>(classes, 1);
   return std::clamp<std::int64_t>(fit / N * N, N, 512);
 }
@@ -450,7 +500,35 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   V target_shift = hn::Zero(d), e_shift = hn::Zero(d);
   T sum_t = 0, weighted_shift_t = 0, target_mass_t = 0, target_shift_t = 0, e_shift_t = 0;
   const auto soft_target = [&](T t) { return (1 - s.eps) * t + s.eps_per_class; };
-  for (std::int64_t c = 0; c < full; c += N) {
+  const bool plain = !smoothing && !s.soft && !s.entropy;
+  if (plain && e_store) {  // the common cases, without per-class branches
+    V sum2 = hn::Zero(d);  // two chains hide the add latency
+    std::int64_t c = 0;
+    for (; c + 2 * N <= full; c += 2 * N) {
+      const V e0 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
+      const V e1 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv));
+      sum = hn::Add(sum, e0);
+      sum2 = hn::Add(sum2, e1);
+      hn::StoreU(e0, d, e_store + c);
+      hn::StoreU(e1, d, e_store + c + N);
+    }
+    for (; c < full; c += N) {
+      const V e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
+      sum = hn::Add(sum, e);
+      hn::StoreU(e, d, e_store + c);
+    }
+    sum = hn::Add(sum, sum2);
+  } else if (plain) {
+    V sum2 = hn::Zero(d);
+    std::int64_t c = 0;
+    for (; c + 2 * N <= full; c += 2 * N) {
+      sum = hn::Add(sum, ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv)));
+      sum2 = hn::Add(sum2, ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv)));
+    }
+    for (; c < full; c += N) sum = hn::Add(sum, ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv)));
+    sum = hn::Add(sum, sum2);
+  }
+  for (std::int64_t c = 0; c < full && !plain; c += N) {
     const V shifted = hn::Sub(hn::LoadU(d, x + c), mv);
     const V e = ExpNonPositive(d, shifted);
     sum = hn::Add(sum, e);
@@ -527,6 +605,7 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   }
 
   // Pass 3, with the gradient grouped as in run_tile.
+  if (!dx && !prob && !log_prob) return;
   const bool ignored = pb && s.index && y < 0;
   const T p_label = y >= 0 && e_store ? e_store[y] * inv_sum : T(0);
   const V w_sum = hn::Set(d, s.class_weight_sum);
