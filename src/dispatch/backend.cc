@@ -49,6 +49,7 @@ class HighwayBackend final : public Backend {
   std::string declines(Op op, const core::Geometry&, DType) const override {
     switch (op) {
       case Op::kSoftmax:
+      case Op::kSoftmaxBackward:
       case Op::kCrossEntropy:
       case Op::kProbMinusTarget: return {};
       default: return "no SIMD kernel for this op yet";
@@ -58,7 +59,7 @@ class HighwayBackend final : public Backend {
 #define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                    \
   void softmax(const core::SoftmaxProblem<T>& p) const override { kernels::softmax(p); }    \
   void softmax_backward(const core::SoftmaxBackwardProblem<T>& p) const override {           \
-    core::reference::softmax_backward(p);                                                    \
+    kernels::softmax_backward(p);                                                            \
   }                                                                                          \
   void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
     if (p.logits_are_log_probs || p.grad_prob || p.grad_log_prob || p.grad_entropy) {       \

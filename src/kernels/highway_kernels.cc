@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "core/problems.h"
+#include "core/reference.h"
 #include "kernels/highway_kernels.h"
 #include "parallel/thread_pool.h"
 
@@ -357,7 +358,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       if (s.soft) {
         V target = hn::LoadU(d, v.soft + o);
         target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
-        g = hn::Mul(k2, hn::NegMulAdd(wc, target, hn::Mul(p, k1)));
+        // Not fused: p * k1 and w_c * T'_c round alike, so p = 1 (C = 1) gives exactly 0.
+        g = hn::Mul(k2, hn::Sub(hn::Mul(p, k1), hn::Mul(wc, target)));
       } else {
         const auto is_label = hn::RebindMask(d, hn::Eq(yv, hn::Set(di, static_cast<Index<T>>(c))));
         g = hn::Mul(k2, hn::Sub(p, hn::IfThenElseZero(is_label, one)));
@@ -628,7 +630,7 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
     if (s.soft) {
       const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
                                   hn::Set(d, s.eps_per_class));
-      g = hn::Mul(k2v, hn::NegMulAdd(wc, target, hn::Mul(p, k1v)));
+      g = hn::Mul(k2v, hn::Sub(hn::Mul(p, k1v), hn::Mul(wc, target)));  // not fused, as in run_tile
     } else {
       g = hn::Mul(k2v, p);
       if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, wc), g);
@@ -805,6 +807,71 @@ void ProbMinusTargetImpl(const ProbMinusTargetProblem<T>& pb) {
   });
 }
 
+// Backward of softmax (dX = p * (g - sum_j p_j g_j)) or log_softmax
+// (dX = g - exp(y) * sum_j g_j). Class first: pixels in lanes, the sum over
+// classes in class order per lane. Class last (or P = 1): one position at a
+// time, in class order too, so that both layouts give the same bits.
+template <class T>
+void SoftmaxBackwardImpl(const core::SoftmaxBackwardProblem<T>& pb) {
+  const hn::ScalableTag<T> d;
+  using V = hn::Vec<decltype(d)>;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const Geometry& g = pb.geom;
+  const std::int64_t C = g.classes;
+  const bool log = pb.from_log_softmax;
+  // One position, classes at stride cs: the lane code's operations on
+  // one-lane vectors, so that every position gets the same bits whatever
+  // its layout or place in a tile (no compiler contraction into FMA).
+  const hn::CappedTag<T, 1> d1;
+  using V1 = hn::Vec<decltype(d1)>;
+  const auto position = [&](std::int64_t b, std::int64_t cs) {
+    const T* y = pb.output + b;
+    const T* gy = pb.grad_output + b;
+    V1 dot = hn::Zero(d1);
+    for (std::int64_t c = 0; c < C; ++c) {
+      const V1 g1 = hn::Set(d1, gy[c * cs]);
+      dot = hn::Add(dot, log ? g1 : hn::Mul(hn::Set(d1, y[c * cs]), g1));
+    }
+    for (std::int64_t c = 0; c < C; ++c) {
+      const V1 y1 = hn::Set(d1, y[c * cs]), g1 = hn::Set(d1, gy[c * cs]);
+      const V1 dx = log ? hn::Sub(g1, hn::Mul(ExpNonPositive(d1, y1), dot)) : hn::Mul(y1, hn::Sub(g1, dot));
+      pb.grad_logits[b + c * cs] = hn::GetLane(dx);
+    }
+  };
+  if (g.class_last || g.pixels == 1) {
+    const std::int64_t span = 1024;
+    parallel::for_each_block((g.positions() + span - 1) / span, [&](std::int64_t b) {
+      const std::int64_t end = std::min(g.positions(), (b + 1) * span);
+      for (std::int64_t i = b * span; i < end; ++i) position(i * C, 1);
+    });
+    return;
+  }
+  const std::int64_t span = 1024;
+  const std::int64_t per_image = (g.pixels + span - 1) / span;
+  parallel::for_each_block(g.batch * per_image, [&](std::int64_t b) {
+    const std::int64_t n = b / per_image, p0 = (b % per_image) * span;
+    const std::int64_t count = std::min(span, g.pixels - p0);
+    const std::int64_t full = count / N * N;
+    const std::int64_t base = g.offset(n, 0, p0), st = g.pixels;
+    for (std::int64_t j = 0; j < full; j += N) {
+      V dot = hn::Zero(d);
+      for (std::int64_t c = 0; c < C; ++c) {
+        const V gy = hn::LoadU(d, pb.grad_output + base + c * st + j);
+        dot = hn::Add(dot, log ? gy : hn::Mul(hn::LoadU(d, pb.output + base + c * st + j), gy));
+      }
+      for (std::int64_t c = 0; c < C; ++c) {
+        const std::int64_t o = base + c * st + j;
+        const V y = hn::LoadU(d, pb.output + o), gy = hn::LoadU(d, pb.grad_output + o);
+        const V dx = log ? hn::Sub(gy, hn::Mul(ExpNonPositive(d, y), dot)) : hn::Mul(y, hn::Sub(gy, dot));
+        hn::StoreU(dx, d, pb.grad_logits + o);
+      }
+    }
+    for (std::int64_t j = full; j < count; ++j) position(base + j, st);
+  });
+}
+
+void SoftmaxBackwardF32(const core::SoftmaxBackwardProblem<float>& pb) { SoftmaxBackwardImpl(pb); }
+void SoftmaxBackwardF64(const core::SoftmaxBackwardProblem<double>& pb) { SoftmaxBackwardImpl(pb); }
 void CrossEntropyF32(const CrossEntropyProblem<float>& pb) { CrossEntropyImpl(pb); }
 void CrossEntropyF64(const CrossEntropyProblem<double>& pb) { CrossEntropyImpl(pb); }
 void SoftmaxF32(const SoftmaxProblem<float>& pb) { SoftmaxImpl(pb); }
@@ -825,9 +892,26 @@ HWY_EXPORT(SoftmaxF32);
 HWY_EXPORT(SoftmaxF64);
 HWY_EXPORT(ProbMinusTargetF32);
 HWY_EXPORT(ProbMinusTargetF64);
+HWY_EXPORT(SoftmaxBackwardF32);
+HWY_EXPORT(SoftmaxBackwardF64);
 
-void cross_entropy(const core::CrossEntropyProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(CrossEntropyF32)(pb); }
-void cross_entropy(const core::CrossEntropyProblem<double>& pb) { HWY_DYNAMIC_DISPATCH(CrossEntropyF64)(pb); }
+void softmax_backward(const core::SoftmaxBackwardProblem<float>& pb) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxBackwardF32)(pb);
+}
+void softmax_backward(const core::SoftmaxBackwardProblem<double>& pb) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxBackwardF64)(pb);
+}
+
+// The SIMD loss of probability targets ignores prob_floor (-log(max(p_c, floor))
+// per class, SPEC.md 3.1; Caffe2's label_prob mode): the reference runs those.
+void cross_entropy(const core::CrossEntropyProblem<float>& pb) {
+  if (pb.target_probs && pb.prob_floor > 0) return core::reference::cross_entropy(pb);
+  HWY_DYNAMIC_DISPATCH(CrossEntropyF32)(pb);
+}
+void cross_entropy(const core::CrossEntropyProblem<double>& pb) {
+  if (pb.target_probs && pb.prob_floor > 0) return core::reference::cross_entropy(pb);
+  HWY_DYNAMIC_DISPATCH(CrossEntropyF64)(pb);
+}
 void softmax(const core::SoftmaxProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF32)(pb); }
 void softmax(const core::SoftmaxProblem<double>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF64)(pb); }
 void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb) {

@@ -16,6 +16,8 @@ void softmax(const core::SoftmaxProblem<float>& pb);
 void softmax(const core::SoftmaxProblem<double>& pb);
 void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb);
 void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb);
+void softmax_backward(const core::SoftmaxBackwardProblem<float>& pb);
+void softmax_backward(const core::SoftmaxBackwardProblem<double>& pb);
 
 // SIMD targets compiled in that this CPU supports, best first (Highway's
 // target bits), and the one the kernels dispatch to now.
