@@ -53,6 +53,28 @@ struct RunOptions {
 CLI::App* add_run_command(CLI::App& app, RunOptions& options);
 int run_run(const RunOptions& options);
 
+// `bench`: memory bandwidth, our cross-entropy forward and forward+backward
+// and the peers (PyTorch, ONNX Runtime, oneDNN) on the same cases; a table or
+// JSON lines. Empty strings mean the defaults described in `bench --help`.
+struct BenchOptions {
+  bool json = false;
+  std::string shapes;
+  std::string layouts = "NCHW,NHWC";
+  std::string threads;
+  std::string ops = "forward,forward_backward";
+  int repeats = 5;
+  double min_time = 0.5;
+  int warmup = 1;
+  int memcpy_mib = 256;
+  bool no_peers = false;
+  std::string peers = "pytorch,onnxruntime,onednn";
+  std::string python;
+  std::string peers_dir;
+  std::string onednn_peer;
+};
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& options);
+int run_bench(const BenchOptions& options);
+
 // Replaces line breaks so that an error message stays on one line.
 std::string one_line(std::string text);
 

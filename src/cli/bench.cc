@@ -1,0 +1,636 @@
+// `spatialsoftmax bench`: in one run, this machine's memory bandwidth (copy
+// and read-only), our cross-entropy forward and fused forward+backward through
+// the public API, and the peers (PyTorch, ONNX Runtime, oneDNN) run as
+// subprocesses on the same cases, as a table or as JSON lines.
+//
+// Row schema (JSON, one object per line): impl, op, shape (logical N, C, d...),
+// layout ("NCHW" | "NHWC"), threads, ms_min, ms_median, gbps; plus runs,
+// pct_memcpy, pct_read (forward rows), speedup_vs_<peer> (our rows) and the
+// peers' own extra fields. GB/s is computed from ms_min and counts the bytes a
+// fused kernel must move: forward = bytes(X) + bytes(labels), forward_backward
+// = bytes(X) + bytes(labels) + bytes(dX) (float32 X, int64 labels). Memory rows:
+// impl "memcpy" op "copy" (GB/s = read + written bytes) and impl "memread" op
+// "read", layout "flat", shape [bytes].
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "dispatch/backend.h"
+#include "spatialsoftmax/error.h"
+#include "spatialsoftmax/functions.h"
+#include "spatialsoftmax/options.h"
+#include "spatialsoftmax/tensor.h"
+#include "spatialsoftmax/threads.h"
+
+#ifndef SPATIALSOFTMAX_SOURCE_DIR
+#define SPATIALSOFTMAX_SOURCE_DIR "."
+#endif
+
+namespace spatialsoftmax::cli {
+namespace {
+
+using json = nlohmann::ordered_json;  // keys in the schema's order
+namespace fs = std::filesystem;
+
+constexpr const char* kOnednnPeer = "spatialsoftmax_onednn_peer";
+
+// The shapes, by name; `--shapes` also takes NxCx... literally.
+const std::vector<std::pair<std::string, Shape>>& named_shapes() {
+  static const std::vector<std::pair<std::string, Shape>> shapes = {
+      {"cityscapes", {2, 19, 512, 1024}},
+      {"ade20k", {2, 150, 256, 256}},
+      {"binary", {8, 2, 512, 512}},
+      {"voc", {32, 21, 64, 64}},
+      {"lm", {8192, 32000}},
+  };
+  return shapes;
+}
+
+struct Case {
+  Shape shape;         // logical (N, C, d...)
+  std::string layout;  // "NCHW" or "NHWC"; a 2-D (rows, classes) case is "NHWC"
+};
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> parts;
+  std::stringstream in(text);
+  for (std::string part; std::getline(in, part, sep);) {
+    part.erase(0, part.find_first_not_of(' '));
+    part.erase(part.find_last_not_of(' ') + 1);
+    if (!part.empty()) parts.push_back(part);
+  }
+  return parts;
+}
+
+std::int64_t parse_positive(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  long long value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < 1) throw Error(what + ": '" + text + "' is not a positive integer");
+  return value;
+}
+
+Shape parse_shape(const std::string& text) {
+  for (const auto& [name, shape] : named_shapes())
+    if (text == name) return shape;
+  Shape shape;
+  for (const std::string& d : split(text, 'x')) shape.push_back(parse_positive(d, "--shapes " + text));
+  if (shape.size() < 2) {
+    std::string names;
+    for (const auto& [name, s] : named_shapes()) names += (names.empty() ? "" : ", ") + name;
+    throw Error("--shapes: '" + text + "' is neither N x C [x d...] (like 8x2x512x512) nor one of " + names);
+  }
+  checked_numel(shape, "--shapes " + text);
+  return shape;
+}
+
+std::string shape_text(const Shape& shape) {
+  std::string s;
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s;
+}
+
+std::vector<Case> make_cases(const BenchOptions& o) {
+  std::vector<Shape> shapes;
+  if (o.shapes.empty()) {
+    for (const auto& [name, shape] : named_shapes()) shapes.push_back(shape);
+  } else {
+    for (const std::string& s : split(o.shapes, ',')) shapes.push_back(parse_shape(s));
+  }
+  std::vector<std::string> layouts;
+  for (std::string l : split(o.layouts, ',')) {
+    for (char& ch : l) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    if (l != "NCHW" && l != "NHWC") throw Error("--layouts: '" + l + "', expected NCHW and/or NHWC");
+    layouts.push_back(l);
+  }
+  if (layouts.empty()) throw Error("--layouts is empty");
+  std::vector<Case> cases;
+  for (const Shape& shape : shapes) {
+    if (shape.size() == 2) {
+      cases.push_back({shape, "NHWC"});  // rows x classes: class-first and class-last coincide
+    } else {
+      for (const std::string& l : layouts) cases.push_back({shape, l});
+    }
+  }
+  return cases;
+}
+
+std::vector<int> parse_threads(const std::string& text) {
+  std::vector<int> threads;
+  if (text.empty()) {
+    threads.push_back(1);
+    const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (hw > 1) threads.push_back(hw);
+    return threads;
+  }
+  for (const std::string& t : split(text, ','))
+    threads.push_back(static_cast<int>(std::min<std::int64_t>(parse_positive(t, "--threads"), 4096)));
+  return threads;
+}
+
+std::vector<std::string> parse_ops(const std::string& text) {
+  std::vector<std::string> ops = split(text, ',');
+  for (const std::string& op : ops)
+    if (op != "forward" && op != "forward_backward")
+      throw Error("--ops: '" + op + "', expected forward and/or forward_backward");
+  if (ops.empty()) throw Error("--ops is empty");
+  return ops;
+}
+
+double round_to(double value, double scale) { return std::round(value * scale) / scale; }
+
+double bytes_moved(const Shape& shape, const std::string& op) {
+  double numel = 1;
+  for (auto d : shape) numel *= static_cast<double>(d);
+  const double x = 4 * numel;
+  const double labels = 8 * numel / static_cast<double>(shape[1]);
+  return x + labels + (op == "forward_backward" ? x : 0);
+}
+
+// Warm up, then run until both `repeats` runs and `min_time` seconds are done.
+struct Timing {
+  double ms_min = 0;
+  double ms_median = 0;
+  int runs = 0;
+};
+
+Timing time_it(const BenchOptions& o, const std::function<void()>& fn) {
+  for (int i = 0; i < o.warmup; ++i) fn();
+  std::vector<double> ms;
+  const auto start = std::chrono::steady_clock::now();
+  while (ms.size() < 100000) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    if (static_cast<int>(ms.size()) >= o.repeats &&
+        std::chrono::duration<double>(t1 - start).count() >= o.min_time)
+      break;
+  }
+  std::sort(ms.begin(), ms.end());
+  const std::size_t n = ms.size();
+  return {ms.front(), n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]), static_cast<int>(n)};
+}
+
+json make_row(const std::string& impl, const std::string& op, const Shape& shape,
+              const std::string& layout, int threads, const Timing& t, double bytes) {
+  return json{{"impl", impl},
+              {"op", op},
+              {"shape", shape},
+              {"layout", layout},
+              {"threads", threads},
+              {"ms_min", round_to(t.ms_min, 1e6)},
+              {"ms_median", round_to(t.ms_median, 1e6)},
+              {"gbps", round_to(bytes / (t.ms_min * 1e-3) / 1e9, 1e4)},
+              {"runs", t.runs}};
+}
+
+// --- memory bandwidth ---------------------------------------------------------
+
+// Splits [0, bytes) into `threads` parts (64-byte aligned) and runs fn on each
+// part on its own thread (the calling thread takes the first).
+void split_run(std::size_t bytes, int threads,
+               const std::function<void(int, std::size_t, std::size_t)>& fn) {
+  std::vector<std::thread> pool;
+  const std::size_t part = (bytes / static_cast<std::size_t>(threads) + 63) / 64 * 64;
+  for (int i = 1; i < threads; ++i) {
+    const std::size_t begin = std::min(bytes, part * static_cast<std::size_t>(i));
+    const std::size_t end = std::min(bytes, begin + part);
+    pool.emplace_back(fn, i, begin, end);
+  }
+  fn(0, 0, std::min(bytes, part));
+  for (std::thread& t : pool) t.join();
+}
+
+// A read-only pass the compiler can vectorize (integer adds are associative).
+std::uint64_t sum_words(const std::uint64_t* p, std::size_t n) {
+  std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3];
+    a4 += p[i + 4]; a5 += p[i + 5]; a6 += p[i + 6]; a7 += p[i + 7];
+  }
+  for (; i < n; ++i) a0 += p[i];
+  return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+}
+
+struct Bandwidth {
+  double copy_gbps = 0;
+  double read_gbps = 0;
+};
+
+std::map<int, Bandwidth> measure_memory(const BenchOptions& o, const std::vector<int>& threads,
+                                        const std::function<void(const json&)>& emit) {
+  const std::size_t bytes = static_cast<std::size_t>(o.memcpy_mib) << 20;
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> src(std::aligned_alloc(64, bytes)), dst(std::aligned_alloc(64, bytes));
+  if (!src || !dst) throw Error("cannot allocate the " + std::to_string(o.memcpy_mib) + " MiB memcpy buffers");
+  std::memset(src.get(), 1, bytes);  // touch every page before timing
+  std::memset(dst.get(), 0, bytes);
+  auto* s = static_cast<char*>(src.get());
+  auto* d = static_cast<char*>(dst.get());
+  const Shape flat = {static_cast<std::int64_t>(bytes)};
+  std::map<int, Bandwidth> result;
+  for (int t : threads) {
+    const Timing copy = time_it(o, [&] {
+      split_run(bytes, t, [&](int, std::size_t b, std::size_t e) { std::memcpy(d + b, s + b, e - b); });
+    });
+    std::vector<std::uint64_t> sums(static_cast<std::size_t>(t) * 8);  // a cache line per thread
+    const Timing read = time_it(o, [&] {
+      split_run(bytes, t, [&](int i, std::size_t b, std::size_t e) {
+        sums[static_cast<std::size_t>(i) * 8] = sum_words(reinterpret_cast<const std::uint64_t*>(s + b), (e - b) / 8);
+      });
+    });
+    volatile std::uint64_t sink = sums[0];
+    (void)sink;
+    json copy_row = make_row("memcpy", "copy", flat, "flat", t, copy, 2.0 * static_cast<double>(bytes));
+    json read_row = make_row("memread", "read", flat, "flat", t, read, static_cast<double>(bytes));
+    result[t] = {copy_row["gbps"].get<double>(), read_row["gbps"].get<double>()};
+    emit(copy_row);
+    emit(read_row);
+  }
+  return result;
+}
+
+// --- peers ---------------------------------------------------------------------
+
+std::string quote(const std::string& arg) {
+  std::string q = "'";
+  for (char ch : arg) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
+fs::path self_dir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::current_path() : exe.parent_path();
+}
+
+std::string peer_arguments(const BenchOptions& o, const std::vector<Case>& cases,
+                           const std::vector<int>& threads, const std::vector<std::string>& ops) {
+  std::string args;
+  for (const Case& c : cases) args += " --case " + quote(shape_text(c.shape) + ":" + c.layout);
+  std::string t, p;
+  for (int n : threads) t += (t.empty() ? "" : ",") + std::to_string(n);
+  for (const std::string& op : ops) p += (p.empty() ? "" : ",") + op;
+  std::ostringstream min_time;
+  min_time << o.min_time;
+  args += " --threads " + t + " --ops " + p + " --repeats " + std::to_string(o.repeats) +
+          " --min-time " + min_time.str() + " --warmup " + std::to_string(o.warmup);
+  return args;
+}
+
+// Runs one peer command and collects its JSON rows; the peer's stderr passes
+// through. Returns false (with a note) if it could not run or failed.
+using Log = std::function<void(const std::string&)>;
+
+bool run_peer(const std::string& name, const std::string& command, std::vector<json>& rows,
+              const Log& progress, const Log& note) {
+  progress(name + ": " + command);
+  std::fflush(stdout);
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    note(name + ": could not start: " + std::strerror(errno));
+    return false;
+  }
+  std::string line;
+  std::array<char, 4096> buffer{};
+  int count = 0;
+  auto take = [&](const std::string& text) {
+    if (text.empty()) return;
+    json row = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!row.is_object() || !row.contains("impl")) {
+      note(name + " printed: " + text);
+      return;
+    }
+    rows.push_back(row);
+    ++count;
+  };
+  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe) != nullptr) {
+    line += buffer.data();
+    if (!line.empty() && line.back() == '\n') {
+      line.pop_back();
+      take(line);
+      line.clear();
+    }
+  }
+  take(line);
+  const int status = ::pclose(pipe);
+  if (status != 0) {
+    note(name + ": failed (exit status " +
+         std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : status) + ") after " +
+         std::to_string(count) + " rows");
+    return false;
+  }
+  return true;
+}
+
+void run_peers(const BenchOptions& o, const std::vector<Case>& cases, const std::vector<int>& threads,
+               const std::vector<std::string>& ops, std::vector<json>& rows, const Log& progress,
+               const Log& note) {
+  const std::vector<std::string> wanted = split(o.peers, ',');
+  auto want = [&](const std::string& peer) {
+    return std::find(wanted.begin(), wanted.end(), peer) != wanted.end();
+  };
+  const std::string args = peer_arguments(o, cases, threads, ops);
+
+  const fs::path source = SPATIALSOFTMAX_SOURCE_DIR;
+  const fs::path python = o.python.empty() ? source / ".venv-peers/bin/python" : fs::path(o.python);
+  const fs::path scripts = o.peers_dir.empty() ? source / "bench/peers" : fs::path(o.peers_dir);
+  if (want("pytorch") || want("onnxruntime")) {
+    if (!fs::exists(python)) {
+      note("peers not installed (no " + python.string() + "): run scripts/install-peers.sh");
+    } else {
+      if (want("pytorch"))
+        run_peer("pytorch", quote(python.string()) + " " + quote((scripts / "torch_ce.py").string()) + args,
+                 rows, progress, note);
+      if (want("onnxruntime"))
+        run_peer("onnxruntime", quote(python.string()) + " " + quote((scripts / "ort_sce.py").string()) + args,
+                 rows, progress, note);
+    }
+  }
+  if (want("onednn")) {
+    const fs::path binary = o.onednn_peer.empty() ? self_dir() / kOnednnPeer : fs::path(o.onednn_peer);
+    if (!fs::exists(binary)) {
+      note("onednn: not installed (no " + binary.string() +
+           "; it is built when libdnnl-dev is present: scripts/install-peers.sh, then reconfigure)");
+    } else {
+      // Debian's libdnnl runs on GNU OpenMP: the peer calls omp_set_num_threads
+      // per thread count; OMP_WAIT_POLICY stays at its default.
+      run_peer("onednn", quote(binary.string()) + args, rows, progress, note);
+    }
+  }
+}
+
+// --- ours ------------------------------------------------------------------------
+
+// splitmix64 of the index: the same data on every machine, any thread count.
+std::uint64_t mix(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+void run_ours(const BenchOptions& o, const std::vector<Case>& cases, const std::vector<int>& threads,
+              const std::vector<std::string>& ops, const std::function<void(json)>& emit,
+              const Log& progress) {
+  const int saved_threads = num_threads();
+  for (const Case& c : cases) {
+    const bool last = c.layout == "NHWC";
+    Shape stored = c.shape;
+    if (last && c.shape.size() > 2) {
+      stored.erase(stored.begin() + 1);
+      stored.push_back(c.shape[1]);
+    }
+    Shape label_shape = c.shape;
+    label_shape.erase(label_shape.begin() + 1);
+    progress("spatialsoftmax: " + shape_text(c.shape) + " " + c.layout);
+    Tensor x(DType::kFloat32, stored);
+    Tensor labels(DType::kInt64, label_shape);
+    float* xp = x.data_as<float>();
+    for (std::int64_t i = 0; i < x.numel(); ++i)  // uniform in [-2, 2)
+      xp[i] = static_cast<float>(static_cast<double>(mix(static_cast<std::uint64_t>(i)) >> 40) * 0x1.0p-24 * 4.0 - 2.0);
+    auto* yp = labels.data_as<std::int64_t>();
+    const auto classes = static_cast<std::uint64_t>(c.shape[1]);
+    for (std::int64_t i = 0; i < labels.numel(); ++i)
+      yp[i] = static_cast<std::int64_t>(mix(~static_cast<std::uint64_t>(i)) % classes);
+    CrossEntropyOptions options = CrossEntropyOptions::pytorch();  // mean, ignore -100 (never hit)
+    options.class_axis = last ? ClassAxis::kLast : ClassAxis::kFirst;
+    const TensorView xv = x.view();
+    const TensorView yv = labels.view();
+    volatile double sink = 0;
+    for (int t : threads) {
+      set_num_threads(t);
+      for (const std::string& op : ops) {
+        const Timing timing = op == "forward"
+            ? time_it(o, [&] { sink = cross_entropy(xv, yv, options).loss.at(0); })
+            : time_it(o, [&] { sink = cross_entropy_forward_backward(xv, yv, options).loss.at(0); });
+        json row = make_row("spatialsoftmax", op, c.shape, c.layout, t, timing, bytes_moved(c.shape, op));
+        row["version"] = SPATIALSOFTMAX_VERSION;
+        emit(std::move(row));
+      }
+    }
+    (void)sink;
+  }
+  set_num_threads(saved_threads);
+}
+
+// --- output ----------------------------------------------------------------------
+
+std::string fixed(double value, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << value;
+  return s.str();
+}
+
+// The 1-minute load average, or a negative value if unknown.
+double load_average() {
+  std::ifstream in("/proc/loadavg");
+  double one = -1;
+  in >> one;
+  return in ? one : -1;
+}
+
+std::string row_key(const json& r) {
+  return r["op"].get<std::string>() + "|" + r["shape"].dump() + "|" + r["layout"].get<std::string>() + "|" +
+         std::to_string(r["threads"].get<int>());
+}
+
+void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
+                 const std::vector<json>& peers, const std::vector<std::string>& notes) {
+  std::cout << "memory bandwidth (" << memory.front()["shape"][0].get<std::int64_t>() / (1 << 20)
+            << " MiB buffer; copy counts read + written bytes):\n";
+  std::cout << "  threads   copy GB/s   read GB/s\n";
+  for (std::size_t i = 0; i + 1 < memory.size(); i += 2)
+    std::cout << "  " << std::left << std::setw(9) << memory[i]["threads"].get<int>() << " " << std::right
+              << std::setw(9) << fixed(memory[i]["gbps"].get<double>(), 2) << "   " << std::setw(9)
+              << fixed(memory[i + 1]["gbps"].get<double>(), 2) << "\n";
+  std::cout << "\nGB/s: forward = bytes(X) + bytes(int64 labels), forward_backward adds bytes(dX); "
+               "from the best run.\n%copy, %read: of the same-run bandwidth at the same thread count "
+               "(%read for forward only).\nspeed-up: peer time / our time, best runs (> 1: we are faster). "
+               "onnxruntime and onednn: forward only;\nonednn is softmax only (writes P, no loss); onnxruntime "
+               "NHWC includes a Transpose to class-first;\n(...) after a peer: the implementation it "
+               "picked.\n\n";
+  std::map<std::string, std::vector<const json*>> by_key;
+  for (const json& p : peers) by_key[row_key(p)].push_back(&p);
+  const std::vector<std::string> peer_names = {"pytorch", "onnxruntime", "onednn"};
+  std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17) << "op"
+            << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right << std::setw(11) << "ms min"
+            << std::setw(11) << "ms median" << std::setw(8) << "GB/s" << std::setw(7) << "%copy" << std::setw(7)
+            << "%read" << "  speed-up\n";
+  for (const json& r : ours) {
+    auto line = [&](const json& row, const std::string& speedups) {
+      std::cout << std::left << std::setw(18) << shape_text(row["shape"].get<Shape>()) << std::setw(7)
+                << row["layout"].get<std::string>() << std::setw(17) << row["op"].get<std::string>()
+                << std::setw(4) << row["threads"].get<int>() << std::setw(15) << row["impl"].get<std::string>()
+                << std::right << std::setw(11) << fixed(row["ms_min"].get<double>(), 3) << std::setw(11)
+                << fixed(row["ms_median"].get<double>(), 3) << std::setw(8) << fixed(row["gbps"].get<double>(), 2)
+                << std::setw(7) << (row.contains("pct_memcpy") ? fixed(row["pct_memcpy"].get<double>(), 1) : "")
+                << std::setw(7) << (row.contains("pct_read") ? fixed(row["pct_read"].get<double>(), 1) : "")
+                << "  " << speedups << "\n";
+    };
+    std::string speedups;
+    for (const std::string& peer : peer_names)
+      if (r.contains("speedup_vs_" + peer))
+        speedups += (speedups.empty() ? "" : "  ") + peer + " " + fixed(r["speedup_vs_" + peer].get<double>(), 2) + "x";
+    line(r, speedups);
+    for (const json* p : by_key[row_key(r)])
+      line(*p, p->contains("impl_info") ? "(" + (*p)["impl_info"].get<std::string>() + ")" : "");
+  }
+  if (!notes.empty()) {
+    std::cout << "\nnotes:\n";
+    for (const std::string& n : notes) std::cout << "  " << n << "\n";
+  }
+}
+
+}  // namespace
+
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "bench",
+      "Time our cross-entropy forward and fused forward+backward against memcpy bandwidth and the peers "
+      "(PyTorch, ONNX Runtime, oneDNN; install them with scripts/install-peers.sh)");
+  cmd->add_flag("--json", o.json, "One JSON object per line on stdout (notes go to stderr)");
+  cmd->add_option("--shapes", o.shapes,
+                  "Comma-separated logical shapes N x C [x d...] or names: cityscapes (2x19x512x1024), "
+                  "ade20k (2x150x256x256), binary (8x2x512x512), voc (32x21x64x64), lm (8192x32000, rows x "
+                  "classes, reported as NHWC); default: all five");
+  cmd->add_option("--layouts", o.layouts, "NCHW and/or NHWC (class-last), for shapes of rank > 2")
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "Comma-separated thread counts (default: 1 and the hardware threads)");
+  cmd->add_option("--ops", o.ops, "forward and/or forward_backward")->capture_default_str();
+  cmd->add_option("--repeats", o.repeats, "At least this many timed runs per row")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--min-time", o.min_time, "And at least this many seconds of timed runs per row")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup", o.warmup, "Untimed runs before timing")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--memcpy-mib", o.memcpy_mib, "Size of the bandwidth buffers in MiB")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-peers", o.no_peers, "Do not run the peers");
+  cmd->add_option("--peers", o.peers, "Which peers to run")->capture_default_str();
+  cmd->add_option("--python", o.python, "Python with torch/onnxruntime (default: <source>/.venv-peers/bin/python)");
+  cmd->add_option("--peers-dir", o.peers_dir, "Folder of torch_ce.py and ort_sce.py (default: <source>/bench/peers)");
+  cmd->add_option("--onednn-peer", o.onednn_peer,
+                  std::string("The oneDNN runner (default: ") + kOnednnPeer + " beside this program)");
+  return cmd;
+}
+
+int run_bench(const BenchOptions& o) {
+  std::vector<Case> cases;
+  std::vector<int> threads;
+  std::vector<std::string> ops;
+  try {  // argument errors: exit status 2, like CLI11's
+    cases = make_cases(o);
+    threads = parse_threads(o.threads);
+    ops = parse_ops(o.ops);
+    for (const std::string& peer : split(o.peers, ','))
+      if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn")
+        throw Error("--peers: '" + peer + "', expected pytorch, onnxruntime, onednn");
+  } catch (const std::exception& e) {
+    std::cerr << "spatialsoftmax bench: " << one_line(e.what()) << " (see spatialsoftmax bench --help)\n";
+    return 2;
+  }
+  try {
+    std::vector<std::string> notes;
+    // Progress goes to stderr; notes (what was skipped or failed) also end the table.
+    const Log progress = [](const std::string& text) { std::cerr << "bench: " << text << std::endl; };
+    const Log note = [&](const std::string& text) {
+      std::cerr << "bench: " << text << std::endl;
+      notes.push_back(text);
+    };
+    auto print = [&](const json& row) {
+      if (o.json) std::cout << row.dump() << std::endl;
+    };
+
+    const double load = load_average();
+    if (load > 0.5)
+      note("load average " + fixed(load, 2) + " at the start: other processes are running, so timings "
+           "(multi-threaded ones above all) will be noisy");
+    if (!o.json) {
+      std::string names;
+      for (const dispatch::Backend* b : dispatch::backends()) names += (names.empty() ? "" : ", ") + std::string(b->name());
+      const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
+      std::cout << "spatialsoftmax " SPATIALSOFTMAX_VERSION " bench: " << std::thread::hardware_concurrency()
+                << " hardware threads, load average " << (load < 0 ? std::string("?") : fixed(load, 2)) << "; backends (best first): " << names
+                << (forced ? std::string("; SPATIALSOFTMAX_BACKEND=") + forced : std::string()) << "\n\n";
+    }
+
+    std::vector<json> memory;
+    const std::map<int, Bandwidth> bandwidth = measure_memory(o, threads, [&](const json& r) {
+      memory.push_back(r);
+      print(r);
+    });
+
+    std::vector<json> peers;
+    if (o.no_peers) {
+      note("peers skipped (--no-peers)");
+    } else {
+      run_peers(o, cases, threads, ops, peers, progress, note);
+    }
+    auto add_percentages = [&](json& r) {
+      const int t = r["threads"].get<int>();
+      const auto bw = bandwidth.find(t);
+      if (bw == bandwidth.end()) return;
+      const double gbps = r["gbps"].get<double>();
+      r["pct_memcpy"] = round_to(100 * gbps / bw->second.copy_gbps, 10);
+      if (r["op"] == "forward") r["pct_read"] = round_to(100 * gbps / bw->second.read_gbps, 10);
+    };
+    for (json& p : peers) {
+      add_percentages(p);
+      print(p);
+    }
+
+    std::map<std::string, std::map<std::string, double>> peer_ms;  // key -> impl -> ms_min
+    for (const json& p : peers) peer_ms[row_key(p)][p["impl"].get<std::string>()] = p["ms_min"].get<double>();
+    std::vector<json> ours;
+    run_ours(o, cases, threads, ops, [&](json r) {
+      add_percentages(r);
+      for (const auto& [impl, ms] : peer_ms[row_key(r)])
+        r["speedup_vs_" + impl] = round_to(ms / r["ms_min"].get<double>(), 1e3);
+      print(r);
+      ours.push_back(std::move(r));
+    }, progress);
+
+    if (!o.json) print_table(memory, ours, peers, notes);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "spatialsoftmax bench: " << one_line(e.what()) << "\n";
+    return 1;
+  }
+}
+
+}  // namespace spatialsoftmax::cli
