@@ -50,6 +50,7 @@ class HighwayBackend final : public Backend {
     switch (op) {
       case Op::kSoftmax:
       case Op::kSoftmaxBackward:
+      case Op::kKlDiv:
       case Op::kCrossEntropy:
       case Op::kProbMinusTarget: return {};
       default: return "no SIMD kernel for this op yet";
@@ -71,7 +72,7 @@ class HighwayBackend final : public Backend {
   void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
     kernels::prob_minus_target(p);                                                           \
   }                                                                                          \
-  void kl_div(const core::KlDivProblem<T>& p) const override { core::reference::kl_div(p); } \
+  void kl_div(const core::KlDivProblem<T>& p) const override { kernels::kl_div(p); }         \
   void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
     core::reference::spatial_soft_argmax(p);                                                 \
   }                                                                                          \

@@ -18,6 +18,8 @@ void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb);
 void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb);
 void softmax_backward(const core::SoftmaxBackwardProblem<float>& pb);
 void softmax_backward(const core::SoftmaxBackwardProblem<double>& pb);
+void kl_div(const core::KlDivProblem<float>& pb);
+void kl_div(const core::KlDivProblem<double>& pb);
 
 // SIMD targets compiled in that this CPU supports, best first (Highway's
 // target bits), and the one the kernels dispatch to now.
