@@ -386,6 +386,28 @@ Scratch<T>& scratch() {
 
 std::int64_t round_up(std::int64_t n, std::int64_t to) { return (n + to - 1) / to * to; }
 
+// The work blocks of every kernel: runs of at most `len` consecutive
+// positions that never cross an image (with P = 1 the layouts coincide and
+// runs go across the batch), so both layouts cut the positions alike. Calls
+// fn(block, i0, count) in parallel; the blocks depend on the geometry and
+// `len` only, never on the thread count.
+template <class F>
+void for_each_span(const Geometry& g, std::int64_t len, F&& fn) {
+  const std::int64_t span = g.pixels == 1 ? g.positions() : g.pixels;
+  if (span == 0 || g.positions() == 0) return;
+  const std::int64_t per_span = (span + len - 1) / len;
+  parallel::for_each_block(g.positions() / span * per_span, [&](std::int64_t b) {
+    const std::int64_t first = (b % per_span) * len;
+    fn(b, b / per_span * span + first, std::min(len, span - first));
+  });
+}
+
+std::int64_t span_blocks(const Geometry& g, std::int64_t len) {
+  const std::int64_t span = g.pixels == 1 ? g.positions() : g.pixels;
+  if (span == 0 || g.positions() == 0) return 0;
+  return g.positions() / span * ((span + len - 1) / len);
+}
+
 // Tile width: about 64 KiB of X per tile, a multiple of the lanes, at most
 // 512 positions. Depends on C and the target only.
 template <class T>
@@ -697,17 +719,9 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
       partial[static_cast<std::size_t>(b)] = sum;
     });
   } else {
-    // Tiles never cross an image, in either layout, so that both layouts
-    // cut the positions alike and give bitwise equal sums. With P = 1 the
-    // layouts are one and the same, and tiles run across the batch.
     const std::int64_t W = tile_width<T>(C);
-    const std::int64_t span = g.pixels == 1 ? g.positions() : g.pixels;
-    const std::int64_t per_span = (span + W - 1) / W;
-    const std::int64_t blocks = span == 0 ? 0 : g.positions() / span * per_span;
-    partial.assign(static_cast<std::size_t>(blocks), 0.0);
-    parallel::for_each_block(blocks, [&](std::int64_t b) {
-      const std::int64_t i0 = b / per_span * span + (b % per_span) * W;
-      const std::int64_t count = std::min(W, span - (b % per_span) * W);
+    partial.assign(static_cast<std::size_t>(span_blocks(g, W)), 0.0);
+    for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
       double* out = &partial[static_cast<std::size_t>(b)];
       if (g.class_last || g.pixels == 1) {
         tile_positions(s, g, logits, i0, count, i0 * C, 1, C, out);
@@ -753,9 +767,8 @@ void ProbMinusTargetImpl(const ProbMinusTargetProblem<T>& pb) {
   };
   if (g.class_last || g.pixels == 1) {
     const std::int64_t full = C / N * N;
-    parallel::for_each_block((g.positions() + 255) / 256, [&](std::int64_t b) {
-      const std::int64_t end = std::min(g.positions(), (b + 1) * 256);
-      for (std::int64_t i = b * 256; i < end; ++i) {
+    for_each_span(g, 256, [&](std::int64_t, std::int64_t i0, std::int64_t count) {
+      for (std::int64_t i = i0; i < i0 + count; ++i) {
         Index<T> y;
         const T k = coefficient(i, &y);
         const T* p = pb.prob + i * C;
@@ -773,12 +786,9 @@ void ProbMinusTargetImpl(const ProbMinusTargetProblem<T>& pb) {
     });
     return;
   }
-  // Class first: pixels in lanes, one block per (image, 1024 pixels).
-  const std::int64_t span = 1024;
-  const std::int64_t per_image = (g.pixels + span - 1) / span;
-  parallel::for_each_block(g.batch * per_image, [&](std::int64_t b) {
-    const std::int64_t n = b / per_image, p0 = (b % per_image) * span;
-    const std::int64_t count = std::min(span, g.pixels - p0);
+  // Class first: pixels in lanes.
+  for_each_span(g, 1024, [&](std::int64_t, std::int64_t i0, std::int64_t count) {
+    const std::int64_t n = i0 / g.pixels, p0 = i0 % g.pixels;
     HWY_ALIGN T k[1024];
     HWY_ALIGN Index<T> y[1024];
     for (std::int64_t j = 0; j < count; ++j) k[j] = coefficient(n * g.pixels + p0 + j, &y[j]);
@@ -839,18 +849,13 @@ void SoftmaxBackwardImpl(const core::SoftmaxBackwardProblem<T>& pb) {
     }
   };
   if (g.class_last || g.pixels == 1) {
-    const std::int64_t span = 1024;
-    parallel::for_each_block((g.positions() + span - 1) / span, [&](std::int64_t b) {
-      const std::int64_t end = std::min(g.positions(), (b + 1) * span);
-      for (std::int64_t i = b * span; i < end; ++i) position(i * C, 1);
+    for_each_span(g, 1024, [&](std::int64_t, std::int64_t i0, std::int64_t count) {
+      for (std::int64_t i = i0; i < i0 + count; ++i) position(i * C, 1);
     });
     return;
   }
-  const std::int64_t span = 1024;
-  const std::int64_t per_image = (g.pixels + span - 1) / span;
-  parallel::for_each_block(g.batch * per_image, [&](std::int64_t b) {
-    const std::int64_t n = b / per_image, p0 = (b % per_image) * span;
-    const std::int64_t count = std::min(span, g.pixels - p0);
+  for_each_span(g, 1024, [&](std::int64_t, std::int64_t i0, std::int64_t count) {
+    const std::int64_t n = i0 / g.pixels, p0 = i0 % g.pixels;
     const std::int64_t full = count / N * N;
     const std::int64_t base = g.offset(n, 0, p0), st = g.pixels;
     for (std::int64_t j = 0; j < full; j += N) {
@@ -934,15 +939,8 @@ void KlDivImpl(const core::KlDivProblem<T>& pb) {
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
   const Geometry& g = pb.geom;
   const std::int64_t C = g.classes;
-  // Blocks never cross an image (as in the loss kernels), in either layout.
-  const std::int64_t span_len = 1024;
-  const std::int64_t span = g.pixels == 1 ? g.positions() : g.pixels;
-  const std::int64_t per_span = span == 0 ? 0 : (span + span_len - 1) / span_len;
-  const std::int64_t blocks = span == 0 ? 0 : g.positions() / span * per_span;
-  std::vector<double> partial(static_cast<std::size_t>(blocks), 0.0);
-  parallel::for_each_block(blocks, [&](std::int64_t b) {
-    const std::int64_t i0 = b / per_span * span + (b % per_span) * span_len;
-    const std::int64_t count = std::min(span_len, span - (b % per_span) * span_len);
+  std::vector<double> partial(static_cast<std::size_t>(span_blocks(g, 1024)), 0.0);
+  for_each_span(g, 1024, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
     HWY_ALIGN T lane_sums[HWY_MAX_BYTES / sizeof(T)] = {};
     double sum = 0;
     std::int64_t j = 0;
