@@ -41,8 +41,9 @@ class ReferenceBackend final : public Backend {
 };
 
 // The Highway kernels (src/kernels). What they do not cover yet runs on the
-// reference: whole ops (declines) and, inside cross_entropy, NLL on given
-// log-probabilities and upstream gradients of P, log P and the entropy.
+// reference: the spatial soft-argmax (declined) and, inside cross_entropy,
+// upstream gradients of P, log P and the entropy, and probability targets
+// with a probability floor (Caffe2's label_prob mode; see the kernels).
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
@@ -63,7 +64,7 @@ class HighwayBackend final : public Backend {
     kernels::softmax_backward(p);                                                            \
   }                                                                                          \
   void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
-    if (p.logits_are_log_probs || p.grad_prob || p.grad_log_prob || p.grad_entropy) {       \
+    if (p.grad_prob || p.grad_log_prob || p.grad_entropy) {                                  \
       core::reference::cross_entropy(p);                                                     \
     } else {                                                                                 \
       kernels::cross_entropy(p);                                                             \

@@ -736,8 +736,55 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
   return total;
 }
 
+// NLL over given log-probabilities (ONNX NegativeLogLikelihoodLoss): one
+// element read per position and a sparse gradient, so a gather and a
+// scatter over the same blocks as the other kernels, no SIMD needed.
+template <class T>
+void NllImpl(const CrossEntropyProblem<T>& pb) {
+  const Geometry& g = pb.geom;
+  const std::int64_t C = g.classes;
+  const bool class_first = !g.class_last && g.pixels > 1;
+  std::vector<double> partial(static_cast<std::size_t>(span_blocks(g, 4096)), 0.0);
+  for_each_span(g, 4096, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
+    const std::int64_t n = class_first ? i0 / g.pixels : 0, p0 = class_first ? i0 % g.pixels : 0;
+    const auto at = [&](std::int64_t j, std::int64_t c) {
+      return class_first ? g.offset(n, c, p0 + j) : (i0 + j) * C + c;
+    };
+    if (pb.grad_logits) {  // zero the block's gradient, then scatter
+      if (class_first) {
+        for (std::int64_t c = 0; c < C; ++c) std::fill_n(pb.grad_logits + at(0, c), count, T(0));
+      } else {
+        std::fill_n(pb.grad_logits + i0 * C, count * C, T(0));
+      }
+    }
+    double sum = 0;
+    for (std::int64_t j = 0; j < count; ++j) {
+      const std::int64_t i = i0 + j, y = pb.labels[i];
+      T loss = 0;
+      if (!(pb.has_ignore_index && y == pb.ignore_index)) {
+        const T a = pb.pixel_weight ? pb.pixel_weight[i] : T(1);
+        const T wy = pb.class_weight ? pb.class_weight[y] : T(1);
+        loss = wy * -pb.logits[at(j, y)] * a;
+        if (pb.grad_logits) {
+          const T r = (pb.grad_loss_map ? pb.grad_loss_map[i] : pb.grad_loss_scale) * a;
+          pb.grad_logits[at(j, y)] = -r * wy;
+        }
+      }
+      if (pb.loss_map) pb.loss_map[i] = loss;
+      sum += static_cast<double>(loss);
+    }
+    partial[static_cast<std::size_t>(b)] = sum;
+  });
+  if (pb.loss_sum) {
+    double total = 0;
+    for (double p : partial) total += p;
+    *pb.loss_sum = total;
+  }
+}
+
 template <class T>
 void CrossEntropyImpl(const CrossEntropyProblem<T>& pb) {
+  if (pb.logits_are_log_probs) return NllImpl(pb);
   const LossSetup<T> s = make_setup(pb);
   const double total = run_loss_family(s, pb.geom, pb.logits, pb.target_probs);
   if (pb.loss_sum) *pb.loss_sum = total;
