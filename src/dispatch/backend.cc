@@ -78,9 +78,8 @@ void spatial_soft_argmax_by_image(const core::SpatialSoftArgmaxProblem<T>& p, bo
 }
 
 // The Highway kernels (src/kernels). What they do not cover yet runs on the
-// reference: the spatial soft-argmax (threaded by image) and, inside cross_entropy,
-// upstream gradients of P, log P and the entropy, and probability targets
-// with a probability floor (Caffe2's label_prob mode; see the kernels).
+// reference: the spatial soft-argmax (threaded by image) and, inside
+// cross_entropy, upstream gradients of P, log P and the entropy.
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }

@@ -34,7 +34,6 @@
 #include <vector>
 
 #include "core/problems.h"
-#include "core/reference.h"
 #include "kernels/highway_kernels.h"
 #include "parallel/thread_pool.h"
 
@@ -248,6 +247,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
   // Where e = exp(x - m) is kept between passes 2 and 3.
   T* e_store = v.dx ? v.dx : v.prob;
   const bool pick_label = s.index && pb && s.want_loss && classes <= 32;
+  const bool soft_floor = s.soft && floor;
   const V one = hn::Set(d, T(1));
   for (std::int64_t j = 0; j < W; j += N) {
     const V mv = hn::LoadU(d, m + j);
@@ -334,16 +334,18 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       k2 = hn::Mul(r, hn::Mul(hn::Set(d, 1 - s.eps), wy));
       k3 = hn::Mul(r, hn::Set(d, s.eps_per_class));
     } else if (s.soft) {
-      if (s.want_loss) {
+      if (s.want_loss && !soft_floor) {
         const V loss = hn::Mul(a, hn::MulSub(log_sum, target_mass, target_shift));
         hn::StoreU(loss, d, t.loss.data() + j);
       }
       k1 = target_mass;
       k2 = r;
     }
-    // Pass 3: the outputs.
-    const bool pass3 = v.dx || v.prob || v.log_prob;
+    // Pass 3: the outputs, and the floored loss of probability targets
+    // (Caffe2's label_prob mode), which needs every p_c.
+    const bool pass3 = v.dx || v.prob || v.log_prob || soft_floor;
     if (!pass3) continue;
+    V floored = hn::Zero(d);
     for (std::int64_t c = 0; c < classes; ++c) {
       const std::int64_t o = c * st + j;
       V shifted = hn::Zero(d);
@@ -352,6 +354,15 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       const V p = hn::Mul(e, inv_sum);
       if (v.log_prob) hn::StoreU(hn::Sub(shifted, log_sum), d, v.log_prob + o);
       if (v.prob) hn::StoreU(p, d, v.prob + o);
+      if (soft_floor) {
+        V target = hn::LoadU(d, v.soft + o);
+        target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
+        const V floor_v = hn::Set(d, pb->prob_floor);
+        const V kept = hn::IfThenElse(hn::Lt(p, floor_v), floor_v, p);  // NaN stays
+        V term = hn::Mul(hn::Mul(hn::Set(d, s.class_weight(c)), target), hn::Neg(LogKeepNaN(d, kept)));
+        if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
+        floored = hn::Add(floored, term);
+      }
       if (!v.dx) continue;
       const V wc = hn::Set(d, s.class_weight(c));
       V g;
@@ -368,6 +379,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       }
       hn::StoreU(g, d, v.dx + o);
     }
+    if (soft_floor && s.want_loss) hn::StoreU(hn::Mul(a, floored), d, t.loss.data() + j);
   }
 }
 
@@ -621,6 +633,32 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       const T mass = hn::GetLane(hn::SumOfLanes(d, target_mass)) + target_mass_t;
       const T shift = hn::GetLane(hn::SumOfLanes(d, target_shift)) + target_shift_t;
       loss = a * (log_sum * mass - shift);
+      if (pb->prob_floor > 0) {  // Caffe2's label_prob mode: -log(max(p_c, floor))
+        const T floor = pb->prob_floor;
+        const auto term = [&](T p, T target, T wc) {
+          const T kept = p < floor ? floor : p;  // NaN stays
+          return zero_log && target == 0 ? T(0) : wc * target * -std::log(kept);
+        };
+        V acc = hn::Zero(d);
+        const V floor_v = hn::Set(d, floor), inv = hn::Set(d, inv_sum);
+        for (std::int64_t c = 0; c < full; c += N) {
+          const V e = e_store ? hn::LoadU(d, e_store + c) : ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
+          const V p = hn::Mul(e, inv);
+          const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
+                                      hn::Set(d, s.eps_per_class));
+          const V wc = pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
+          const V kept = hn::IfThenElse(hn::Lt(p, floor_v), floor_v, p);
+          V t_ = hn::Mul(hn::Mul(wc, target), hn::Neg(LogKeepNaN(d, kept)));
+          if (zero_log) t_ = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), t_);
+          acc = hn::Add(acc, t_);
+        }
+        T acc_t = 0;
+        for (std::int64_t c = full; c < C; ++c) {
+          const T e = e_store ? e_store[c] : std::exp(x[c] - m);
+          acc_t += term(e * inv_sum, soft_target(soft[c]), s.class_weight(c));
+        }
+        loss = a * (hn::GetLane(hn::SumOfLanes(d, acc)) + acc_t);
+      }
       k1 = mass;
       k2 = r;
     }
@@ -1056,11 +1094,9 @@ void softmax_backward(const core::SoftmaxBackwardProblem<double>& pb) {
 // The SIMD loss of probability targets ignores prob_floor (-log(max(p_c, floor))
 // per class, SPEC.md 3.1; Caffe2's label_prob mode): the reference runs those.
 void cross_entropy(const core::CrossEntropyProblem<float>& pb) {
-  if (pb.target_probs && pb.prob_floor > 0) return core::reference::cross_entropy(pb);
   HWY_DYNAMIC_DISPATCH(CrossEntropyF32)(pb);
 }
 void cross_entropy(const core::CrossEntropyProblem<double>& pb) {
-  if (pb.target_probs && pb.prob_floor > 0) return core::reference::cross_entropy(pb);
   HWY_DYNAMIC_DISPATCH(CrossEntropyF64)(pb);
 }
 void softmax(const core::SoftmaxProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF32)(pb); }
