@@ -62,6 +62,15 @@ CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
                                                   const CrossEntropyOptions& options = {},
                                                   const CrossEntropyGrads& grads = {});
 
+// The same, writing dX over the logits' own storage (a memory saving of one
+// X-sized buffer): `logits` is consumed and its storage comes back as
+// result.grad_logits; on an error it is left as it was. The log_prob output
+// is not available (it needs X after dX has replaced it).
+CrossEntropyResult cross_entropy_forward_backward_in_place(Tensor&& logits,
+                                                           const TensorView& targets,
+                                                           const CrossEntropyOptions& options = {},
+                                                           const CrossEntropyGrads& grads = {});
+
 // --- negative log-likelihood over given log-probabilities (ONNX NLL) --------
 // l_i = -w_{y_i} * log_prob[i, y_i]; class weights, ignore_index and the
 // reduction of `options` apply (smoothing, floor, pixel weights do not).

@@ -17,6 +17,8 @@ struct CrossEntropyRun {
   double denominator = 0;  // sum_i e_i (index targets) or sum_i a_i (soft)
 };
 
+// grad_over_logits (fused pass only): the dense tensor behind `logits`,
+// whose storage receives dX and is moved into the result.
 // How the caller names itself and its two main inputs in error messages.
 struct LossArgNames {
   std::string_view op;
@@ -27,6 +29,7 @@ struct LossArgNames {
 CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
-                                  bool logits_are_log_probs = false);
+                                  bool logits_are_log_probs = false,
+                                  Tensor* grad_over_logits = nullptr);
 
 }  // namespace spatialsoftmax::api

@@ -1,6 +1,7 @@
 // The API layer of the loss family: validate, allocate, fill a problem, run
 // the selected backend, reduce.
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <vector>
 
@@ -96,7 +97,7 @@ namespace api {
 CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
-                                  bool logits_are_log_probs) {
+                                  bool logits_are_log_probs, Tensor* grad_over_logits) {
   const std::string_view op = names.op, targets_name = names.targets;
   const ClassTensor info = analyze_class_tensor(op, names.logits, logits, options.class_axis);
   const DType dtype = logits.dtype();
@@ -214,7 +215,11 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     if (options.want_log_prob) result.log_prob = Tensor::uninitialized(dtype, logits.shape());
     if (options.want_entropy) result.entropy = Tensor::uninitialized(dtype, info.map_shape);
   }
-  if (backward) result.grad_logits = Tensor::uninitialized(dtype, logits.shape());
+  if (backward) {
+    // Everything is validated by now: only from here on is X overwritten.
+    result.grad_logits = grad_over_logits ? std::move(*grad_over_logits)
+                                          : Tensor::uninitialized(dtype, logits.shape());
+  }
 
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -284,6 +289,35 @@ CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
                                                   const CrossEntropyGrads& grads) {
   return api::run_cross_entropy({"cross_entropy_forward_backward"}, logits, targets, options, grads,
                                 api::Pass::kFused)
+      .result;
+}
+
+CrossEntropyResult cross_entropy_forward_backward_in_place(Tensor&& logits,
+                                                           const TensorView& targets,
+                                                           const CrossEntropyOptions& options,
+                                                           const CrossEntropyGrads& grads) {
+  constexpr std::string_view op = "cross_entropy_forward_backward_in_place";
+  if (!logits.defined()) fail(op, "logits", "expected a defined tensor, got an empty one");
+  if (options.want_log_prob) {
+    fail(op, "options.want_log_prob", "= true, expected false (dX replaces X, which log_prob needs)");
+  }
+  // No other input may live in the storage that dX overwrites.
+  const auto* begin = static_cast<const std::byte*>(logits.data());
+  const auto aliases = [&](const std::optional<TensorView>& t) {
+    const auto* p = t ? static_cast<const std::byte*>(t->data()) : nullptr;
+    return p && p >= begin && p < begin + logits.nbytes();
+  };
+  const std::pair<const char*, std::optional<TensorView>> others[] = {
+      {"targets", targets}, {"options.class_weight", options.class_weight},
+      {"options.pixel_weight", options.pixel_weight}, {"grads.loss", grads.loss},
+      {"grads.prob", grads.prob}, {"grads.log_prob", grads.log_prob},
+      {"grads.entropy", grads.entropy}};
+  for (const auto& [name, view] : others) {
+    if (aliases(view)) fail(op, name, "expected memory apart from logits, got a view into it");
+  }
+  const TensorView x = logits.view();
+  return api::run_cross_entropy({op}, x, targets, options, grads, api::Pass::kFused, false,
+                                &logits)
       .result;
 }
 

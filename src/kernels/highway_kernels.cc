@@ -256,8 +256,18 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
     const auto yv = hn::LoadU(di, t.label.data() + j);
     // Pass 2: e, its sum, and the sums the loss needs. The common case gets
     // loops without per-class branches.
-    // With few classes, x_y - m is picked up here by a select per class
-    // rather than gathered lane by lane afterwards.
+    // x_y - m: with few classes picked up in pass 2 by a select per class,
+    // else gathered lane by lane now, before pass 2 may overwrite X (the
+    // in-place fused call writes e over X).
+    V gathered = hn::Zero(d);
+    if (s.index && pb && s.want_loss && !pick_label) {
+      HWY_ALIGN T label_shift[HWY_MAX_BYTES / sizeof(T)];
+      for (std::int64_t l = 0; l < N; ++l) {
+        const Index<T> y = t.label[j + l];
+        label_shift[l] = y >= 0 ? v.x[y * st + j + l] - m[j + l] : T(0);
+      }
+      gathered = hn::Load(d, label_shift);
+    }
     const bool plain = !smoothing && !s.soft && !s.entropy;
     V picked = hn::Zero(d);
     const auto pick = [&](std::int64_t c, V shifted) {
@@ -306,16 +316,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
     // targets k1 * p - k2 * w_c * T'_c.
     V k1 = hn::Zero(d), k2 = hn::Zero(d), k3 = hn::Zero(d);
     if (s.index && pb) {
-      // x_y - m: picked in pass 2, or gathered from the tile (in cache).
-      V dy = picked;
-      if (!pick_label) {
-        HWY_ALIGN T label_shift[HWY_MAX_BYTES / sizeof(T)];
-        for (std::int64_t l = 0; l < N; ++l) {
-          const Index<T> y = t.label[j + l];
-          label_shift[l] = y >= 0 ? v.x[y * st + j + l] - m[j + l] : T(0);
-        }
-        dy = hn::Load(d, label_shift);
-      }
+      const V dy = pick_label ? picked : gathered;
       const V wy = hn::LoadU(d, t.label_weight.data() + j);
       if (s.want_loss) {
         V neg_log_py = hn::Sub(log_sum, dy);
@@ -529,6 +530,15 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   for (std::int64_t c = full; c < C; ++c) m = std::max(m, x[c]);
   // A NaN that the max skipped still reaches every output through the sum.
 
+  // The label's logit, read before pass 2 may overwrite X (in-place call).
+  std::int64_t label = -1;
+  T x_label = 0;
+  if (pb && s.index) {
+    label = pb->labels[i];
+    if (pb->has_ignore_index && label == pb->ignore_index) label = -1;
+    if (label >= 0) x_label = x[label];
+  }
+
   // Pass 2.
   T* e_store = dx ? dx : prob;
   const V mv = hn::Set(d, m);
@@ -613,11 +623,10 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
     const T r = (pb->grad_loss_map ? pb->grad_loss_map[i] : pb->grad_loss_scale) * a;
     T loss = 0;
     if (s.index) {
-      const std::int64_t label = pb->labels[i];
-      if (!(pb->has_ignore_index && label == pb->ignore_index)) {
+      if (label >= 0) {
         y = label;
         const T wy = s.class_weight(y);
-        const T dy = x[y] - m;
+        const T dy = x_label - m;
         T neg_log_py = log_sum - dy;
         if (pb->prob_floor > 0) neg_log_py = -std::log(std::max(std::exp(dy) * inv_sum, pb->prob_floor));
         loss = (1 - s.eps) * wy * neg_log_py;
