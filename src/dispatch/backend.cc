@@ -78,8 +78,8 @@ void spatial_soft_argmax_by_image(const core::SpatialSoftArgmaxProblem<T>& p, bo
 }
 
 // The Highway kernels (src/kernels). What they do not cover yet runs on the
-// reference: the spatial soft-argmax (threaded by image) and, inside
-// cross_entropy, upstream gradients of P, log P and the entropy.
+// reference: the spatial soft-argmax (threaded by image) and the cross_entropy
+// problems kernels::runs turns down.
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
@@ -92,7 +92,7 @@ class HighwayBackend final : public Backend {
     kernels::softmax_backward(p);                                                            \
   }                                                                                          \
   void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
-    if (p.grad_prob || p.grad_log_prob || p.grad_entropy) {                                  \
+    if (!kernels::runs(p)) {                                                                 \
       core::reference::cross_entropy(p);                                                     \
     } else {                                                                                 \
       kernels::cross_entropy(p);                                                             \

@@ -95,6 +95,7 @@ struct PositionTerms {
   std::vector<T> upstream;      // r_i * a_i: gradient scale
   std::vector<T> label_weight;  // w_{y_i}
   std::vector<T> loss;          // out: l_i
+  std::vector<T> grad_entropy;  // upstream gradient of H_i, if given
 
   void resize(std::size_t n) {
     label.resize(n);
@@ -102,6 +103,7 @@ struct PositionTerms {
     upstream.resize(n);
     label_weight.resize(n);
     loss.resize(n);
+    grad_entropy.resize(n);
   }
 };
 
@@ -190,6 +192,10 @@ void resolve_positions(const LossSetup<T>& s, std::int64_t i0, std::int64_t coun
     } else {
       for (std::int64_t j = 0; j < count; ++j) r[j] = pb->grad_loss_scale * a[j];
     }
+    if (pb->grad_entropy) {
+      std::copy(pb->grad_entropy + i0, pb->grad_entropy + i0 + count, t.grad_entropy.data());
+      std::fill(t.grad_entropy.begin() + count, t.grad_entropy.begin() + padded, T(0));
+    }
   }
   if (!s.index) {
     std::fill(y, y + count, Index<T>(-1));
@@ -211,6 +217,8 @@ template <class T>
 struct TileView {
   const T* x = nullptr;
   const T* soft = nullptr;
+  const T* grad_prob = nullptr;      // upstream gradients of P and log P
+  const T* grad_log_prob = nullptr;
   T* dx = nullptr;
   T* prob = nullptr;
   T* log_prob = nullptr;
@@ -268,7 +276,12 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       }
       gathered = hn::Load(d, label_shift);
     }
-    const bool plain = !smoothing && !s.soft && !s.entropy;
+    // Upstream gradients of P, log P and H (added to dX in pass 3).
+    const bool up_p = v.grad_prob != nullptr, up_l = v.grad_log_prob != nullptr;
+    const bool up_h = pb && pb->grad_entropy && v.dx;
+    const bool need_h = s.entropy || up_h;
+    V e_grad_p = hn::Zero(d), sum_grad_l = hn::Zero(d);
+    const bool plain = !smoothing && !s.soft && !need_h && !up_p && !up_l;
     V picked = hn::Zero(d);
     const auto pick = [&](std::int64_t c, V shifted) {
       const auto is_label = hn::RebindMask(d, hn::Eq(yv, hn::Set(di, static_cast<Index<T>>(c))));
@@ -299,13 +312,17 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
         target_shift = hn::Add(target_shift, term);
       }
-      if (s.entropy) {
+      if (need_h) {
         e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
       }
+      if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, hn::LoadU(d, v.grad_prob + c * st + j)));
+      if (up_l) sum_grad_l = hn::Add(sum_grad_l, hn::LoadU(d, v.grad_log_prob + c * st + j));
     }
     const V log_sum = LogKeepNaN(d, sum);
     const V inv_sum = hn::Div(one, sum);
-    if (s.entropy) hn::StoreU(hn::NegMulAdd(e_shift, inv_sum, log_sum), d, entropy + j);
+    const V h = hn::NegMulAdd(e_shift, inv_sum, log_sum);
+    if (s.entropy) hn::StoreU(h, d, entropy + j);
+    const V dot_p = hn::Mul(e_grad_p, inv_sum);
 
     // The loss and the gradient coefficients of these positions.
     const V a = hn::LoadU(d, t.weight.data() + j);
@@ -378,6 +395,14 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         if (smoothing) g = hn::MulAdd(k3, hn::MulSub(p, hn::Set(d, s.class_weight_sum), wc), g);
         g = hn::IfThenElseZero(valid, g);
       }
+      if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(hn::LoadU(d, v.grad_prob + o), dot_p)));
+      if (up_l) g = hn::Add(g, hn::Sub(hn::LoadU(d, v.grad_log_prob + o), hn::Mul(p, sum_grad_l)));
+      if (up_h) {  // reads X: the in-place call does not come here (see kernels.h)
+        const V log_p = hn::Sub(hn::Sub(hn::LoadU(d, v.x + o), mv), log_sum);
+        const V gh = hn::LoadU(d, t.grad_entropy.data() + j);
+        const V term = hn::Mul(hn::Mul(gh, p), hn::Add(log_p, h));
+        g = hn::Sub(g, hn::IfThenZeroElse(hn::Eq(p, hn::Zero(d)), term));
+      }
       hn::StoreU(g, d, v.dx + o);
     }
     if (soft_floor && s.want_loss) hn::StoreU(hn::Mul(a, floored), d, t.loss.data() + j);
@@ -387,7 +412,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
 // Scratch buffers of one thread.
 template <class T>
 struct Scratch {
-  std::vector<T> x, soft, dx, prob, log_prob, entropy, max;
+  std::vector<T> x, soft, grad_prob, grad_log_prob, dx, prob, log_prob, entropy, max;
   PositionTerms<T> terms;
 };
 
@@ -460,6 +485,8 @@ void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, s
     v.stride = cstride;
     v.x = logits + base;
     v.soft = s.soft ? pb->target_probs + base : nullptr;
+    v.grad_prob = s.want_grad && pb->grad_prob ? pb->grad_prob + base : nullptr;
+    v.grad_log_prob = s.want_grad && pb->grad_log_prob ? pb->grad_log_prob + base : nullptr;
     v.dx = s.want_grad ? pb->grad_logits + base : nullptr;
     v.prob = s.prob ? s.prob + base : nullptr;
     v.log_prob = s.log_prob ? s.log_prob + base : nullptr;
@@ -479,6 +506,9 @@ void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, s
     };
     v.x = gather(sc.x, logits);
     v.soft = s.soft ? gather(sc.soft, pb->target_probs) : nullptr;
+    v.grad_prob = s.want_grad && pb->grad_prob ? gather(sc.grad_prob, pb->grad_prob) : nullptr;
+    v.grad_log_prob =
+        s.want_grad && pb->grad_log_prob ? gather(sc.grad_log_prob, pb->grad_log_prob) : nullptr;
     v.dx = space(sc.dx, s.want_grad);
     v.prob = space(sc.prob, s.prob != nullptr);
     v.log_prob = space(sc.log_prob, s.log_prob != nullptr);
@@ -739,7 +769,7 @@ std::int64_t rows_per_block(std::int64_t classes) {
 template <class T>
 bool use_rows(const Geometry& g) {
   const bool contiguous_classes = g.class_last || g.pixels == 1;
-  return contiguous_classes && g.classes >= 64;
+  return contiguous_classes && g.classes >= kRowClasses;
 }
 
 // The driver: blocks of tiles or rows, in parallel, loss partials in order.
@@ -1116,6 +1146,18 @@ void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb) {
 void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb) {
   HWY_DYNAMIC_DISPATCH(ProbMinusTargetF64)(pb);
 }
+
+template <class T>
+bool runs_upstream(const core::CrossEntropyProblem<T>& pb) {
+  const bool upstream = pb.grad_prob || pb.grad_log_prob || pb.grad_entropy;
+  if (!upstream) return true;
+  const core::Geometry& g = pb.geom;
+  const bool rows = (g.class_last || g.pixels == 1) && g.classes >= kRowClasses;
+  const bool in_place = pb.grad_logits == pb.logits;
+  return !rows && !(in_place && pb.grad_entropy);
+}
+bool runs(const core::CrossEntropyProblem<float>& pb) { return runs_upstream(pb); }
+bool runs(const core::CrossEntropyProblem<double>& pb) { return runs_upstream(pb); }
 
 std::vector<std::int64_t> supported_targets() {
   std::vector<std::int64_t> out;
