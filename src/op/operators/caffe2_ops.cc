@@ -42,6 +42,18 @@ OpSchema& common_args(OpSchema& s) {
       .check(check_caffe2_args);
 }
 
+// The ports of both gradient operators, as Caffe2's gradient maker wires
+// them: (X, T, [weight_tensor], P, d_avg_loss) -> dX.
+OpSchema& gradient_ports(OpSchema& s, const char* x_doc, const char* t_doc) {
+  return s.input("X", x_doc)
+      .input("T", t_doc)
+      .input("P_or_weight_tensor", "P, or the weights when 5 inputs are given")
+      .input("P_or_d_avg_loss", "d_avg_loss, or P when 5 inputs are given")
+      .optional_input("d_avg_loss", "upstream gradient of avg_loss (5 inputs)")
+      .output("dX", "X's shape")
+      .arg("only_loss", ArgType::kInt, std::int64_t{0}, "Caffe2 CUDA memory option; no effect here");
+}
+
 c2::SpatialSoftmaxWithLossArgs spatial_args(const Args& a) {
   c2::SpatialSoftmaxWithLossArgs out;
   out.scale = static_cast<float>(a.get_float("scale"));
@@ -145,15 +157,10 @@ void register_caffe2_operators() {
     r.set_output(1, std::move(out.loss));
   });
 
-  common_args(add_schema("SpatialSoftmaxWithLossGradient")
-                  .doc("dX of SpatialSoftmaxWithLoss from the supplied P; X gives only the shape.")
-                  .input("X", "logits (N, D, H, W)")
-                  .input("T", "labels (N, H, W), int32")
-                  .input("P_or_weight_tensor", "P, or the weights when 5 inputs are given")
-                  .input("P_or_d_avg_loss", "d_avg_loss, or P when 5 inputs are given")
-                  .optional_input("d_avg_loss", "upstream gradient of avg_loss (5 inputs)")
-                  .output("dX", "X's shape"))
-      .arg("only_loss", ArgType::kInt, std::int64_t{0}, "Caffe2 CUDA memory option; no effect here")
+  common_args(gradient_ports(add_schema("SpatialSoftmaxWithLossGradient")
+                                 .doc("dX of SpatialSoftmaxWithLoss from the supplied P; X gives "
+                                      "only the shape."),
+                             "logits (N, D, H, W)", "labels (N, H, W), int32"))
       .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
         const bool weighted = in.size() == 5;
         infer_spatial_inputs(def, in, 2, weighted);
@@ -214,15 +221,9 @@ void register_caffe2_operators() {
     r.set_output(1, std::move(out.loss));
   });
 
-  softmax_loss_args(add_schema("SoftmaxWithLossGradient")
-                        .doc("dX of SoftmaxWithLoss from the supplied P.")
-                        .input("X", "logits")
-                        .input("T", "labels or probabilities")
-                        .input("P_or_weight_tensor", "P, or the weights when 5 inputs are given")
-                        .input("P_or_d_avg_loss", "d_avg_loss, or P when 5 inputs are given")
-                        .optional_input("d_avg_loss", "upstream gradient of avg_loss (5 inputs)")
-                        .output("dX", "X's shape"))
-      .arg("only_loss", ArgType::kInt, std::int64_t{0}, "Caffe2 CUDA memory option; no effect here")
+  softmax_loss_args(gradient_ports(add_schema("SoftmaxWithLossGradient")
+                                       .doc("dX of SoftmaxWithLoss from the supplied P."),
+                                   "logits", "labels or probabilities"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         const bool weighted = in.size() == 5;
         infer_softmax_inputs(def, args, in, weighted, 2);
