@@ -194,14 +194,17 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   CrossEntropyRun run;
   const std::int64_t M = info.geom.positions();
   run.denominator = index_denominator;
-  if (soft) {  // sum_i a_i: class weights never enter it (SPEC.md 3.3)
-    visit_float(dtype, [&](auto tag) {
-      using T = decltype(tag);
-      const T* a = pixel_weight.get<T>();
-      double denominator = 0;
-      for (std::int64_t i = 0; i < M; ++i) denominator += a ? static_cast<double>(a[i]) : 1.0;
-      run.denominator = denominator;
-    });
+  if (soft) {  // sum_i a_i, or M: class weights never enter it (SPEC.md 3.3)
+    run.denominator = static_cast<double>(M);
+    if (pixel_weight.present()) {
+      visit_float(dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const T* a = pixel_weight.get<T>();
+        double denominator = 0;
+        for (std::int64_t i = 0; i < M; ++i) denominator += static_cast<double>(a[i]);
+        run.denominator = denominator;
+      });
+    }
   }
   if (options.reduction == Reduction::kMean) {
     grad_scale = run.denominator > 0 ? grad_scale / run.denominator : 0.0;
