@@ -48,18 +48,23 @@ using core::ProbMinusTargetProblem;
 using core::SoftmaxProblem;
 
 // exp(x) for x <= 0 (x - max): Cody-Waite reduction and a degree-6
-// polynomial, about 1 ulp in float32; results below FLT_MIN flush to 0
-// (SPEC.md 5 allows it) and NaN passes through. float64 uses Highway's Exp.
+// polynomial, about 1 ulp in float32. n = round(x / ln 2) comes from one
+// MulAdd with 1.5 * 2^23 + 127, whose low mantissa bits then hold n + 127,
+// the exponent field of 2^n. Clamping x at -88 makes n >= -127, so results
+// below FLT_MIN come out as exactly 0 (SPEC.md 5 allows the flush) with no
+// select. The result for a NaN x is unspecified: callers decide what a NaN
+// makes of a position. float64 uses Highway's Exp.
 template <class D, class V>
-HWY_INLINE V ExpNonPositive(D d, V x) {
+HWY_INLINE V ExpNonPositiveNoNaN(D d, V x) {
   using T = hn::TFromD<D>;
   if constexpr (sizeof(T) == 8) {
-    return hn::IfThenElse(hn::Eq(x, x), hn::Exp(d, x), x);  // Exp does not promise NaN out
+    return hn::Exp(d, x);
   } else {
     const hn::RebindToSigned<D> di;
-    const V lowest = hn::Set(d, -87.33654f);
-    const V xc = hn::Max(x, lowest);
-    const V n = hn::Round(hn::Mul(xc, hn::Set(d, 1.44269504088896341f)));
+    const V xc = hn::Max(x, hn::Set(d, -88.0f));
+    const V magic = hn::Set(d, 12583039.0f);  // 1.5 * 2^23 + 127
+    const V t = hn::MulAdd(xc, hn::Set(d, 1.44269504088896341f), magic);
+    const V n = hn::Sub(t, magic);
     V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), xc);
     r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
     V p = hn::Set(d, 1.9875691500e-4f);
@@ -69,11 +74,14 @@ HWY_INLINE V ExpNonPositive(D d, V x) {
     p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
     p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
     p = hn::MulAdd(p, hn::Mul(r, r), hn::Add(r, hn::Set(d, 1.0f)));
-    const auto bits = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
-    V e = hn::Mul(p, hn::BitCast(d, bits));
-    e = hn::IfThenZeroElse(hn::Lt(x, lowest), e);
-    return hn::IfThenElse(hn::Eq(x, x), e, x);
+    return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, t))));
   }
+}
+
+// The same with NaN passing through (Highway's Exp does not promise it).
+template <class D, class V>
+HWY_INLINE V ExpNonPositive(D d, V x) {
+  return hn::IfThenElse(hn::Eq(x, x), ExpNonPositiveNoNaN(d, x), x);
 }
 
 // Highway's Log does not promise NaN in, NaN out (nor inf), which SPEC.md 5
