@@ -24,7 +24,10 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
+#include <hwy/cache_control.h>
 // clang-format on
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -398,8 +401,9 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         // Not fused: p * k1 and w_c * T'_c round alike, so p = 1 (C = 1) gives exactly 0.
         g = hn::Mul(k2, hn::Sub(hn::Mul(p, k1), hn::Mul(wc, target)));
       } else {
+        // As plain_tile does, so that asking for more outputs keeps dX's bits.
         const auto is_label = hn::RebindMask(d, hn::Eq(yv, hn::Set(di, static_cast<Index<T>>(c))));
-        g = hn::Mul(k2, hn::Sub(p, hn::IfThenElseZero(is_label, one)));
+        g = hn::MulSub(e, hn::Mul(k2, inv_sum), hn::IfThenElseZero(is_label, k2));
         if (smoothing) g = hn::MulAdd(k3, hn::MulSub(p, hn::Set(d, s.class_weight_sum), wc), g);
         g = hn::IfThenElseZero(valid, g);
       }
@@ -544,6 +548,245 @@ void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, s
     }
     *loss_partial = sum;
   }
+}
+
+// The fast path: index targets without label smoothing, whose
+// outputs are the loss, P and dX (the forward and fused calls of the usual
+// segmentation loss and Caffe2's operators). The passes of run_tile, over a
+// class-major copy of the tile:
+// - the copy reads X from memory once, row by row. Rows of X that sit a
+//   power of two apart (a 512 x 1024 image) share cache sets and would evict
+//   each other between passes;
+// - pass 2 keeps e in the copy and checks for NaN once per position (a NaN
+//   makes every output of its position NaN, SPEC.md 5), not per element;
+// - pass 3 writes dX = e * (k2 / sum) - k2 * onehot row by row, with
+//   streaming stores when the outputs would not stay in the cache anyway.
+template <class T>
+bool is_plain_index_problem(const LossSetup<T>& s) {
+  const CrossEntropyProblem<T>* pb = s.pb;
+  return pb && s.index && s.eps == 0 && !s.log_prob && !s.entropy &&
+         !pb->grad_prob && !pb->grad_log_prob && !pb->grad_entropy;
+}
+
+template <class T>
+struct PlainScratch {
+  std::vector<T> x;     // the tile, class-major: X, then e, then dX (or P) when not direct
+  std::vector<T> prob;  // P, when not direct and dX takes x
+  std::vector<T> weight, label_weight, grad_coef, grad_scale, inv_sum, loss;
+  std::vector<Index<T>> label, label_offset;
+
+  void resize(std::int64_t classes, std::int64_t width, bool prob_too) {
+    const auto n = static_cast<std::size_t>(width);
+    x.resize(static_cast<std::size_t>(classes) * n);
+    if (prob_too) prob.resize(x.size());
+    for (auto* v : {&weight, &label_weight, &grad_coef, &grad_scale, &inv_sum, &loss}) v->resize(n);
+    label.resize(n);
+    label_offset.resize(n);
+  }
+};
+
+template <class T>
+PlainScratch<T>& plain_scratch() {
+  thread_local PlainScratch<T> s;
+  return s;
+}
+
+// Per position: the label (-1 if ignored or padding), where x_y sits in the
+// copy, a_i, w_y (0 if ignored) and the gradient's k2 = r_i a_i w_y.
+template <class T, class L>
+void plain_positions(const CrossEntropyProblem<T>& pb, const L* labels, std::int64_t i0,
+                     std::int64_t count, std::int64_t width, bool want_grad, PlainScratch<T>& sc) {
+  for (std::int64_t j = 0; j < width; ++j) {
+    const std::int64_t i = i0 + j;
+    const bool inside = j < count;
+    const std::int64_t y = inside ? static_cast<std::int64_t>(labels[i]) : -1;
+    const bool valid = inside && !(pb.has_ignore_index && y == pb.ignore_index);
+    const T a = !inside ? T(0) : pb.pixel_weight ? pb.pixel_weight[i] : T(1);
+    const T wy = !valid ? T(0) : pb.class_weight ? pb.class_weight[y] : T(1);
+    sc.label[j] = valid ? static_cast<Index<T>>(y) : Index<T>(-1);
+    sc.label_offset[j] = static_cast<Index<T>>((valid ? y : 0) * width + j);
+    sc.weight[j] = a;
+    sc.label_weight[j] = wy;
+    if (want_grad) {
+      const T r = !inside ? T(0) : (pb.grad_loss_map ? pb.grad_loss_map[i] : pb.grad_loss_scale) * a;
+      sc.grad_coef[j] = r * wy;
+    }
+  }
+}
+
+// Positions [i0, i0 + count) whose class c element is at
+// base + c * cstride + j * pstride. Direct when pixels are unit-stride and
+// count fills whole vectors: the copy is row by row and the outputs go
+// straight to memory; else through the copy, transposed element by element.
+template <class T>
+void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::int64_t i0,
+                std::int64_t count, std::int64_t base, std::int64_t cstride, std::int64_t pstride,
+                double* loss_partial, bool stream) {
+  const hn::ScalableTag<T> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  using V = hn::Vec<decltype(d)>;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t C = g.classes;
+  const CrossEntropyProblem<T>& pb = *s.pb;
+  const bool want_loss = s.want_loss, want_grad = s.want_grad, want_prob = s.prob != nullptr;
+  const bool direct = pstride == 1 && count % N == 0;
+  const std::int64_t W = round_up(count, N);
+  PlainScratch<T>& sc = plain_scratch<T>();
+  sc.resize(C, W, !direct && want_grad && want_prob);
+  T* xs = sc.x.data();
+
+  if (direct) {
+    for (std::int64_t c = 0; c < C; ++c) {
+      const T* row = logits + base + c * cstride;
+      T* copy = xs + c * W;
+      for (std::int64_t j = 0; j < W; j += N) hn::StoreU(hn::LoadU(d, row + j), d, copy + j);
+    }
+  } else {
+    for (std::int64_t j = 0; j < count; ++j) {
+      const T* src = logits + base + j * pstride;
+      for (std::int64_t c = 0; c < C; ++c) xs[c * W + j] = src[c * cstride];
+    }
+    for (std::int64_t c = 0; c < C; ++c) std::fill(xs + c * W + count, xs + (c + 1) * W, T(0));
+  }
+  if (pb.labels.dtype == DType::kInt32) {
+    plain_positions(pb, static_cast<const std::int32_t*>(pb.labels.data), i0, count, W, want_grad, sc);
+  } else {
+    plain_positions(pb, static_cast<const std::int64_t*>(pb.labels.data), i0, count, W, want_grad, sc);
+  }
+
+  // Pass 2: the max, e = exp(x - max) over the copy, the loss and the
+  // per-position coefficients of pass 3.
+  const bool keep_e = want_grad || want_prob;
+  const V one = hn::Set(d, T(1));
+  const V none = hn::Zero(d);
+  const bool floor = pb.prob_floor > 0;
+  const V floor_v = hn::Set(d, pb.prob_floor);
+  for (std::int64_t j = 0; j < W; j += N) {
+    V mv = hn::LoadU(d, xs + j);
+    for (std::int64_t c = 1; c < C; ++c) mv = hn::Max(mv, hn::LoadU(d, xs + c * W + j));
+    // x_y - max, read before e replaces x.
+    V label_shift = none;
+    if (want_loss) {
+      label_shift = hn::Sub(hn::GatherIndex(d, xs, hn::LoadU(di, sc.label_offset.data() + j)), mv);
+    }
+    // shifted_sum is NaN exactly when some x - max is (x NaN, or +inf at
+    // the position): shifts are <= 0 or -inf otherwise.
+    V sum = none, shifted_sum = none;
+    const auto exp_pass = [&]<bool kKeepE>() {
+      for (std::int64_t c = 0; c < C; ++c) {
+        T* at = xs + c * W + j;
+        const V shifted = hn::Sub(hn::LoadU(d, at), mv);
+        const V e = ExpNonPositiveNoNaN(d, shifted);
+        if constexpr (kKeepE) hn::StoreU(e, d, at);
+        sum = hn::Add(sum, e);
+        shifted_sum = hn::Add(shifted_sum, shifted);
+      }
+    };
+    if (keep_e) {
+      exp_pass.template operator()<true>();
+    } else {
+      exp_pass.template operator()<false>();
+    }
+    const auto no_nan = hn::Eq(shifted_sum, shifted_sum);
+    sum = hn::IfThenElse(no_nan, sum, shifted_sum);
+    const auto valid = hn::RebindMask(d, hn::Gt(hn::LoadU(di, sc.label.data() + j), hn::Set(di, Index<T>(-1))));
+    const V inv_sum = hn::Div(one, sum);
+    if (want_loss) {
+      V neg_log_py = hn::Sub(LogKeepNaN(d, sum), label_shift);
+      if (floor) {  // -log(max(p_y, floor)), from p_y (Caffe2)
+        const V py = hn::Mul(ExpNonPositive(d, label_shift), inv_sum);
+        neg_log_py = hn::Neg(LogKeepNaN(d, hn::IfThenElse(hn::Lt(py, floor_v), floor_v, py)));
+      }
+      const V loss = hn::Mul(hn::LoadU(d, sc.weight.data() + j),
+                             hn::Mul(hn::LoadU(d, sc.label_weight.data() + j), neg_log_py));
+      hn::StoreU(hn::IfThenElseZero(valid, loss), d, sc.loss.data() + j);
+    }
+    if (want_prob) hn::StoreU(inv_sum, d, sc.inv_sum.data() + j);
+    if (want_grad) {
+      const V scale = hn::Mul(hn::LoadU(d, sc.grad_coef.data() + j), inv_sum);
+      hn::StoreU(hn::IfThenElseZero(valid, scale), d, sc.grad_scale.data() + j);
+      if (!hn::AllTrue(d, no_nan)) {  // an ignored position's dX is 0 even if its e is not finite
+        const auto clear = hn::AndNot(valid, hn::Not(no_nan));
+        for (std::int64_t c = 0; c < C; ++c) {
+          T* at = xs + c * W + j;
+          hn::StoreU(hn::IfThenZeroElse(clear, hn::LoadU(d, at)), d, at);
+        }
+      }
+    }
+  }
+
+  // Pass 3, row by row: P = e / sum and dX.
+  if (keep_e) {
+    T* dx = want_grad ? (direct ? pb.grad_logits + base : xs) : nullptr;
+    T* prob = want_prob ? (direct ? s.prob + base : want_grad ? sc.prob.data() : xs) : nullptr;
+    const std::int64_t out_stride = direct ? cstride : W;
+    const auto rows = [&]<bool kStream>() {
+      const auto put = [&](V v, T* to) {
+        if constexpr (kStream) {
+          hn::Stream(v, d, to);
+        } else {
+          hn::StoreU(v, d, to);
+        }
+      };
+      for (std::int64_t c = 0; c < C; ++c) {
+        const T* e_row = xs + c * W;
+        T* p_row = prob ? prob + c * out_stride : nullptr;
+        T* g_row = dx ? dx + c * out_stride : nullptr;
+        const auto class_c = hn::Set(di, static_cast<Index<T>>(c));
+        for (std::int64_t j = 0; j < W; j += N) {
+          const V e = hn::LoadU(d, e_row + j);
+          if (p_row) put(hn::Mul(e, hn::LoadU(d, sc.inv_sum.data() + j)), p_row + j);
+          if (g_row) {
+            const auto is_label = hn::RebindMask(d, hn::Eq(hn::LoadU(di, sc.label.data() + j), class_c));
+            const V onehot = hn::IfThenElseZero(is_label, hn::LoadU(d, sc.grad_coef.data() + j));
+            put(hn::MulSub(e, hn::LoadU(d, sc.grad_scale.data() + j), onehot), g_row + j);
+          }
+        }
+      }
+    };
+    // Streaming needs every row aligned to a vector.
+    const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
+    const auto aligned = [&](const T* p) {
+      return !p || (reinterpret_cast<std::uintptr_t>(p) % align == 0 &&
+                    (C == 1 || static_cast<std::size_t>(out_stride) * sizeof(T) % align == 0));
+    };
+    if (stream && direct && aligned(dx) && aligned(prob)) {
+      rows.template operator()<true>();
+      hwy::FlushStream();
+    } else {
+      rows.template operator()<false>();
+    }
+    if (!direct) {
+      const auto scatter = [&](const T* buf, T* to) {
+        for (std::int64_t j = 0; j < count; ++j) {
+          T* dst = to + base + j * pstride;
+          for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = buf[c * W + j];
+        }
+      };
+      if (want_grad) scatter(dx, pb.grad_logits);
+      if (want_prob) scatter(prob, s.prob);
+    }
+  }
+
+  if (want_loss) {
+    double sum = 0;
+    for (std::int64_t j = 0; j < count; ++j) {
+      const T l = sc.loss[static_cast<std::size_t>(j)];
+      if (pb.loss_map) pb.loss_map[i0 + j] = l;
+      sum += static_cast<double>(l);
+    }
+    *loss_partial = sum;
+  }
+}
+
+// Whether outputs of this many bytes go around the cache: about the size of
+// the last-level cache, which they would only evict.
+bool streams(std::int64_t output_bytes) {
+  static const std::int64_t cache = [] {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return l3 > 0 ? static_cast<std::int64_t>(l3) : std::int64_t{32} << 20;
+  }();
+  return output_bytes >= cache;
 }
 
 // One position's row of C classes, classes in lanes.
@@ -806,13 +1049,23 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
   } else {
     const std::int64_t W = tile_width<T>(C);
     partial.assign(static_cast<std::size_t>(span_blocks(g, W)), 0.0);
+    const bool plain = is_plain_index_problem(s);
+    const std::int64_t outputs = (s.want_grad ? 1 : 0) + (s.prob ? 1 : 0);
+    const bool stream = streams(outputs * g.positions() * C * static_cast<std::int64_t>(sizeof(T)));
+    const auto tile = [&](auto... args) {
+      if (plain) {
+        plain_tile(s, g, logits, args..., stream);
+      } else {
+        tile_positions(s, g, logits, args...);
+      }
+    };
     for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
       double* out = &partial[static_cast<std::size_t>(b)];
       if (g.class_last || g.pixels == 1) {
-        tile_positions(s, g, logits, i0, count, i0 * C, 1, C, out);
+        tile(i0, count, i0 * C, std::int64_t{1}, C, out);
       } else {
         const std::int64_t n = i0 / g.pixels, p0 = i0 % g.pixels;
-        tile_positions(s, g, logits, i0, count, g.offset(n, 0, p0), g.pixels, 1, out);
+        tile(i0, count, g.offset(n, 0, p0), g.pixels, std::int64_t{1}, out);
       }
     });
   }
