@@ -1,3 +1,11 @@
+#define TILEKB 64
+#define TILEMAX 2048
+
+
+
+
+
+
 // The SIMD kernels of the loss family, written once with Highway and compiled
 // for every target of HWY_TARGETS; the best one the CPU supports is chosen at
 // run time (foreach_target + HWY_DYNAMIC_DISPATCH). No -march flag is used.
@@ -26,8 +34,6 @@
 #include <hwy/contrib/math/math-inl.h>
 #include <hwy/cache_control.h>
 // clang-format on
-
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -464,9 +470,9 @@ template <class T>
 std::int64_t tile_width(std::int64_t classes) {
   const hn::ScalableTag<T> d;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
-  const std::int64_t fit = (std::int64_t{16} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
+  const std::int64_t fit = (std::int64_t{TILEKB} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
                            std::max<std::int64_t>(classes, 1);
-  return std::clamp<std::int64_t>(fit / N * N, N, 512);
+  return std::clamp<std::int64_t>(fit / N * N, N, TILEMAX);
 }
 
 // Runs the tile kernel on positions [i0, i0 + count) whose class c element
@@ -573,13 +579,17 @@ struct PlainScratch {
   std::vector<T> x;     // the tile, class-major: X, then e, then dX (or P) when not direct
   std::vector<T> prob;  // P, when not direct and dX takes x
   std::vector<T> weight, label_weight, grad_coef, grad_scale, inv_sum, loss;
+  std::vector<T> sum, shifted_sum, label_shift;
   std::vector<Index<T>> label, label_offset;
 
   void resize(std::int64_t classes, std::int64_t width, bool prob_too) {
     const auto n = static_cast<std::size_t>(width);
     x.resize(static_cast<std::size_t>(classes) * n);
     if (prob_too) prob.resize(x.size());
-    for (auto* v : {&weight, &label_weight, &grad_coef, &grad_scale, &inv_sum, &loss}) v->resize(n);
+    for (auto* v : {&weight, &label_weight, &grad_coef, &grad_scale, &inv_sum, &loss, &sum,
+                    &shifted_sum, &label_shift}) {
+      v->resize(n);
+    }
     label.resize(n);
     label_offset.resize(n);
   }
@@ -591,26 +601,52 @@ PlainScratch<T>& plain_scratch() {
   return s;
 }
 
+// Which per-position terms vary; the others are constants (a_i = w_y = 1,
+// k2 = the upstream scale), and padding lanes are made inert by their
+// label -1 alone.
+template <class T>
+struct PlainTerms {
+  bool pixel_weight = false, class_weight = false, grad_coef = false;
+
+  explicit PlainTerms(const CrossEntropyProblem<T>& pb)
+      : pixel_weight(pb.pixel_weight != nullptr),
+        class_weight(pb.class_weight != nullptr),
+        grad_coef(pb.grad_logits &&
+                  (pb.pixel_weight || pb.class_weight || pb.grad_loss_map)) {}
+};
+
 // Per position: the label (-1 if ignored or padding), where x_y sits in the
-// copy, a_i, w_y (0 if ignored) and the gradient's k2 = r_i a_i w_y.
+// copy, and the terms that vary: a_i, w_y (0 if ignored) and the gradient's
+// k2 = r_i a_i w_y.
 template <class T, class L>
-void plain_positions(const CrossEntropyProblem<T>& pb, const L* labels, std::int64_t i0,
-                     std::int64_t count, std::int64_t width, bool want_grad, PlainScratch<T>& sc) {
+void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary, const L* labels,
+                     std::int64_t i0, std::int64_t count, std::int64_t width, PlainScratch<T>& sc) {
+  Index<T>* label = sc.label.data();
+  Index<T>* offset = sc.label_offset.data();
+  // Labels were checked to be in [0, C) or the ignore_index; one that L
+  // cannot hold matches none.
+  const bool ignore_fits = static_cast<std::int64_t>(static_cast<L>(pb.ignore_index)) == pb.ignore_index;
+  const L ignore = pb.has_ignore_index && ignore_fits ? static_cast<L>(pb.ignore_index) : L(-1);
+  for (std::int64_t j = 0; j < count; ++j) {  // no branches: the compiler vectorizes it
+    const L y = labels[i0 + j];
+    const bool valid = y != ignore && y >= 0;  // a label < 0 is the ignore_index
+    label[j] = valid ? static_cast<Index<T>>(y) : Index<T>(-1);
+    offset[j] = static_cast<Index<T>>((valid ? static_cast<std::int64_t>(y) : 0) * width + j);
+  }
+  for (std::int64_t j = count; j < width; ++j) {
+    label[j] = -1;
+    offset[j] = static_cast<Index<T>>(j);
+  }
+  if (!(vary.pixel_weight || vary.class_weight || vary.grad_coef)) return;
   for (std::int64_t j = 0; j < width; ++j) {
-    const std::int64_t i = i0 + j;
+    const std::int64_t i = i0 + j, y = label[j];
     const bool inside = j < count;
-    const std::int64_t y = inside ? static_cast<std::int64_t>(labels[i]) : -1;
-    const bool valid = inside && !(pb.has_ignore_index && y == pb.ignore_index);
-    const T a = !inside ? T(0) : pb.pixel_weight ? pb.pixel_weight[i] : T(1);
-    const T wy = !valid ? T(0) : pb.class_weight ? pb.class_weight[y] : T(1);
-    sc.label[j] = valid ? static_cast<Index<T>>(y) : Index<T>(-1);
-    sc.label_offset[j] = static_cast<Index<T>>((valid ? y : 0) * width + j);
+    const T a = inside && pb.pixel_weight ? pb.pixel_weight[i] : T(inside ? 1 : 0);
+    const T wy = y < 0 ? T(0) : pb.class_weight ? pb.class_weight[y] : T(1);
     sc.weight[j] = a;
     sc.label_weight[j] = wy;
-    if (want_grad) {
-      const T r = !inside ? T(0) : (pb.grad_loss_map ? pb.grad_loss_map[i] : pb.grad_loss_scale) * a;
-      sc.grad_coef[j] = r * wy;
-    }
+    const T r = !inside ? T(0) : pb.grad_loss_map ? pb.grad_loss_map[i] : pb.grad_loss_scale;
+    sc.grad_coef[j] = (r * a) * wy;
   }
 }
 
@@ -618,16 +654,19 @@ void plain_positions(const CrossEntropyProblem<T>& pb, const L* labels, std::int
 // base + c * cstride + j * pstride. Direct when pixels are unit-stride and
 // count fills whole vectors: the copy is row by row and the outputs go
 // straight to memory; else through the copy, transposed element by element.
+// `next` is the next tile's X at the same strides (its class 0, position
+// 0), prefetched during pass 2, or null.
 template <class T>
 void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::int64_t i0,
                 std::int64_t count, std::int64_t base, std::int64_t cstride, std::int64_t pstride,
-                double* loss_partial, bool stream) {
+                double* loss_partial, bool stream, const T* next) {
   const hn::ScalableTag<T> d;
   const hn::RebindToSigned<decltype(d)> di;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
   const std::int64_t C = g.classes;
   const CrossEntropyProblem<T>& pb = *s.pb;
+  const PlainTerms<T> vary(pb);
   const bool want_loss = s.want_loss, want_grad = s.want_grad, want_prob = s.prob != nullptr;
   const bool direct = pstride == 1 && count % N == 0;
   const std::int64_t W = round_up(count, N);
@@ -649,62 +688,116 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     for (std::int64_t c = 0; c < C; ++c) std::fill(xs + c * W + count, xs + (c + 1) * W, T(0));
   }
   if (pb.labels.dtype == DType::kInt32) {
-    plain_positions(pb, static_cast<const std::int32_t*>(pb.labels.data), i0, count, W, want_grad, sc);
+    plain_positions(pb, vary, static_cast<const std::int32_t*>(pb.labels.data), i0, count, W, sc);
   } else {
-    plain_positions(pb, static_cast<const std::int64_t*>(pb.labels.data), i0, count, W, want_grad, sc);
+    plain_positions(pb, vary, static_cast<const std::int64_t*>(pb.labels.data), i0, count, W, sc);
   }
 
-  // Pass 2: the max, e = exp(x - max) over the copy, the loss and the
+  // The next tile, a cache line at a time, spread over pass 2: element k of
+  // the tile's visit order (class-major rows, or contiguous positions).
+  const std::int64_t line = std::max<std::int64_t>(N, 64 / static_cast<std::int64_t>(sizeof(T)));
+  const auto prefetch = [&](std::int64_t j, std::int64_t c) {
+    const std::int64_t k = direct ? c * cstride + j : (j / N * C + c) * N;
+    if (k % line < N) hwy::Prefetch(next + k);
+  };
+
+  // Pass 2: the max and e = exp(x - max) over the copy, two vectors of
+  // positions at a time: exp is a long chain of dependent operations, and
+  // two independent chains keep the FMA units busy. Then the loss and the
   // per-position coefficients of pass 3.
   const bool keep_e = want_grad || want_prob;
   const V one = hn::Set(d, T(1));
   const V none = hn::Zero(d);
+  T* sums = sc.sum.data();
+  T* shifted_sums = sc.shifted_sum.data();
+  T* label_shifts = sc.label_shift.data();
+  // shifted_sum is NaN exactly when some x - max is (x NaN, or +inf at the
+  // position): shifts are <= 0 or -inf otherwise.
+  const auto exp_pass = [&]<bool kKeepE, bool kPrefetch, bool kPair>(std::int64_t j) {
+    const std::int64_t j1 = kPair ? j + N : j;
+    V m0 = hn::LoadU(d, xs + j), m1 = hn::LoadU(d, xs + j1);
+    for (std::int64_t c = 1; c < C; ++c) {
+      m0 = hn::Max(m0, hn::LoadU(d, xs + c * W + j));
+      if constexpr (kPair) m1 = hn::Max(m1, hn::LoadU(d, xs + c * W + j1));
+    }
+    if (want_loss) {  // x_y - max, read before e replaces x
+      const auto gather = [&](std::int64_t at, V m) {
+        hn::StoreU(hn::Sub(hn::GatherIndex(d, xs, hn::LoadU(di, sc.label_offset.data() + at)), m), d,
+                   label_shifts + at);
+      };
+      gather(j, m0);
+      if constexpr (kPair) gather(j1, m1);
+    }
+    V sum0 = none, sum1 = none, shifted_sum0 = none, shifted_sum1 = none;
+    for (std::int64_t c = 0; c < C; ++c) {
+      T* at0 = xs + c * W + j;
+      const V shifted0 = hn::Sub(hn::LoadU(d, at0), m0);
+      const V e0 = ExpNonPositiveNoNaN(d, shifted0);
+      if constexpr (kKeepE) hn::StoreU(e0, d, at0);
+      sum0 = hn::Add(sum0, e0);
+      shifted_sum0 = hn::Add(shifted_sum0, shifted0);
+      if constexpr (kPair) {
+        T* at1 = xs + c * W + j1;
+        const V shifted1 = hn::Sub(hn::LoadU(d, at1), m1);
+        const V e1 = ExpNonPositiveNoNaN(d, shifted1);
+        if constexpr (kKeepE) hn::StoreU(e1, d, at1);
+        sum1 = hn::Add(sum1, e1);
+        shifted_sum1 = hn::Add(shifted_sum1, shifted1);
+      }
+      if constexpr (kPrefetch) {
+        prefetch(j, c);
+        if constexpr (kPair) prefetch(j1, c);
+      }
+    }
+    hn::StoreU(sum0, d, sums + j);
+    hn::StoreU(shifted_sum0, d, shifted_sums + j);
+    if constexpr (kPair) {
+      hn::StoreU(sum1, d, sums + j1);
+      hn::StoreU(shifted_sum1, d, shifted_sums + j1);
+    }
+  };
+  const auto exp_passes = [&]<bool kKeepE, bool kPrefetch>() {
+    std::int64_t j = 0;
+    for (; j + 2 * N <= W; j += 2 * N) exp_pass.template operator()<kKeepE, kPrefetch, true>(j);
+    if (j < W) exp_pass.template operator()<kKeepE, kPrefetch, false>(j);
+  };
+  if (keep_e && next) {
+    exp_passes.template operator()<true, true>();
+  } else if (keep_e) {
+    exp_passes.template operator()<true, false>();
+  } else if (next) {
+    exp_passes.template operator()<false, true>();
+  } else {
+    exp_passes.template operator()<false, false>();
+  }
+
+  const V grad_coef = hn::Set(d, pb.grad_loss_scale);  // when it does not vary
   const bool floor = pb.prob_floor > 0;
   const V floor_v = hn::Set(d, pb.prob_floor);
+  constexpr std::int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(T);
+  double lane_loss[kMaxLanes] = {};
   for (std::int64_t j = 0; j < W; j += N) {
-    V mv = hn::LoadU(d, xs + j);
-    for (std::int64_t c = 1; c < C; ++c) mv = hn::Max(mv, hn::LoadU(d, xs + c * W + j));
-    // x_y - max, read before e replaces x.
-    V label_shift = none;
-    if (want_loss) {
-      label_shift = hn::Sub(hn::GatherIndex(d, xs, hn::LoadU(di, sc.label_offset.data() + j)), mv);
-    }
-    // shifted_sum is NaN exactly when some x - max is (x NaN, or +inf at
-    // the position): shifts are <= 0 or -inf otherwise.
-    V sum = none, shifted_sum = none;
-    const auto exp_pass = [&]<bool kKeepE>() {
-      for (std::int64_t c = 0; c < C; ++c) {
-        T* at = xs + c * W + j;
-        const V shifted = hn::Sub(hn::LoadU(d, at), mv);
-        const V e = ExpNonPositiveNoNaN(d, shifted);
-        if constexpr (kKeepE) hn::StoreU(e, d, at);
-        sum = hn::Add(sum, e);
-        shifted_sum = hn::Add(shifted_sum, shifted);
-      }
-    };
-    if (keep_e) {
-      exp_pass.template operator()<true>();
-    } else {
-      exp_pass.template operator()<false>();
-    }
+    const V shifted_sum = hn::LoadU(d, shifted_sums + j);
     const auto no_nan = hn::Eq(shifted_sum, shifted_sum);
-    sum = hn::IfThenElse(no_nan, sum, shifted_sum);
+    const V sum = hn::IfThenElse(no_nan, hn::LoadU(d, sums + j), shifted_sum);
     const auto valid = hn::RebindMask(d, hn::Gt(hn::LoadU(di, sc.label.data() + j), hn::Set(di, Index<T>(-1))));
     const V inv_sum = hn::Div(one, sum);
     if (want_loss) {
+      const V label_shift = hn::LoadU(d, label_shifts + j);
       V neg_log_py = hn::Sub(LogKeepNaN(d, sum), label_shift);
       if (floor) {  // -log(max(p_y, floor)), from p_y (Caffe2)
         const V py = hn::Mul(ExpNonPositive(d, label_shift), inv_sum);
         neg_log_py = hn::Neg(LogKeepNaN(d, hn::IfThenElse(hn::Lt(py, floor_v), floor_v, py)));
       }
-      const V loss = hn::Mul(hn::LoadU(d, sc.weight.data() + j),
-                             hn::Mul(hn::LoadU(d, sc.label_weight.data() + j), neg_log_py));
-      hn::StoreU(hn::IfThenElseZero(valid, loss), d, sc.loss.data() + j);
+      const V a = vary.pixel_weight ? hn::LoadU(d, sc.weight.data() + j) : one;
+      const V wy = vary.class_weight ? hn::LoadU(d, sc.label_weight.data() + j) : one;
+      hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(a, hn::Mul(wy, neg_log_py))), d, sc.loss.data() + j);
+      for (std::int64_t l = 0; l < N; ++l) lane_loss[l] += static_cast<double>(sc.loss[j + l]);
     }
     if (want_prob) hn::StoreU(inv_sum, d, sc.inv_sum.data() + j);
     if (want_grad) {
-      const V scale = hn::Mul(hn::LoadU(d, sc.grad_coef.data() + j), inv_sum);
-      hn::StoreU(hn::IfThenElseZero(valid, scale), d, sc.grad_scale.data() + j);
+      const V k2 = vary.grad_coef ? hn::LoadU(d, sc.grad_coef.data() + j) : grad_coef;
+      hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(k2, inv_sum)), d, sc.grad_scale.data() + j);
       if (!hn::AllTrue(d, no_nan)) {  // an ignored position's dX is 0 even if its e is not finite
         const auto clear = hn::AndNot(valid, hn::Not(no_nan));
         for (std::int64_t c = 0; c < C; ++c) {
@@ -715,7 +808,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     }
   }
 
-  // Pass 3, row by row: P = e / sum and dX.
+  // Pass 3, row by row: P = e / sum and dX = e * (k2 / sum) - k2 * onehot.
   if (keep_e) {
     T* dx = want_grad ? (direct ? pb.grad_logits + base : xs) : nullptr;
     T* prob = want_prob ? (direct ? s.prob + base : want_grad ? sc.prob.data() : xs) : nullptr;
@@ -738,8 +831,9 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
           if (p_row) put(hn::Mul(e, hn::LoadU(d, sc.inv_sum.data() + j)), p_row + j);
           if (g_row) {
             const auto is_label = hn::RebindMask(d, hn::Eq(hn::LoadU(di, sc.label.data() + j), class_c));
-            const V onehot = hn::IfThenElseZero(is_label, hn::LoadU(d, sc.grad_coef.data() + j));
-            put(hn::MulSub(e, hn::LoadU(d, sc.grad_scale.data() + j), onehot), g_row + j);
+            const V k2 = vary.grad_coef ? hn::LoadU(d, sc.grad_coef.data() + j) : grad_coef;
+            put(hn::MulSub(e, hn::LoadU(d, sc.grad_scale.data() + j), hn::IfThenElseZero(is_label, k2)),
+                g_row + j);
           }
         }
       }
@@ -769,25 +863,18 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   }
 
   if (want_loss) {
-    double sum = 0;
-    for (std::int64_t j = 0; j < count; ++j) {
-      const T l = sc.loss[static_cast<std::size_t>(j)];
-      if (pb.loss_map) pb.loss_map[i0 + j] = l;
-      sum += static_cast<double>(l);
-    }
+    if (pb.loss_map) std::copy(sc.loss.begin(), sc.loss.begin() + count, pb.loss_map + i0);
+    double sum = 0;  // padding lanes hold 0
+    for (std::int64_t l = 0; l < N; ++l) sum += lane_loss[l];
     *loss_partial = sum;
   }
 }
 
-// Whether outputs of this many bytes go around the cache: about the size of
-// the last-level cache, which they would only evict.
-bool streams(std::int64_t output_bytes) {
-  static const std::int64_t cache = [] {
-    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    return l3 > 0 ? static_cast<std::int64_t>(l3) : std::int64_t{32} << 20;
-  }();
-  return output_bytes >= cache;
-}
+// Whether outputs of this many bytes go around the cache (streaming
+// stores): outputs this large would evict the cache anyway, and a streamed
+// line is not read from memory before it is written. A fixed size, as the
+// caches a VM reports say little (this one claims the socket's 256 MiB L3).
+bool streams(std::int64_t output_bytes) { return output_bytes >= (std::int64_t{16} << 20); }
 
 // One position's row of C classes, classes in lanes.
 template <class T>
@@ -1052,20 +1139,19 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
     const bool plain = is_plain_index_problem(s);
     const std::int64_t outputs = (s.want_grad ? 1 : 0) + (s.prob ? 1 : 0);
     const bool stream = streams(outputs * g.positions() * C * static_cast<std::int64_t>(sizeof(T)));
-    const auto tile = [&](auto... args) {
-      if (plain) {
-        plain_tile(s, g, logits, args..., stream);
-      } else {
-        tile_positions(s, g, logits, args...);
-      }
+    const bool class_first = !(g.class_last || g.pixels == 1);
+    // Where position i's class 0 sits: a tile's base.
+    const auto base_of = [&](std::int64_t i) {
+      return class_first ? g.offset(i / g.pixels, 0, i % g.pixels) : i * C;
     };
     for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
       double* out = &partial[static_cast<std::size_t>(b)];
-      if (g.class_last || g.pixels == 1) {
-        tile(i0, count, i0 * C, std::int64_t{1}, C, out);
+      const std::int64_t cstride = class_first ? g.pixels : 1, pstride = class_first ? 1 : C;
+      if (plain) {  // tiles are consecutive: the next one starts at i0 + count
+        const T* next = (std::getenv("NOPF") == nullptr && i0 + count < g.positions()) ? logits + base_of(i0 + count) : nullptr;
+        plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride, out, stream, next);
       } else {
-        const std::int64_t n = i0 / g.pixels, p0 = i0 % g.pixels;
-        tile(i0, count, g.offset(n, 0, p0), g.pixels, std::int64_t{1}, out);
+        tile_positions(s, g, logits, i0, count, base_of(i0), cstride, pstride, out);
       }
     });
   }

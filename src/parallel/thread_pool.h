@@ -1,5 +1,6 @@
 // A small persistent thread pool running fixed-size blocks of work. The
-// caller's thread takes part; blocks are handed out in order but may finish
+// caller's thread takes part; blocks are handed out in order, in runs of
+// consecutive blocks per thread (a kernel may prefetch block b + 1), but may finish
 // in any order, so callers keep one partial result per block and combine
 // them in block order (never per thread) to stay deterministic.
 #pragma once
