@@ -76,13 +76,14 @@ HWY_INLINE V ExpNonPositiveNoNaN(D d, V x) {
     const V n = hn::Sub(t, magic);
     V r = hn::NegMulAdd(n, hn::Set(d, 0.693359375f), xc);
     r = hn::NegMulAdd(n, hn::Set(d, -2.12194440e-4f), r);
-    V p = hn::Set(d, 1.9875691500e-4f);
-    p = hn::MulAdd(p, r, hn::Set(d, 1.3981999507e-3f));
-    p = hn::MulAdd(p, r, hn::Set(d, 8.3334519073e-3f));
-    p = hn::MulAdd(p, r, hn::Set(d, 4.1665795894e-2f));
-    p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
-    p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
-    p = hn::MulAdd(p, hn::Mul(r, r), hn::Add(r, hn::Set(d, 1.0f)));
+    // 1 + r + r^2 q(r), q of degree 5 by Estrin's scheme (a shorter chain
+    // of dependent operations than Horner's).
+    const V r2 = hn::Mul(r, r);
+    const V q01 = hn::MulAdd(hn::Set(d, 1.6666665459e-1f), r, hn::Set(d, 5.0000001201e-1f));
+    const V q23 = hn::MulAdd(hn::Set(d, 8.3334519073e-3f), r, hn::Set(d, 4.1665795894e-2f));
+    const V q45 = hn::MulAdd(hn::Set(d, 1.9875691500e-4f), r, hn::Set(d, 1.3981999507e-3f));
+    const V q = hn::MulAdd(hn::MulAdd(q45, r2, q23), r2, q01);
+    const V p = hn::MulAdd(q, r2, hn::Add(r, hn::Set(d, 1.0f)));
     return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, t))));
   }
 }
@@ -813,7 +814,13 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     T* dx = want_grad ? (direct ? pb.grad_logits + base : xs) : nullptr;
     T* prob = want_prob ? (direct ? s.prob + base : want_grad ? sc.prob.data() : xs) : nullptr;
     const std::int64_t out_stride = direct ? cstride : W;
-    const auto rows = [&]<bool kStream>() {
+    // Local pointers: the compiler cannot tell that the output rows do not
+    // alias the vectors' own pointers, and would reload those per vector.
+    const T* const inv_sums = sc.inv_sum.data();
+    const T* const grad_scales = sc.grad_scale.data();
+    const T* const grad_coefs = sc.grad_coef.data();
+    const Index<T>* const labels = sc.label.data();
+    const auto rows = [&]<bool kStream, bool kProb, bool kGrad, bool kVaryCoef>() {
       const auto put = [&](V v, T* to) {
         if constexpr (kStream) {
           hn::Stream(v, d, to);
@@ -823,19 +830,29 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
       };
       for (std::int64_t c = 0; c < C; ++c) {
         const T* e_row = xs + c * W;
-        T* p_row = prob ? prob + c * out_stride : nullptr;
-        T* g_row = dx ? dx + c * out_stride : nullptr;
+        T* p_row = kProb ? prob + c * out_stride : nullptr;
+        T* g_row = kGrad ? dx + c * out_stride : nullptr;
         const auto class_c = hn::Set(di, static_cast<Index<T>>(c));
         for (std::int64_t j = 0; j < W; j += N) {
           const V e = hn::LoadU(d, e_row + j);
-          if (p_row) put(hn::Mul(e, hn::LoadU(d, sc.inv_sum.data() + j)), p_row + j);
-          if (g_row) {
-            const auto is_label = hn::RebindMask(d, hn::Eq(hn::LoadU(di, sc.label.data() + j), class_c));
-            const V k2 = vary.grad_coef ? hn::LoadU(d, sc.grad_coef.data() + j) : grad_coef;
-            put(hn::MulSub(e, hn::LoadU(d, sc.grad_scale.data() + j), hn::IfThenElseZero(is_label, k2)),
-                g_row + j);
+          if constexpr (kProb) put(hn::Mul(e, hn::LoadU(d, inv_sums + j)), p_row + j);
+          if constexpr (kGrad) {
+            const auto is_label = hn::RebindMask(d, hn::Eq(hn::LoadU(di, labels + j), class_c));
+            const V k2 = kVaryCoef ? hn::LoadU(d, grad_coefs + j) : grad_coef;
+            put(hn::MulSub(e, hn::LoadU(d, grad_scales + j), hn::IfThenElseZero(is_label, k2)), g_row + j);
           }
         }
+      }
+    };
+    const auto rows_of = [&]<bool kStream>() {
+      if (dx && prob) {
+        rows.template operator()<kStream, true, true, true>();
+      } else if (prob) {
+        rows.template operator()<kStream, true, false, false>();
+      } else if (vary.grad_coef) {
+        rows.template operator()<kStream, false, true, true>();
+      } else {
+        rows.template operator()<kStream, false, true, false>();
       }
     };
     // Streaming needs every row aligned to a vector.
@@ -845,10 +862,10 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
                     (C == 1 || static_cast<std::size_t>(out_stride) * sizeof(T) % align == 0));
     };
     if (stream && direct && aligned(dx) && aligned(prob)) {
-      rows.template operator()<true>();
+      rows_of.template operator()<true>();
       hwy::FlushStream();
     } else {
-      rows.template operator()<false>();
+      rows_of.template operator()<false>();
     }
     if (!direct) {
       const auto scatter = [&](const T* buf, T* to) {
