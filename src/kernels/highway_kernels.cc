@@ -845,15 +845,13 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
       }
     };
     const auto rows_of = [&]<bool kStream>() {
-      if (dx && prob) {
-        rows.template operator()<kStream, true, true, true>();
-      } else if (prob) {
-        rows.template operator()<kStream, true, false, false>();
-      } else if (vary.grad_coef) {
-        rows.template operator()<kStream, false, true, true>();
-      } else {
-        rows.template operator()<kStream, false, true, false>();
-      }
+      if (!dx) return rows.template operator()<kStream, true, false, false>();
+      const auto with_grad = [&]<bool kProb>() {
+        if (vary.grad_coef) return rows.template operator()<kStream, kProb, true, true>();
+        rows.template operator()<kStream, kProb, true, false>();
+      };
+      if (prob) return with_grad.template operator()<true>();
+      with_grad.template operator()<false>();
     };
     // Streaming needs every row aligned to a vector.
     const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
