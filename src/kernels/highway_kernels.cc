@@ -589,6 +589,7 @@ template <class T>
 struct PlainScratch {
   std::vector<T> x;     // the tile, class-major: X, then e, then dX (or P) when not direct
   std::vector<T> prob;  // P, when not direct and dX takes x
+  std::vector<T> stage;  // a class-last tile's output, position-major, before it is streamed
   std::vector<T> weight, label_weight, grad_coef, grad_scale, inv_sum, loss;
   std::vector<T> sum, shifted_sum, label_shift;
   std::vector<Index<T>> label, label_offset;
@@ -661,6 +662,60 @@ void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary
   }
 }
 
+// out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
+// class-last tiles into and out of their class-major copy. float goes by
+// 4 x 4 blocks of 128-bit vectors (8 shuffles per 16 elements, where
+// element-wise copies take a load and a store each), the edges one by one.
+template <class T>
+void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
+               std::int64_t rows, std::int64_t cols) {
+  std::int64_t a0 = 0;
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (sizeof(T) == 4) {
+    const hn::Full128<T> d4;
+    const hn::Repartition<double, decltype(d4)> d2;
+    const std::int64_t rows4 = rows / 4 * 4, cols4 = cols / 4 * 4;
+    for (std::int64_t a = 0; a < rows4; a += 4) {
+      for (std::int64_t b = 0; b < cols4; b += 4) {
+        const T* from = in + a * in_stride + b;
+        const auto r0 = hn::LoadU(d4, from), r1 = hn::LoadU(d4, from + in_stride);
+        const auto r2 = hn::LoadU(d4, from + 2 * in_stride), r3 = hn::LoadU(d4, from + 3 * in_stride);
+        const auto t0 = hn::BitCast(d2, hn::InterleaveLower(d4, r0, r1));  // r0[0] r1[0] r0[1] r1[1]
+        const auto t1 = hn::BitCast(d2, hn::InterleaveLower(d4, r2, r3));
+        const auto t2 = hn::BitCast(d2, hn::InterleaveUpper(d4, r0, r1));  // r0[2] r1[2] r0[3] r1[3]
+        const auto t3 = hn::BitCast(d2, hn::InterleaveUpper(d4, r2, r3));
+        T* to = out + b * out_stride + a;
+        hn::StoreU(hn::BitCast(d4, hn::InterleaveLower(d2, t0, t1)), d4, to);
+        hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d2, t0, t1)), d4, to + out_stride);
+        hn::StoreU(hn::BitCast(d4, hn::InterleaveLower(d2, t2, t3)), d4, to + 2 * out_stride);
+        hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d2, t2, t3)), d4, to + 3 * out_stride);
+      }
+      for (std::int64_t a1 = a; a1 < a + 4; ++a1) {
+        for (std::int64_t b = cols4; b < cols; ++b) out[b * out_stride + a1] = in[a1 * in_stride + b];
+      }
+    }
+    a0 = rows4;
+  }
+#endif
+  for (std::int64_t a = a0; a < rows; ++a) {
+    for (std::int64_t b = 0; b < cols; ++b) out[b * out_stride + a] = in[a * in_stride + b];
+  }
+}
+
+// dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
+// vector, plain stores at the edges.
+template <class T>
+void stream_copy(const T* src, T* dst, std::int64_t n) {
+  const hn::ScalableTag<T> d;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
+  std::int64_t i = 0;
+  for (; i < n && reinterpret_cast<std::uintptr_t>(dst + i) % align != 0; ++i) dst[i] = src[i];
+  for (; i + N <= n; i += N) hn::Stream(hn::LoadU(d, src + i), d, dst + i);
+  for (; i < n; ++i) dst[i] = src[i];
+  hwy::FlushStream();
+}
+
 // Positions [i0, i0 + count) whose class c element is at
 // base + c * cstride + j * pstride. Direct when pixels are unit-stride and
 // count fills whole vectors: the copy is row by row and the outputs go
@@ -692,9 +747,13 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
       for (std::int64_t j = 0; j < W; j += N) hn::StoreU(hn::LoadU(d, row + j), d, copy + j);
     }
   } else {
-    for (std::int64_t j = 0; j < count; ++j) {
-      const T* src = logits + base + j * pstride;
-      for (std::int64_t c = 0; c < C; ++c) xs[c * W + j] = src[c * cstride];
+    if (cstride == 1) {  // class last
+      transpose(logits + base, pstride, xs, W, count, C);
+    } else {
+      for (std::int64_t j = 0; j < count; ++j) {
+        const T* src = logits + base + j * pstride;
+        for (std::int64_t c = 0; c < C; ++c) xs[c * W + j] = src[c * cstride];
+      }
     }
     for (std::int64_t c = 0; c < C; ++c) std::fill(xs + c * W + count, xs + (c + 1) * W, T(0));
   }
@@ -706,11 +765,12 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
 
   // The next tile, a cache line at a time, spread over pass 2: element k of
   // the tile's visit order (class-major rows, or contiguous positions).
-  const std::int64_t line = std::max<std::int64_t>(N, 64 / static_cast<std::int64_t>(sizeof(T)));
+  // (Constant divisors: an integer division here would cost as much as an exp.)
+  constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(T));
   const auto prefetch = [&](std::int64_t j, std::int64_t c) {
-    const std::int64_t k = direct ? c * cstride + j : (j / N * C + c) * N;
+    const std::int64_t k = direct ? c * cstride + j : (j / hn::Lanes(d) * C + c) * N;
     const bool inside = direct ? j < next_count : k < next_count * C;
-    if (k % line < N && inside) PrefetchLine(next + k);
+    if (k % kLine < N && inside) PrefetchLine(next + k);
   };
 
   // Pass 2: the max and e = exp(x - max) over the copy, two vectors of
@@ -878,6 +938,12 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     }
     if (!direct) {
       const auto scatter = [&](const T* buf, T* to) {
+        if (cstride == 1 && stream) {  // class last: contiguous, so staged and streamed
+          sc.stage.resize(static_cast<std::size_t>(count * C));
+          transpose(buf, W, sc.stage.data(), C, C, count);
+          return stream_copy(sc.stage.data(), to + base, count * C);
+        }
+        if (cstride == 1) return transpose(buf, W, to + base, pstride, C, count);
         for (std::int64_t j = 0; j < count; ++j) {
           T* dst = to + base + j * pstride;
           for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = buf[c * W + j];
