@@ -662,6 +662,19 @@ void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary
   }
 }
 
+// The float64 sum of x[0, n) as four interleaved sums (a single one would
+// be a chain of dependent adds), combined in a fixed order.
+template <class T>
+double sum_in_fours(const T* x, std::int64_t n) {
+  double s[4] = {0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(x[i + k]);
+  }
+  for (int k = 0; i + k < n; ++k) s[k] += static_cast<double>(x[i + k]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
 // class-last tiles into and out of their class-major copy. float goes by
 // 4 x 4 blocks of 128-bit vectors (8 shuffles per 16 elements, where
@@ -846,13 +859,19 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   const V grad_coef = hn::Set(d, pb.grad_loss_scale);  // when it does not vary
   const bool floor = pb.prob_floor > 0;
   const V floor_v = hn::Set(d, pb.prob_floor);
-  constexpr std::int64_t kMaxLanes = HWY_MAX_BYTES / sizeof(T);
-  double lane_loss[kMaxLanes] = {};
+  // Local pointers: stores through T* could alias the vectors' own pointers.
+  T* const losses = sc.loss.data();
+  T* const inv_sums_out = sc.inv_sum.data();
+  T* const grad_scales_out = sc.grad_scale.data();
+  const T* const weights = sc.weight.data();
+  const T* const label_weights = sc.label_weight.data();
+  const T* const grad_coefs_in = sc.grad_coef.data();
+  const Index<T>* const labels_in = sc.label.data();
   for (std::int64_t j = 0; j < W; j += N) {
     const V shifted_sum = hn::LoadU(d, shifted_sums + j);
     const auto no_nan = hn::Eq(shifted_sum, shifted_sum);
     const V sum = hn::IfThenElse(no_nan, hn::LoadU(d, sums + j), shifted_sum);
-    const auto valid = hn::RebindMask(d, hn::Gt(hn::LoadU(di, sc.label.data() + j), hn::Set(di, Index<T>(-1))));
+    const auto valid = hn::RebindMask(d, hn::Gt(hn::LoadU(di, labels_in + j), hn::Set(di, Index<T>(-1))));
     const V inv_sum = hn::Div(one, sum);
     if (want_loss) {
       const V label_shift = hn::LoadU(d, label_shifts + j);
@@ -861,15 +880,14 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
         const V py = hn::Mul(ExpNonPositive(d, label_shift), inv_sum);
         neg_log_py = hn::Neg(LogKeepNaN(d, hn::IfThenElse(hn::Lt(py, floor_v), floor_v, py)));
       }
-      const V a = vary.pixel_weight ? hn::LoadU(d, sc.weight.data() + j) : one;
-      const V wy = vary.class_weight ? hn::LoadU(d, sc.label_weight.data() + j) : one;
-      hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(a, hn::Mul(wy, neg_log_py))), d, sc.loss.data() + j);
-      for (std::int64_t l = 0; l < N; ++l) lane_loss[l] += static_cast<double>(sc.loss[j + l]);
+      const V a = vary.pixel_weight ? hn::LoadU(d, weights + j) : one;
+      const V wy = vary.class_weight ? hn::LoadU(d, label_weights + j) : one;
+      hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(a, hn::Mul(wy, neg_log_py))), d, losses + j);
     }
-    if (want_prob) hn::StoreU(inv_sum, d, sc.inv_sum.data() + j);
+    if (want_prob) hn::StoreU(inv_sum, d, inv_sums_out + j);
     if (want_grad) {
-      const V k2 = vary.grad_coef ? hn::LoadU(d, sc.grad_coef.data() + j) : grad_coef;
-      hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(k2, inv_sum)), d, sc.grad_scale.data() + j);
+      const V k2 = vary.grad_coef ? hn::LoadU(d, grad_coefs_in + j) : grad_coef;
+      hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(k2, inv_sum)), d, grad_scales_out + j);
       if (!hn::AllTrue(d, no_nan)) {  // an ignored position's dX is 0 even if its e is not finite
         const auto clear = hn::AndNot(valid, hn::Not(no_nan));
         for (std::int64_t c = 0; c < C; ++c) {
@@ -955,10 +973,8 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   }
 
   if (want_loss) {
-    if (pb.loss_map) std::copy(sc.loss.begin(), sc.loss.begin() + count, pb.loss_map + i0);
-    double sum = 0;  // padding lanes hold 0
-    for (std::int64_t l = 0; l < N; ++l) sum += lane_loss[l];
-    *loss_partial = sum;
+    if (pb.loss_map) std::copy(losses, losses + count, pb.loss_map + i0);
+    *loss_partial = sum_in_fours(losses, W);  // padding lanes hold 0
   }
 }
 
