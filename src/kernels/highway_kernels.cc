@@ -675,6 +675,72 @@ double sum_in_fours(const T* x, std::int64_t n) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// Transposes the 4 x 4 matrix whose rows are r0..r3 (128-bit float vectors).
+template <class D4, class V4 = hn::Vec<D4>>
+HWY_INLINE void Transpose4(D4 d4, V4& r0, V4& r1, V4& r2, V4& r3) {
+  const hn::Repartition<double, D4> d2;
+  const auto t0 = hn::BitCast(d2, hn::InterleaveLower(d4, r0, r1));  // r0[0] r1[0] r0[1] r1[1]
+  const auto t1 = hn::BitCast(d2, hn::InterleaveLower(d4, r2, r3));
+  const auto t2 = hn::BitCast(d2, hn::InterleaveUpper(d4, r0, r1));  // r0[2] r1[2] r0[3] r1[3]
+  const auto t3 = hn::BitCast(d2, hn::InterleaveUpper(d4, r2, r3));
+  r0 = hn::BitCast(d4, hn::InterleaveLower(d2, t0, t1));
+  r1 = hn::BitCast(d4, hn::InterleaveUpper(d2, t0, t1));
+  r2 = hn::BitCast(d4, hn::InterleaveLower(d2, t2, t3));
+  r3 = hn::BitCast(d4, hn::InterleaveUpper(d2, t2, t3));
+}
+
+// Pass 3 of a class-last float tile: out[j * C + c] = value(d, e, j, c) for
+// the class-major e (row stride W), 4 positions x 4 classes at a time,
+// transposed in registers; the edges one lane at a time through the same
+// operations, so every element gets the bits the class-first layout gives it.
+template <class T, class Value>
+void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int64_t C, T* out,
+                        const Value& value) {
+  const hn::Full128<T> d4;
+  const hn::CappedTag<T, 1> d1;
+  const auto one_lane = [&](std::int64_t j, std::int64_t c) {
+    out[j * C + c] = hn::GetLane(value(d1, hn::LoadU(d1, e + c * W + j), j, c));
+  };
+  std::int64_t j0 = 0;
+  if (C == 2 || C == 3) {  // whole vectors of positions by interleaving stores
+    const hn::ScalableTag<T> d;
+    const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+    for (; j0 + N <= count; j0 += N) {
+      const auto v0 = value(d, hn::LoadU(d, e + j0), j0, 0);
+      const auto v1 = value(d, hn::LoadU(d, e + W + j0), j0, 1);
+      if (C == 2) {
+        hn::StoreInterleaved2(v0, v1, d, out + j0 * C);
+      } else {
+        hn::StoreInterleaved3(v0, v1, value(d, hn::LoadU(d, e + 2 * W + j0), j0, 2), d, out + j0 * C);
+      }
+    }
+  }
+  const std::int64_t count4 = j0 + (count - j0) / 4 * 4, C4 = C / 4 * 4;
+  for (std::int64_t j = j0; j < count4; j += 4) {
+    for (std::int64_t c = 0; c < C4; c += 4) {
+      const T* at = e + c * W + j;
+      auto r0 = value(d4, hn::LoadU(d4, at), j, c);
+      auto r1 = value(d4, hn::LoadU(d4, at + W), j, c + 1);
+      auto r2 = value(d4, hn::LoadU(d4, at + 2 * W), j, c + 2);
+      auto r3 = value(d4, hn::LoadU(d4, at + 3 * W), j, c + 3);
+      Transpose4(d4, r0, r1, r2, r3);
+      T* to = out + j * C + c;
+      hn::StoreU(r0, d4, to);
+      hn::StoreU(r1, d4, to + C);
+      hn::StoreU(r2, d4, to + 2 * C);
+      hn::StoreU(r3, d4, to + 3 * C);
+    }
+    for (std::int64_t p = j; p < j + 4; ++p) {
+      for (std::int64_t c = C4; c < C; ++c) one_lane(p, c);
+    }
+  }
+  for (std::int64_t j = count4; j < count; ++j) {
+    for (std::int64_t c = 0; c < C; ++c) one_lane(j, c);
+  }
+}
+#endif
+
 // out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
 // class-last tiles into and out of their class-major copy. float goes by
 // 4 x 4 blocks of 128-bit vectors (8 shuffles per 16 elements, where
@@ -686,22 +752,18 @@ void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_str
 #if HWY_TARGET != HWY_SCALAR
   if constexpr (sizeof(T) == 4) {
     const hn::Full128<T> d4;
-    const hn::Repartition<double, decltype(d4)> d2;
     const std::int64_t rows4 = rows / 4 * 4, cols4 = cols / 4 * 4;
     for (std::int64_t a = 0; a < rows4; a += 4) {
       for (std::int64_t b = 0; b < cols4; b += 4) {
         const T* from = in + a * in_stride + b;
-        const auto r0 = hn::LoadU(d4, from), r1 = hn::LoadU(d4, from + in_stride);
-        const auto r2 = hn::LoadU(d4, from + 2 * in_stride), r3 = hn::LoadU(d4, from + 3 * in_stride);
-        const auto t0 = hn::BitCast(d2, hn::InterleaveLower(d4, r0, r1));  // r0[0] r1[0] r0[1] r1[1]
-        const auto t1 = hn::BitCast(d2, hn::InterleaveLower(d4, r2, r3));
-        const auto t2 = hn::BitCast(d2, hn::InterleaveUpper(d4, r0, r1));  // r0[2] r1[2] r0[3] r1[3]
-        const auto t3 = hn::BitCast(d2, hn::InterleaveUpper(d4, r2, r3));
+        auto r0 = hn::LoadU(d4, from), r1 = hn::LoadU(d4, from + in_stride);
+        auto r2 = hn::LoadU(d4, from + 2 * in_stride), r3 = hn::LoadU(d4, from + 3 * in_stride);
+        Transpose4(d4, r0, r1, r2, r3);
         T* to = out + b * out_stride + a;
-        hn::StoreU(hn::BitCast(d4, hn::InterleaveLower(d2, t0, t1)), d4, to);
-        hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d2, t0, t1)), d4, to + out_stride);
-        hn::StoreU(hn::BitCast(d4, hn::InterleaveLower(d2, t2, t3)), d4, to + 2 * out_stride);
-        hn::StoreU(hn::BitCast(d4, hn::InterleaveUpper(d2, t2, t3)), d4, to + 3 * out_stride);
+        hn::StoreU(r0, d4, to);
+        hn::StoreU(r1, d4, to + out_stride);
+        hn::StoreU(r2, d4, to + 2 * out_stride);
+        hn::StoreU(r3, d4, to + 3 * out_stride);
       }
       for (std::int64_t a1 = a; a1 < a + 4; ++a1) {
         for (std::int64_t b = cols4; b < cols; ++b) out[b * out_stride + a1] = in[a1 * in_stride + b];
@@ -761,7 +823,22 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     }
   } else {
     if (cstride == 1) {  // class last
-      transpose(logits + base, pstride, xs, W, count, C);
+      std::int64_t done = 0;  // 2 or 3 classes: whole vectors of positions by deinterleaving loads
+      if (C == 2 || C == 3) {
+        for (; done + N <= count; done += N) {
+          const T* from = logits + base + done * C;
+          V v0, v1, v2;
+          if (C == 2) {
+            hn::LoadInterleaved2(d, from, v0, v1);
+          } else {
+            hn::LoadInterleaved3(d, from, v0, v1, v2);
+            hn::StoreU(v2, d, xs + 2 * W + done);
+          }
+          hn::StoreU(v0, d, xs + done);
+          hn::StoreU(v1, d, xs + W + done);
+        }
+      }
+      transpose(logits + base + done * C, pstride, xs + done, W, count - done, C);
     } else {
       for (std::int64_t j = 0; j < count; ++j) {
         const T* src = logits + base + j * pstride;
@@ -942,33 +1019,66 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
       if (prob) return with_grad.template operator()<true>();
       with_grad.template operator()<false>();
     };
-    // Streaming needs every row aligned to a vector.
-    const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
-    const auto aligned = [&](const T* p) {
-      return !p || (reinterpret_cast<std::uintptr_t>(p) % align == 0 &&
-                    (C == 1 || static_cast<std::size_t>(out_stride) * sizeof(T) % align == 0));
-    };
-    if (stream && direct && aligned(dx) && aligned(prob)) {
-      rows_of.template operator()<true>();
-      hwy::FlushStream();
-    } else {
-      rows_of.template operator()<false>();
+    bool written = false;
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (sizeof(T) == 4) {
+      if (!direct && cstride == 1) {  // class last: position-major outputs, straight from e
+        // The outputs of class c at positions [j, j + Lanes(dd)), for any
+        // lane count: what `rows` computes.
+        const auto prob_of = [&](auto dd, auto e, std::int64_t j, std::int64_t) {
+          return hn::Mul(e, hn::LoadU(dd, inv_sums + j));
+        };
+        const auto grad_of = [&](auto dd, auto e, std::int64_t j, std::int64_t c) {
+          const hn::RebindToSigned<decltype(dd)> ddi;
+          const auto class_c = hn::Set(ddi, static_cast<Index<T>>(c));
+          const auto is_label = hn::RebindMask(dd, hn::Eq(hn::LoadU(ddi, labels + j), class_c));
+          const auto k2 = vary.grad_coef ? hn::LoadU(dd, grad_coefs + j) : hn::Set(dd, pb.grad_loss_scale);
+          return hn::MulSub(e, hn::LoadU(dd, grad_scales + j), hn::IfThenElseZero(is_label, k2));
+        };
+        const auto emit = [&](const auto& value, T* to) {
+          if (stream) {  // contiguous: staged, then streamed
+            sc.stage.resize(static_cast<std::size_t>(count * C));
+            class_last_outputs(xs, W, count, C, sc.stage.data(), value);
+            stream_copy(sc.stage.data(), to + base, count * C);
+          } else {
+            class_last_outputs(xs, W, count, C, to + base, value);
+          }
+        };
+        if (want_prob) emit(prob_of, s.prob);
+        if (want_grad) emit(grad_of, pb.grad_logits);
+        written = true;
+      }
     }
-    if (!direct) {
-      const auto scatter = [&](const T* buf, T* to) {
-        if (cstride == 1 && stream) {  // class last: contiguous, so staged and streamed
-          sc.stage.resize(static_cast<std::size_t>(count * C));
-          transpose(buf, W, sc.stage.data(), C, C, count);
-          return stream_copy(sc.stage.data(), to + base, count * C);
-        }
-        if (cstride == 1) return transpose(buf, W, to + base, pstride, C, count);
-        for (std::int64_t j = 0; j < count; ++j) {
-          T* dst = to + base + j * pstride;
-          for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = buf[c * W + j];
-        }
+#endif
+    if (!written) {
+      // Streaming needs every row aligned to a vector.
+      const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
+      const auto aligned = [&](const T* p) {
+        return !p || (reinterpret_cast<std::uintptr_t>(p) % align == 0 &&
+                      (C == 1 || static_cast<std::size_t>(out_stride) * sizeof(T) % align == 0));
       };
-      if (want_grad) scatter(dx, pb.grad_logits);
-      if (want_prob) scatter(prob, s.prob);
+      if (stream && direct && aligned(dx) && aligned(prob)) {
+        rows_of.template operator()<true>();
+        hwy::FlushStream();
+      } else {
+        rows_of.template operator()<false>();
+      }
+      if (!direct) {
+        const auto scatter = [&](const T* buf, T* to) {
+          if (cstride == 1 && stream) {  // class last: contiguous, so staged and streamed
+            sc.stage.resize(static_cast<std::size_t>(count * C));
+            transpose(buf, W, sc.stage.data(), C, C, count);
+            return stream_copy(sc.stage.data(), to + base, count * C);
+          }
+          if (cstride == 1) return transpose(buf, W, to + base, pstride, C, count);
+          for (std::int64_t j = 0; j < count; ++j) {
+            T* dst = to + base + j * pstride;
+            for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = buf[c * W + j];
+          }
+        };
+        if (want_grad) scatter(dx, pb.grad_logits);
+        if (want_prob) scatter(prob, s.prob);
+      }
     }
   }
 
