@@ -38,15 +38,29 @@ TEST_P(InPlace, MatchesOutOfPlaceBitwise) {
   o.want_entropy = true;
   if (k.pixel_weights) o.pixel_weight = a.view();
 
-  const CrossEntropyResult out = cross_entropy_forward_backward(x, targets, o);
-  Tensor consumed = Tensor::copy_of(x);
-  const void* storage = consumed.data();
-  const CrossEntropyResult in = cross_entropy_forward_backward_in_place(std::move(consumed), targets, o);
-  EXPECT_EQ(in.grad_logits.data(), storage) << "dX must reuse the logits' storage";
-  EXPECT_TRUE(bitwise_equal(in.grad_logits, out.grad_logits));
-  EXPECT_TRUE(bitwise_equal(in.loss, out.loss));
-  EXPECT_TRUE(bitwise_equal(in.prob, out.prob));
-  EXPECT_TRUE(bitwise_equal(in.entropy, out.entropy));
+  // Without upstream gradients, then with those of P and H: H's gradient
+  // reads x after the e = exp(x - max) pass, which in place must not have
+  // overwritten it.
+  const Tensor g_prob = random_uniform(DType::kFloat32, k.shape, -1, 1, 4);
+  const Tensor g_entropy = random_uniform(DType::kFloat32, positions, -1, 1, 5);
+  for (const bool upstream : {false, true}) {
+    SCOPED_TRACE(upstream ? "upstream gradients of P and H" : "loss gradient only");
+    CrossEntropyGrads grads;
+    if (upstream) {
+      grads.prob = g_prob.view();
+      grads.entropy = g_entropy.view();
+    }
+    const CrossEntropyResult out = cross_entropy_forward_backward(x, targets, o, grads);
+    Tensor consumed = Tensor::copy_of(x);
+    const void* storage = consumed.data();
+    const CrossEntropyResult in =
+        cross_entropy_forward_backward_in_place(std::move(consumed), targets, o, grads);
+    EXPECT_EQ(in.grad_logits.data(), storage) << "dX must reuse the logits' storage";
+    EXPECT_TRUE(bitwise_equal(in.grad_logits, out.grad_logits));
+    EXPECT_TRUE(bitwise_equal(in.loss, out.loss));
+    EXPECT_TRUE(bitwise_equal(in.prob, out.prob));
+    EXPECT_TRUE(bitwise_equal(in.entropy, out.entropy));
+  }
 }
 
 const InPlaceCase kCases[] = {

@@ -1269,10 +1269,14 @@ TEST(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
               for (std::int64_t i : {kNaNPos, kInfPos, kAllMinusInf, kInfAndMinusInf, kNaNAndInf}) {
                 SCOPED_TRACE("position " + std::to_string(i));
                 EXPECT_TRUE(std::isnan(r.loss.at(i))) << r.loss.at(i);
-                if (all_outputs) EXPECT_TRUE(std::isnan(r.entropy.at(i))) << r.entropy.at(i);
+                if (all_outputs) {
+                  EXPECT_TRUE(std::isnan(r.entropy.at(i))) << r.entropy.at(i);
+                }
                 for (std::int64_t c = 0; c < C; ++c) {
                   EXPECT_TRUE(std::isnan(P_(i, c))) << "P class " << c << " = " << P_(i, c);
-                  if (all_outputs) EXPECT_TRUE(std::isnan(L_(i, c))) << "logP class " << c << " = " << L_(i, c);
+                  if (all_outputs) {
+                    EXPECT_TRUE(std::isnan(L_(i, c))) << "logP class " << c << " = " << L_(i, c);
+                  }
                   EXPECT_TRUE(std::isnan(G_(i, c))) << "dX class " << c << " = " << G_(i, c);
                   EXPECT_TRUE(std::isnan(at(sm, axis, P, C, i, c)));
                 }
@@ -1288,10 +1292,14 @@ TEST(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
                 const bool minus_inf = c == 0 || c == C - 1;
                 if (minus_inf) {
                   EXPECT_EQ(P_(kSomeMinusInf, c), 0.0) << "class " << c;
-                  if (all_outputs) EXPECT_EQ(L_(kSomeMinusInf, c), -kInf) << "class " << c;
+                  if (all_outputs) {
+                    EXPECT_EQ(L_(kSomeMinusInf, c), -kInf) << "class " << c;
+                  }
                 } else {
                   EXPECT_TRUE(std::isfinite(P_(kSomeMinusInf, c)) && P_(kSomeMinusInf, c) > 0);
-                  if (all_outputs) EXPECT_TRUE(std::isfinite(L_(kSomeMinusInf, c)));
+                  if (all_outputs) {
+                    EXPECT_TRUE(std::isfinite(L_(kSomeMinusInf, c)));
+                  }
                 }
                 EXPECT_TRUE(std::isfinite(G_(kSomeMinusInf, c))) << "class " << c;
                 EXPECT_EQ(P_(kLabelOnMinusInf, 2), 0.0);
@@ -1301,7 +1309,9 @@ TEST(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
               if (variant != 1) {
                 EXPECT_TRUE(std::isfinite(r.loss.at(kSomeMinusInf)));
               }
-              if (all_outputs) EXPECT_TRUE(std::isfinite(r.entropy.at(kSomeMinusInf)));
+              if (all_outputs) {
+                EXPECT_TRUE(std::isfinite(r.entropy.at(kSomeMinusInf)));
+              }
               if (variant == 2) {
                 EXPECT_NEAR(r.loss.at(kLabelOnMinusInf), -std::log(1e-20), 1e-4);  // floored
               } else {
@@ -1333,7 +1343,9 @@ TEST(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
                 if (variant != 1 || dtype == DType::kFloat64) {
                   EXPECT_TRUE(std::isfinite(r.loss.at(kUnderflow)));
                 }
-                if (all_outputs) EXPECT_TRUE(std::isfinite(r.entropy.at(kUnderflow)));
+                if (all_outputs) {
+                  EXPECT_TRUE(std::isfinite(r.entropy.at(kUnderflow)));
+                }
               }
               // Finite positions next to the non-finite ones stay finite.
               for (std::int64_t i = 0; i < P; ++i) {

@@ -1,8 +1,9 @@
 // cross_entropy_backward with upstream gradients of P, log P and the entropy
 // (besides the loss's) on the SIMD path against the scalar reference, in
-// float64 (tight) and float32 (SPEC.md 5 tolerances), for the kernel paths
-// that take them: pixel-lane tiles (class first) and transposed tiles
-// (class last, C < 64). Rows (C >= 64) fall back to the reference.
+// float64 (tight) and float32 (SPEC.md 5 tolerances), on every kernel path:
+// pixel-lane tiles (class first), transposed tiles (class last, C < 64) and
+// class-lane rows (class last or one position per image, C >= 64, with and
+// without a partial vector of classes at the end of the row).
 #include <cstdlib>
 #include <string>
 
@@ -72,7 +73,10 @@ const UpstreamCase kCases[] = {
     {"nhwc_c5", {3, 4, 6, 5}, ClassAxis::kLast, false},
     {"soft_nchw", {2, 6, 4, 9}, ClassAxis::kFirst, true},
     {"soft_nhwc", {2, 3, 7, 9}, ClassAxis::kLast, true},
-    {"rows_fallback", {5, 70}, ClassAxis::kLast, false},
+    {"rows_c70", {5, 70}, ClassAxis::kLast, false},
+    {"rows_nhwc_c131", {2, 3, 5, 131}, ClassAxis::kLast, false},
+    {"rows_one_pixel_c64", {4, 64, 1}, ClassAxis::kFirst, false},
+    {"rows_soft_c97", {6, 97}, ClassAxis::kLast, true},
 };
 
 INSTANTIATE_TEST_SUITE_P(

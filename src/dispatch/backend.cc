@@ -78,8 +78,7 @@ void spatial_soft_argmax_by_image(const core::SpatialSoftArgmaxProblem<T>& p, bo
 }
 
 // The Highway kernels (src/kernels). What they do not cover yet runs on the
-// reference: the spatial soft-argmax (threaded by image) and the cross_entropy
-// problems kernels::runs turns down.
+// reference: the spatial soft-argmax (threaded by image).
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
@@ -92,11 +91,7 @@ class HighwayBackend final : public Backend {
     kernels::softmax_backward(p);                                                            \
   }                                                                                          \
   void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
-    if (!kernels::runs(p)) {                                                                 \
-      core::reference::cross_entropy(p);                                                     \
-    } else {                                                                                 \
-      kernels::cross_entropy(p);                                                             \
-    }                                                                                        \
+    kernels::cross_entropy(p);                                                               \
   }                                                                                          \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
     kernels::prob_minus_target(p);                                                           \

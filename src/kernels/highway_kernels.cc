@@ -257,7 +257,8 @@ struct TileView {
 // t.loss and entropies into `entropy` (if given, length width).
 template <class T>
 void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
-              PositionTerms<T>& t, T* entropy, std::vector<T>& max_scratch) {
+              PositionTerms<T>& t, T* entropy, std::vector<T>& max_scratch,
+              std::vector<T>& e_scratch) {
   const hn::ScalableTag<T> d;
   const hn::RebindToSigned<decltype(d)> di;
   using V = hn::Vec<decltype(d)>;
@@ -279,8 +280,13 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
     }
   }
 
-  // Where e = exp(x - m) is kept between passes 2 and 3.
-  T* e_store = v.dx ? v.dx : v.prob;
+  // Where e = exp(x - m) is kept between passes 2 and 3: in dX, which pass 3
+  // overwrites anyway, or else P. When dX is X (the in-place call) and H's
+  // upstream gradient still reads x in pass 3, e goes to scratch instead.
+  const bool e_apart = pb && pb->grad_entropy && v.dx && v.dx == v.x;
+  if (e_apart) e_scratch.resize(static_cast<std::size_t>(classes * W));
+  T* e_store = e_apart ? e_scratch.data() : v.dx ? v.dx : v.prob;
+  const std::int64_t est = e_apart ? W : st;
   const bool pick_label = s.index && pb && s.want_loss && classes <= 32;
   const bool soft_floor = s.soft && floor;
   const V one = hn::Set(d, T(1));
@@ -319,7 +325,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
         const V e = ExpNonPositive(d, shifted);
         sum = hn::Add(sum, e);
-        if (e_store) hn::StoreU(e, d, e_store + c * st + j);
+        if (e_store) hn::StoreU(e, d, e_store + c * est + j);
         if (pick_label) pick(c, shifted);
       }
     }
@@ -328,7 +334,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       const V e = ExpNonPositive(d, shifted);
       sum = hn::Add(sum, e);
       if (pick_label) pick(c, shifted);
-      if (e_store) hn::StoreU(e, d, e_store + c * st + j);
+      if (e_store) hn::StoreU(e, d, e_store + c * est + j);
       if (smoothing) weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
       if (s.soft) {
         V target = hn::LoadU(d, v.soft + c * st + j);
@@ -395,7 +401,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       const std::int64_t o = c * st + j;
       V shifted = hn::Zero(d);
       if (v.log_prob || !e_store) shifted = hn::Sub(hn::LoadU(d, v.x + o), mv);
-      const V e = e_store ? hn::LoadU(d, e_store + o) : ExpNonPositive(d, shifted);
+      const V e = e_store ? hn::LoadU(d, e_store + c * est + j) : ExpNonPositive(d, shifted);
       const V p = hn::Mul(e, inv_sum);
       if (v.log_prob) hn::StoreU(hn::Sub(shifted, log_sum), d, v.log_prob + o);
       if (v.prob) hn::StoreU(p, d, v.prob + o);
@@ -425,7 +431,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       }
       if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(hn::LoadU(d, v.grad_prob + o), dot_p)));
       if (up_l) g = hn::Add(g, hn::Sub(hn::LoadU(d, v.grad_log_prob + o), hn::Mul(p, sum_grad_l)));
-      if (up_h) {  // reads X: the in-place call does not come here (see kernels.h)
+      if (up_h) {  // reads X, which the in-place call overwrites only below
         const V log_p = hn::Sub(hn::Sub(hn::LoadU(d, v.x + o), mv), log_sum);
         const V gh = hn::LoadU(d, t.grad_entropy.data() + j);
         const V term = hn::Mul(hn::Mul(gh, p), hn::Add(log_p, h));
@@ -440,7 +446,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
 // Scratch buffers of one thread.
 template <class T>
 struct Scratch {
-  std::vector<T> x, soft, grad_prob, grad_log_prob, dx, prob, log_prob, entropy, max;
+  std::vector<T> x, soft, grad_prob, grad_log_prob, dx, prob, log_prob, entropy, max, e;
   PositionTerms<T> terms;
 };
 
@@ -542,7 +548,7 @@ void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, s
     v.prob = space(sc.prob, s.prob != nullptr);
     v.log_prob = space(sc.log_prob, s.log_prob != nullptr);
   }
-  run_tile(s, C, v, sc.terms, entropy, sc.max);
+  run_tile(s, C, v, sc.terms, entropy, sc.max, sc.e);
 
   if (!direct) {
     const auto scatter = [&](const T* buf, T* dst) {
@@ -1094,10 +1100,12 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
 // caches a VM reports say little (this one claims the socket's 256 MiB L3).
 bool streams(std::int64_t output_bytes) { return output_bytes >= (std::int64_t{16} << 20); }
 
-// One position's row of C classes, classes in lanes.
+// One position's row of C classes, classes in lanes. grad_prob and
+// grad_log_prob are the row's upstream gradients of P and log P, or null.
 template <class T>
 void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* soft,
-             T* dx, T* prob, T* log_prob, double* loss_out) {
+             const T* grad_prob, const T* grad_log_prob, T* dx, T* prob, T* log_prob,
+             std::vector<T>& e_scratch, double* loss_out) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
@@ -1125,14 +1133,20 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
     if (label >= 0) x_label = x[label];
   }
 
-  // Pass 2.
-  T* e_store = dx ? dx : prob;
+  // Pass 2. e is kept where run_tile keeps it, and for the same reasons.
+  const bool up_p = grad_prob != nullptr, up_l = grad_log_prob != nullptr;
+  const bool up_h = pb && pb->grad_entropy && dx;
+  const bool need_h = s.entropy || up_h;
+  const bool e_apart = up_h && dx == x;
+  if (e_apart) e_scratch.resize(static_cast<std::size_t>(C));
+  T* e_store = e_apart ? e_scratch.data() : dx ? dx : prob;
   const V mv = hn::Set(d, m);
   V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
-  V target_shift = hn::Zero(d), e_shift = hn::Zero(d);
+  V target_shift = hn::Zero(d), e_shift = hn::Zero(d), e_grad_p = hn::Zero(d), sum_grad_l = hn::Zero(d);
   T sum_t = 0, weighted_shift_t = 0, target_mass_t = 0, target_shift_t = 0, e_shift_t = 0;
+  T e_grad_p_t = 0, sum_grad_l_t = 0;
   const auto soft_target = [&](T t) { return (1 - s.eps) * t + s.eps_per_class; };
-  const bool plain = !smoothing && !s.soft && !s.entropy;
+  const bool plain = !smoothing && !s.soft && !need_h && !up_p && !up_l;
   if (plain && e_store) {  // the common cases, without per-class branches
     V sum2 = hn::Zero(d);  // two chains hide the add latency
     std::int64_t c = 0;
@@ -1176,9 +1190,11 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
       target_shift = hn::Add(target_shift, term);
     }
-    if (s.entropy) {
+    if (need_h) {
       e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
     }
+    if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, hn::LoadU(d, grad_prob + c)));
+    if (up_l) sum_grad_l = hn::Add(sum_grad_l, hn::LoadU(d, grad_log_prob + c));
   }
   for (std::int64_t c = full; c < C; ++c) {
     const T shifted = x[c] - m;
@@ -1192,14 +1208,37 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       target_mass_t += wc * target;
       if (!(zero_log && target == 0)) target_shift_t += wc * target * shifted;
     }
-    if (s.entropy && e != 0) e_shift_t += e * shifted;
+    if (need_h && e != 0) e_shift_t += e * shifted;
+    if (up_p) e_grad_p_t += e * grad_prob[c];
+    if (up_l) sum_grad_l_t += grad_log_prob[c];
   }
-  const T total = hn::GetLane(hn::SumOfLanes(d, sum)) + sum_t;
+  const auto total_of = [&](V lanes, T tail) { return hn::GetLane(hn::SumOfLanes(d, lanes)) + tail; };
+  const T total = total_of(sum, sum_t);
   const T log_sum = std::log(total);
   const T inv_sum = T(1) / total;
-  if (s.entropy) {
-    s.entropy[i] = log_sum - (hn::GetLane(hn::SumOfLanes(d, e_shift)) + e_shift_t) * inv_sum;
-  }
+  const T h = log_sum - total_of(e_shift, e_shift_t) * inv_sum;
+  if (s.entropy) s.entropy[i] = h;
+  // The upstream gradients' terms, added to the loss's gradient g of class c
+  // in run_tile's order: p (G_p - sum_j p_j G_p,j) + G_l - p sum_j G_l,j
+  // - g_H p (log p + H), the last 0 where p = 0.
+  const T dot_p = total_of(e_grad_p, e_grad_p_t) * inv_sum;
+  const T sum_l = total_of(sum_grad_l, sum_grad_l_t);
+  const T g_h = up_h ? pb->grad_entropy[i] : T(0);
+  const auto add_upstream = [&](auto dd, auto g, auto p, auto shifted, std::int64_t c) {
+    if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(hn::LoadU(dd, grad_prob + c), hn::Set(dd, dot_p))));
+    if (up_l) g = hn::Add(g, hn::Sub(hn::LoadU(dd, grad_log_prob + c), hn::Mul(p, hn::Set(dd, sum_l))));
+    if (up_h) {
+      const auto log_p = hn::Sub(shifted, hn::Set(dd, log_sum));
+      const auto term = hn::Mul(hn::Mul(hn::Set(dd, g_h), p), hn::Add(log_p, hn::Set(dd, h)));
+      g = hn::Sub(g, hn::IfThenZeroElse(hn::Eq(p, hn::Zero(dd)), term));
+    }
+    return g;
+  };
+  const hn::CappedTag<T, 1> d1;  // one class through the same operations
+  const auto add_upstream_one = [&](T g, T p, T shifted, std::int64_t c) {
+    return hn::GetLane(add_upstream(d1, hn::Set(d1, g), hn::Set(d1, p), hn::Set(d1, shifted), c));
+  };
+  const bool upstream = up_p || up_l || up_h;
 
   // Loss and gradient coefficients.
   T k1 = 0, k2 = 0, k3 = 0;
@@ -1270,14 +1309,14 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const V inv = hn::Set(d, inv_sum), ls = hn::Set(d, log_sum);
   for (std::int64_t c = 0; c < full; c += N) {
     V shifted = hn::Zero(d);
-    if (log_prob || !e_store) shifted = hn::Sub(hn::LoadU(d, x + c), mv);
+    if (log_prob || !e_store || up_h) shifted = hn::Sub(hn::LoadU(d, x + c), mv);
     const V e = e_store ? hn::LoadU(d, e_store + c) : ExpNonPositive(d, shifted);
     const V p = hn::Mul(e, inv);
     if (log_prob) hn::StoreU(hn::Sub(shifted, ls), d, log_prob + c);
     if (prob) hn::StoreU(p, d, prob + c);
     if (!dx) continue;
     if (ignored) {
-      hn::StoreU(hn::Zero(d), d, dx + c);
+      hn::StoreU(upstream ? add_upstream(d, hn::Zero(d), p, shifted, c) : hn::Zero(d), d, dx + c);
       continue;
     }
     const V wc = pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
@@ -1290,6 +1329,7 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       g = hn::Mul(k2v, p);
       if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, wc), g);
     }
+    if (upstream) g = add_upstream(d, g, p, shifted, c);
     hn::StoreU(g, d, dx + c);
   }
   for (std::int64_t c = full; c < C; ++c) {
@@ -1300,17 +1340,20 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
     if (prob) prob[c] = p;
     if (!dx) continue;
     const T wc = s.class_weight(c);
+    T g;
     if (ignored) {
-      dx[c] = 0;
+      g = 0;
     } else if (s.soft) {
-      dx[c] = k2 * (p * k1 - wc * soft_target(soft[c]));
+      g = k2 * (p * k1 - wc * soft_target(soft[c]));
     } else {
-      dx[c] = k2 * p + (smoothing ? k3 * (p * s.class_weight_sum - wc) : T(0));
+      g = k2 * p + (smoothing ? k3 * (p * s.class_weight_sum - wc) : T(0));
     }
+    dx[c] = upstream ? add_upstream_one(g, p, shifted, c) : g;
   }
   if (dx && !ignored && s.index) {
     const T wy = s.class_weight(y);
-    dx[y] = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
+    const T g = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
+    dx[y] = upstream ? add_upstream_one(g, p_label, x_label - m, y) : g;  // x[y] may be dX now
   }
 }
 
@@ -1338,15 +1381,19 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
     const std::int64_t per_block = rows_per_block<T>(C);
     const std::int64_t blocks = (rows + per_block - 1) / per_block;
     partial.assign(static_cast<std::size_t>(blocks), 0.0);
+    const T* grad_prob = s.want_grad ? s.pb->grad_prob : nullptr;
+    const T* grad_log_prob = s.want_grad ? s.pb->grad_log_prob : nullptr;
+    T* dx = s.want_grad ? s.pb->grad_logits : nullptr;
     parallel::for_each_block(blocks, [&](std::int64_t b) {
+      std::vector<T>& e_scratch = scratch<T>().e;
       double sum = 0;
       const std::int64_t end = std::min(rows, (b + 1) * per_block);
       for (std::int64_t i = b * per_block; i < end; ++i) {
         const std::int64_t o = i * C;
         double l = 0;
-        run_row(s, C, i, logits + o, soft ? soft + o : nullptr,
-                s.want_grad ? s.pb->grad_logits + o : nullptr, s.prob ? s.prob + o : nullptr,
-                s.log_prob ? s.log_prob + o : nullptr, &l);
+        const auto row = [o](auto* base) -> decltype(base) { return base ? base + o : nullptr; };
+        run_row(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob), row(dx),
+                row(s.prob), row(s.log_prob), e_scratch, &l);
         sum += l;
       }
       partial[static_cast<std::size_t>(b)] = sum;
@@ -1714,17 +1761,6 @@ void prob_minus_target(const core::ProbMinusTargetProblem<double>& pb) {
   HWY_DYNAMIC_DISPATCH(ProbMinusTargetF64)(pb);
 }
 
-template <class T>
-bool runs_upstream(const core::CrossEntropyProblem<T>& pb) {
-  const bool upstream = pb.grad_prob || pb.grad_log_prob || pb.grad_entropy;
-  if (!upstream) return true;
-  const core::Geometry& g = pb.geom;
-  const bool rows = (g.class_last || g.pixels == 1) && g.classes >= kRowClasses;
-  const bool in_place = pb.grad_logits == pb.logits;
-  return !rows && !(in_place && pb.grad_entropy);
-}
-bool runs(const core::CrossEntropyProblem<float>& pb) { return runs_upstream(pb); }
-bool runs(const core::CrossEntropyProblem<double>& pb) { return runs_upstream(pb); }
 
 std::vector<std::int64_t> supported_targets() {
   std::vector<std::int64_t> out;

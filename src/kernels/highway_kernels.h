@@ -14,12 +14,6 @@ namespace spatialsoftmax::kernels {
 // classes in lanes (one position at a time) rather than pixels in lanes.
 inline constexpr std::int64_t kRowClasses = 64;
 
-// Whether cross_entropy runs this problem. Not yet: upstream gradients of
-// P, log P or H with classes in lanes, or H's upstream gradient in place
-// (it needs X after dX has replaced it). The caller uses the reference then.
-bool runs(const core::CrossEntropyProblem<float>& pb);
-bool runs(const core::CrossEntropyProblem<double>& pb);
-
 void cross_entropy(const core::CrossEntropyProblem<float>& pb);
 void cross_entropy(const core::CrossEntropyProblem<double>& pb);
 void softmax(const core::SoftmaxProblem<float>& pb);
