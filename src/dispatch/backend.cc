@@ -1,11 +1,10 @@
 #include "dispatch/backend.h"
 
 #include <cstdlib>
-#include <vector>
 
 #include "core/reference.h"
 #include "kernels/highway_kernels.h"
-#include "parallel/thread_pool.h"
+#include "kernels/highway_spatial.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::dispatch {
@@ -42,43 +41,9 @@ class ReferenceBackend final : public Backend {
 #undef SPATIALSOFTMAX_REFERENCE_METHODS
 };
 
-// The spatial soft-argmax has no SIMD kernel yet: the reference's math, run
-// on the images in parallel (one block per image, d loss / d beta summed in
-// image order, so the result does not depend on the thread count).
-template <class T>
-void spatial_soft_argmax_by_image(const core::SpatialSoftArgmaxProblem<T>& p, bool backward) {
-  const core::Geometry& g = p.geom;
-  const std::int64_t k = p.spatial_rank;
-  const std::int64_t image = g.classes * g.pixels, points = g.classes * k;
-  std::vector<double> grad_beta(static_cast<std::size_t>(g.batch), 0.0);
-  parallel::for_each_block(g.batch, [&](std::int64_t n) {
-    const auto shift = [](auto* ptr, std::int64_t by) { return ptr ? ptr + by : ptr; };
-    core::SpatialSoftArgmaxProblem<T> q = p;
-    q.geom.batch = 1;
-    q.input = p.input + n * image;
-    q.softmax = shift(p.softmax, n * image);
-    q.grad_input = shift(p.grad_input, n * image);
-    q.grad_softmax = shift(p.grad_softmax, n * image);
-    q.keypoints = shift(p.keypoints, n * points);
-    q.grad_keypoints = shift(p.grad_keypoints, n * points);
-    q.covariance = shift(p.covariance, n * points * k);
-    q.grad_covariance = shift(p.grad_covariance, n * points * k);
-    q.grad_beta = p.grad_beta ? &grad_beta[static_cast<std::size_t>(n)] : nullptr;
-    if (backward) {
-      core::reference::spatial_soft_argmax_backward(q);
-    } else {
-      core::reference::spatial_soft_argmax(q);
-    }
-  });
-  if (p.grad_beta) {
-    double total = 0;
-    for (double v : grad_beta) total += v;
-    *p.grad_beta = total;
-  }
-}
-
-// The Highway kernels (src/kernels). What they do not cover yet runs on the
-// reference: the spatial soft-argmax (threaded by image).
+// The Highway kernels (src/kernels). Only float32 soft-argmax problems with a
+// temperature beyond about 1e30 either way run on the reference (the kernel's
+// float32 beta * (x - max) would lose range there; kernels::runs).
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
@@ -98,11 +63,19 @@ class HighwayBackend final : public Backend {
   }                                                                                          \
   void kl_div(const core::KlDivProblem<T>& p) const override { kernels::kl_div(p); }         \
   void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
-    spatial_soft_argmax_by_image(p, false);                                                  \
+    if (!kernels::runs(p)) {                                                                 \
+      core::reference::spatial_soft_argmax(p);                                               \
+    } else {                                                                                 \
+      kernels::spatial_soft_argmax(p);                                                       \
+    }                                                                                        \
   }                                                                                          \
   void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p)             \
       const override {                                                                       \
-    spatial_soft_argmax_by_image(p, true);                                                   \
+    if (!kernels::runs(p)) {                                                                 \
+      core::reference::spatial_soft_argmax_backward(p);                                      \
+    } else {                                                                                 \
+      kernels::spatial_soft_argmax_backward(p);                                              \
+    }                                                                                        \
   }
   SPATIALSOFTMAX_HIGHWAY_METHODS(float)
   SPATIALSOFTMAX_HIGHWAY_METHODS(double)
