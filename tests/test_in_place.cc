@@ -67,10 +67,11 @@ const InPlaceCase kCases[] = {
     {"nchw_c19_picked", {2, 19, 13, 37}, ClassAxis::kFirst, false, 0.0, false},
     {"nchw_c40_gathered", {2, 40, 9, 21}, ClassAxis::kFirst, false, 0.1, true},
     {"nhwc_c5_transposed", {3, 7, 11, 5}, ClassAxis::kLast, false, 0.0, true},
-    {"nhwc_c100_rows", {2, 5, 9, 100}, ClassAxis::kLast, false, 0.2, false},
+    {"nhwc_c100_transposed", {2, 5, 9, 100}, ClassAxis::kLast, false, 0.2, false},
+    {"nhwc_c260_rows", {2, 5, 9, 260}, ClassAxis::kLast, false, 0.2, false},
     {"rows_c300", {33, 300}, ClassAxis::kLast, false, 0.0, false},
     {"soft_nchw", {2, 6, 5, 17}, ClassAxis::kFirst, true, 0.1, true},
-    {"soft_rows", {9, 130}, ClassAxis::kLast, true, 0.0, false},
+    {"soft_rows", {9, 270}, ClassAxis::kLast, true, 0.0, false},
 };
 
 INSTANTIATE_TEST_SUITE_P(KernelPaths, InPlace, ::testing::ValuesIn(kCases),

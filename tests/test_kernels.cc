@@ -47,8 +47,9 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // The class counts of the acceptance list: lane-count edges of every target
 // (4, 8 and 16 float lanes; 2, 4 and 8 double lanes), the row kernel's
-// threshold (64) and large C.
-constexpr std::int64_t kClassCounts[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 19, 31, 63, 64, 65, 150, 300};
+// threshold (kernels::kRowClasses, 256) and large C.
+constexpr std::int64_t kClassCounts[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 19, 31, 63, 64, 65, 150, 255, 256, 300};
+static_assert(kernels::kRowClasses == 256, "kClassCounts straddles the row threshold");
 
 // --- scoped settings ------------------------------------------------------------
 
@@ -1050,10 +1051,12 @@ TEST(ThreadCount, CrossEntropyAndSoftmaxAreBitwiseIdentical) {
   const Config configs[] = {
       {{3, 19, 67, 129}, ClassAxis::kFirst},
       {{3, 19, 67, 129}, ClassAxis::kLast},
-      {{300, 150}, ClassAxis::kFirst},        // rows: P = 1, C >= 64
-      {{5000, 150}, ClassAxis::kFirst},       // rows, many row blocks
-      {{2, 70, 33, 17}, ClassAxis::kLast},    // class-last, C = 70: the row kernel
-      {{4, 70, 65, 67}, ClassAxis::kLast},    // the same with many row blocks
+      {{300, 300}, ClassAxis::kFirst},        // rows: P = 1, C >= kRowClasses
+      {{3000, 300}, ClassAxis::kFirst},       // rows, many row blocks
+      {{2, 300, 13, 17}, ClassAxis::kLast},   // class-last, C = 300: the row kernel
+      {{4, 300, 31, 33}, ClassAxis::kLast},   // the same with many row blocks
+      {{2, 70, 33, 17}, ClassAxis::kLast},    // transposed tiles, C = 70
+      {{300, 150}, ClassAxis::kFirst},        // transposed tiles, P = 1
       {{2, 7, 301, 257}, ClassAxis::kLast},   // transposed tiles (small C class-last)
   };
   for (const Config& cfg : configs) {

@@ -1,8 +1,8 @@
 // cross_entropy_backward with upstream gradients of P, log P and the entropy
 // (besides the loss's) on the SIMD path against the scalar reference, in
 // float64 (tight) and float32 (SPEC.md 5 tolerances), on every kernel path:
-// pixel-lane tiles (class first), transposed tiles (class last, C < 64) and
-// class-lane rows (class last or one position per image, C >= 64, with and
+// pixel-lane tiles (class first), transposed tiles (class last, C < 256) and
+// class-lane rows (class last or one position per image, C >= 256, with and
 // without a partial vector of classes at the end of the row).
 #include <cstdlib>
 #include <string>
@@ -73,10 +73,12 @@ const UpstreamCase kCases[] = {
     {"nhwc_c5", {3, 4, 6, 5}, ClassAxis::kLast, false},
     {"soft_nchw", {2, 6, 4, 9}, ClassAxis::kFirst, true},
     {"soft_nhwc", {2, 3, 7, 9}, ClassAxis::kLast, true},
-    {"rows_c70", {5, 70}, ClassAxis::kLast, false},
-    {"rows_nhwc_c131", {2, 3, 5, 131}, ClassAxis::kLast, false},
-    {"rows_one_pixel_c64", {4, 64, 1}, ClassAxis::kFirst, false},
-    {"rows_soft_c97", {6, 97}, ClassAxis::kLast, true},
+    {"tiles_c70", {5, 70}, ClassAxis::kLast, false},
+    {"tiles_soft_c97", {6, 97}, ClassAxis::kLast, true},
+    {"rows_c256", {5, 256}, ClassAxis::kLast, false},
+    {"rows_nhwc_c263", {2, 3, 5, 263}, ClassAxis::kLast, false},
+    {"rows_one_pixel_c300", {4, 300, 1}, ClassAxis::kFirst, false},
+    {"rows_soft_c271", {6, 271}, ClassAxis::kLast, true},
 };
 
 INSTANTIATE_TEST_SUITE_P(

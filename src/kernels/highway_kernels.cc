@@ -1102,6 +1102,9 @@ bool streams(std::int64_t output_bytes) { return output_bytes >= (std::int64_t{1
 
 // One position's row of C classes, classes in lanes. grad_prob and
 // grad_log_prob are the row's upstream gradients of P and log P, or null.
+// The last C % N classes go as one more vector, loaded from a copy padded
+// with -inf logits (e = 0) and zeros elsewhere; the sums where padding
+// would add 0 * -inf are masked to the row.
 template <class T>
 void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* soft,
              const T* grad_prob, const T* grad_log_prob, T* dx, T* prob, T* log_prob,
@@ -1109,19 +1112,32 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
-  const std::int64_t full = C / N * N;
+  const std::int64_t full = C / N * N, end = round_up(C, N);
   const CrossEntropyProblem<T>* pb = s.pb;
   const bool zero_log = pb && pb->zero_target_log_is_zero;
   const bool smoothing = s.index && s.eps > 0;
+  const T* class_weight = pb ? pb->class_weight : nullptr;
+  const auto in_row = hn::FirstN(d, static_cast<std::size_t>(C - full));
+  const T minus_inf = -std::numeric_limits<T>::infinity();
+  const auto load = [&](const T* p, std::int64_t c, T pad) {
+    if (c < full) return hn::LoadU(d, p + c);
+    HWY_ALIGN T padded[HWY_MAX_BYTES / sizeof(T)];
+    std::fill(padded, padded + N, pad);
+    std::copy(p + c, p + C, padded);
+    return hn::Load(d, padded);
+  };
+  const auto store = [&](V v, T* p, std::int64_t c) {
+    if (c < full) return hn::StoreU(v, d, p + c);
+    hn::BlendedStore(v, in_row, d, p + c);
+  };
+  const auto in_row_only = [&](std::int64_t c, V v) { return c < full ? v : hn::IfThenElseZero(in_row, v); };
+  const auto weight = [&](std::int64_t c) { return class_weight ? load(class_weight, c, 0) : hn::Set(d, T(1)); };
 
   // Pass 1.
-  T m = -std::numeric_limits<T>::infinity();
-  if (full > 0) {
-    V mv = hn::LoadU(d, x);
-    for (std::int64_t c = N; c < full; c += N) mv = hn::Max(mv, hn::LoadU(d, x + c));
-    m = hn::GetLane(hn::MaxOfLanes(d, mv));
-  }
-  for (std::int64_t c = full; c < C; ++c) m = std::max(m, x[c]);
+  V mv = load(x, 0, minus_inf);
+  for (std::int64_t c = N; c < full; c += N) mv = hn::Max(mv, hn::LoadU(d, x + c));
+  if (full > 0 && end > full) mv = hn::Max(mv, load(x, full, minus_inf));
+  const T m = hn::GetLane(hn::MaxOfLanes(d, mv));
   // A NaN that the max skipped still reaches every output through the sum.
 
   // The label's logit, read before pass 2 may overwrite X (in-place call).
@@ -1140,14 +1156,14 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const bool e_apart = up_h && dx == x;
   if (e_apart) e_scratch.resize(static_cast<std::size_t>(C));
   T* e_store = e_apart ? e_scratch.data() : dx ? dx : prob;
-  const V mv = hn::Set(d, m);
+  mv = hn::Set(d, m);
   V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
   V target_shift = hn::Zero(d), e_shift = hn::Zero(d), e_grad_p = hn::Zero(d), sum_grad_l = hn::Zero(d);
-  T sum_t = 0, weighted_shift_t = 0, target_mass_t = 0, target_shift_t = 0, e_shift_t = 0;
-  T e_grad_p_t = 0, sum_grad_l_t = 0;
-  const auto soft_target = [&](T t) { return (1 - s.eps) * t + s.eps_per_class; };
+  const auto soft_target = [&](V t) {
+    return hn::MulAdd(t, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
+  };
   const bool plain = !smoothing && !s.soft && !need_h && !up_p && !up_l;
-  if (plain && e_store) {  // the common cases, without per-class branches
+  if (plain) {  // the common cases, without per-class branches
     V sum2 = hn::Zero(d);  // two chains hide the add latency
     std::int64_t c = 0;
     for (; c + 2 * N <= full; c += 2 * N) {
@@ -1155,88 +1171,60 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       const V e1 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv));
       sum = hn::Add(sum, e0);
       sum2 = hn::Add(sum2, e1);
-      hn::StoreU(e0, d, e_store + c);
-      hn::StoreU(e1, d, e_store + c + N);
+      if (e_store) {
+        hn::StoreU(e0, d, e_store + c);
+        hn::StoreU(e1, d, e_store + c + N);
+      }
     }
-    for (; c < full; c += N) {
-      const V e = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
+    for (; c < end; c += N) {
+      const V e = ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
       sum = hn::Add(sum, e);
-      hn::StoreU(e, d, e_store + c);
+      if (e_store) store(e, e_store, c);
     }
-    sum = hn::Add(sum, sum2);
-  } else if (plain) {
-    V sum2 = hn::Zero(d);
-    std::int64_t c = 0;
-    for (; c + 2 * N <= full; c += 2 * N) {
-      sum = hn::Add(sum, ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv)));
-      sum2 = hn::Add(sum2, ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv)));
-    }
-    for (; c < full; c += N) sum = hn::Add(sum, ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv)));
     sum = hn::Add(sum, sum2);
   }
-  for (std::int64_t c = 0; c < full && !plain; c += N) {
-    const V shifted = hn::Sub(hn::LoadU(d, x + c), mv);
+  for (std::int64_t c = 0; c < end && !plain; c += N) {
+    const V shifted = hn::Sub(load(x, c, minus_inf), mv);
     const V e = ExpNonPositive(d, shifted);
     sum = hn::Add(sum, e);
-    if (e_store) hn::StoreU(e, d, e_store + c);
-    const V wc = pb && pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
-    if (smoothing) weighted_shift = hn::MulAdd(wc, shifted, weighted_shift);
+    if (e_store) store(e, e_store, c);
+    const V wc = weight(c);
+    if (smoothing) weighted_shift = hn::Add(weighted_shift, in_row_only(c, hn::Mul(wc, shifted)));
     if (s.soft) {
-      const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
-                                  hn::Set(d, s.eps_per_class));
-      const V wt = hn::Mul(wc, target);
+      const V target = soft_target(load(soft, c, 0));
+      const V wt = in_row_only(c, hn::Mul(wc, target));
       target_mass = hn::Add(target_mass, wt);
       V term = hn::Mul(wt, shifted);
       if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
-      target_shift = hn::Add(target_shift, term);
+      target_shift = hn::Add(target_shift, in_row_only(c, term));
     }
-    if (need_h) {
+    if (need_h) {  // e = 0 in the padding
       e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
     }
-    if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, hn::LoadU(d, grad_prob + c)));
-    if (up_l) sum_grad_l = hn::Add(sum_grad_l, hn::LoadU(d, grad_log_prob + c));
+    if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, load(grad_prob, c, 0)));
+    if (up_l) sum_grad_l = hn::Add(sum_grad_l, load(grad_log_prob, c, 0));
   }
-  for (std::int64_t c = full; c < C; ++c) {
-    const T shifted = x[c] - m;
-    const T e = std::exp(shifted);
-    sum_t += e;
-    if (e_store) e_store[c] = e;
-    const T wc = s.class_weight(c);
-    if (smoothing) weighted_shift_t += wc * shifted;
-    if (s.soft) {
-      const T target = soft_target(soft[c]);
-      target_mass_t += wc * target;
-      if (!(zero_log && target == 0)) target_shift_t += wc * target * shifted;
-    }
-    if (need_h && e != 0) e_shift_t += e * shifted;
-    if (up_p) e_grad_p_t += e * grad_prob[c];
-    if (up_l) sum_grad_l_t += grad_log_prob[c];
-  }
-  const auto total_of = [&](V lanes, T tail) { return hn::GetLane(hn::SumOfLanes(d, lanes)) + tail; };
-  const T total = total_of(sum, sum_t);
+  const auto total_of = [&](V lanes) { return hn::GetLane(hn::SumOfLanes(d, lanes)); };
+  const T total = total_of(sum);
   const T log_sum = std::log(total);
   const T inv_sum = T(1) / total;
-  const T h = log_sum - total_of(e_shift, e_shift_t) * inv_sum;
+  const T h = log_sum - total_of(e_shift) * inv_sum;
   if (s.entropy) s.entropy[i] = h;
   // The upstream gradients' terms, added to the loss's gradient g of class c
   // in run_tile's order: p (G_p - sum_j p_j G_p,j) + G_l - p sum_j G_l,j
   // - g_H p (log p + H), the last 0 where p = 0.
-  const T dot_p = total_of(e_grad_p, e_grad_p_t) * inv_sum;
-  const T sum_l = total_of(sum_grad_l, sum_grad_l_t);
+  const T dot_p = total_of(e_grad_p) * inv_sum;
+  const T sum_l = total_of(sum_grad_l);
   const T g_h = up_h ? pb->grad_entropy[i] : T(0);
-  const auto add_upstream = [&](auto dd, auto g, auto p, auto shifted, std::int64_t c) {
-    if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(hn::LoadU(dd, grad_prob + c), hn::Set(dd, dot_p))));
-    if (up_l) g = hn::Add(g, hn::Sub(hn::LoadU(dd, grad_log_prob + c), hn::Mul(p, hn::Set(dd, sum_l))));
+  const auto add_upstream = [&](auto dd, auto g, auto p, auto shifted, auto grad_p, auto grad_l) {
+    if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(grad_p, hn::Set(dd, dot_p))));
+    if (up_l) g = hn::Add(g, hn::Sub(grad_l, hn::Mul(p, hn::Set(dd, sum_l))));
     if (up_h) {
       const auto log_p = hn::Sub(shifted, hn::Set(dd, log_sum));
       const auto term = hn::Mul(hn::Mul(hn::Set(dd, g_h), p), hn::Add(log_p, hn::Set(dd, h)));
       g = hn::Sub(g, hn::IfThenZeroElse(hn::Eq(p, hn::Zero(dd)), term));
     }
     return g;
-  };
-  const hn::CappedTag<T, 1> d1;  // one class through the same operations
-  const auto add_upstream_one = [&](T g, T p, T shifted, std::int64_t c) {
-    return hn::GetLane(add_upstream(d1, hn::Set(d1, g), hn::Set(d1, p), hn::Set(d1, shifted), c));
   };
   const bool upstream = up_p || up_l || up_h;
 
@@ -1255,43 +1243,27 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
         T neg_log_py = log_sum - dy;
         if (pb->prob_floor > 0) neg_log_py = -std::log(std::max(std::exp(dy) * inv_sum, pb->prob_floor));
         loss = (1 - s.eps) * wy * neg_log_py;
-        if (smoothing) {
-          const T ws = hn::GetLane(hn::SumOfLanes(d, weighted_shift)) + weighted_shift_t;
-          loss += s.eps_per_class * (s.class_weight_sum * log_sum - ws);
-        }
+        if (smoothing) loss += s.eps_per_class * (s.class_weight_sum * log_sum - total_of(weighted_shift));
         loss *= a;
         k2 = r * (1 - s.eps) * wy;
         k3 = r * s.eps_per_class;
       }
     } else {
-      const T mass = hn::GetLane(hn::SumOfLanes(d, target_mass)) + target_mass_t;
-      const T shift = hn::GetLane(hn::SumOfLanes(d, target_shift)) + target_shift_t;
-      loss = a * (log_sum * mass - shift);
+      const T mass = total_of(target_mass);
+      loss = a * (log_sum * mass - total_of(target_shift));
       if (pb->prob_floor > 0) {  // Caffe2's label_prob mode: -log(max(p_c, floor))
-        const T floor = pb->prob_floor;
-        const auto term = [&](T p, T target, T wc) {
-          const T kept = p < floor ? floor : p;  // NaN stays
-          return zero_log && target == 0 ? T(0) : wc * target * -std::log(kept);
-        };
         V acc = hn::Zero(d);
-        const V floor_v = hn::Set(d, floor), inv = hn::Set(d, inv_sum);
-        for (std::int64_t c = 0; c < full; c += N) {
-          const V e = e_store ? hn::LoadU(d, e_store + c) : ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
+        const V floor_v = hn::Set(d, pb->prob_floor), inv = hn::Set(d, inv_sum);
+        for (std::int64_t c = 0; c < end; c += N) {
+          const V e = e_store ? load(e_store, c, 0) : ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
           const V p = hn::Mul(e, inv);
-          const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
-                                      hn::Set(d, s.eps_per_class));
-          const V wc = pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
-          const V kept = hn::IfThenElse(hn::Lt(p, floor_v), floor_v, p);
-          V t_ = hn::Mul(hn::Mul(wc, target), hn::Neg(LogKeepNaN(d, kept)));
-          if (zero_log) t_ = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), t_);
-          acc = hn::Add(acc, t_);
+          const V target = soft_target(load(soft, c, 0));
+          const V kept = hn::IfThenElse(hn::Lt(p, floor_v), floor_v, p);  // NaN stays
+          V term = hn::Mul(hn::Mul(weight(c), target), hn::Neg(LogKeepNaN(d, kept)));
+          if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
+          acc = hn::Add(acc, in_row_only(c, term));
         }
-        T acc_t = 0;
-        for (std::int64_t c = full; c < C; ++c) {
-          const T e = e_store ? e_store[c] : std::exp(x[c] - m);
-          acc_t += term(e * inv_sum, soft_target(soft[c]), s.class_weight(c));
-        }
-        loss = a * (hn::GetLane(hn::SumOfLanes(d, acc)) + acc_t);
+        loss = a * total_of(acc);
       }
       k1 = mass;
       k2 = r;
@@ -1307,53 +1279,38 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const V w_sum = hn::Set(d, s.class_weight_sum);
   const V k1v = hn::Set(d, k1), k2v = hn::Set(d, k2), k3v = hn::Set(d, k3);
   const V inv = hn::Set(d, inv_sum), ls = hn::Set(d, log_sum);
-  for (std::int64_t c = 0; c < full; c += N) {
+  const auto upstream_at = [&](std::int64_t c, V g, V p, V shifted) {
+    return add_upstream(d, g, p, shifted, up_p ? load(grad_prob, c, 0) : g, up_l ? load(grad_log_prob, c, 0) : g);
+  };
+  for (std::int64_t c = 0; c < end; c += N) {
     V shifted = hn::Zero(d);
-    if (log_prob || !e_store || up_h) shifted = hn::Sub(hn::LoadU(d, x + c), mv);
-    const V e = e_store ? hn::LoadU(d, e_store + c) : ExpNonPositive(d, shifted);
+    if (log_prob || !e_store || up_h) shifted = hn::Sub(load(x, c, minus_inf), mv);
+    const V e = e_store ? load(e_store, c, 0) : ExpNonPositive(d, shifted);
     const V p = hn::Mul(e, inv);
-    if (log_prob) hn::StoreU(hn::Sub(shifted, ls), d, log_prob + c);
-    if (prob) hn::StoreU(p, d, prob + c);
+    if (log_prob) store(hn::Sub(shifted, ls), log_prob, c);
+    if (prob) store(p, prob, c);
     if (!dx) continue;
-    if (ignored) {
-      hn::StoreU(upstream ? add_upstream(d, hn::Zero(d), p, shifted, c) : hn::Zero(d), d, dx + c);
-      continue;
-    }
-    const V wc = pb->class_weight ? hn::LoadU(d, pb->class_weight + c) : hn::Set(d, T(1));
-    V g;
-    if (s.soft) {
-      const V target = hn::MulAdd(hn::LoadU(d, soft + c), hn::Set(d, 1 - s.eps),
-                                  hn::Set(d, s.eps_per_class));
-      g = hn::Mul(k2v, hn::Sub(hn::Mul(p, k1v), hn::Mul(wc, target)));  // not fused, as in run_tile
-    } else {
+    V g = hn::Zero(d);
+    if (!ignored && s.soft) {
+      const V target = soft_target(load(soft, c, 0));
+      g = hn::Mul(k2v, hn::Sub(hn::Mul(p, k1v), hn::Mul(weight(c), target)));  // not fused, as in run_tile
+    } else if (!ignored) {
       g = hn::Mul(k2v, p);
-      if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, wc), g);
+      if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, weight(c)), g);
     }
-    if (upstream) g = add_upstream(d, g, p, shifted, c);
-    hn::StoreU(g, d, dx + c);
+    if (upstream) g = upstream_at(c, g, p, shifted);
+    store(g, dx, c);
   }
-  for (std::int64_t c = full; c < C; ++c) {
-    const T shifted = x[c] - m;
-    const T e = e_store ? e_store[c] : std::exp(shifted);
-    const T p = e * inv_sum;
-    if (log_prob) log_prob[c] = shifted - log_sum;
-    if (prob) prob[c] = p;
-    if (!dx) continue;
-    const T wc = s.class_weight(c);
-    T g;
-    if (ignored) {
-      g = 0;
-    } else if (s.soft) {
-      g = k2 * (p * k1 - wc * soft_target(soft[c]));
-    } else {
-      g = k2 * p + (smoothing ? k3 * (p * s.class_weight_sum - wc) : T(0));
-    }
-    dx[c] = upstream ? add_upstream_one(g, p, shifted, c) : g;
-  }
-  if (dx && !ignored && s.index) {
+  if (dx && !ignored && s.index) {  // the label's class, one lane through the same operations
     const T wy = s.class_weight(y);
-    const T g = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
-    dx[y] = upstream ? add_upstream_one(g, p_label, x_label - m, y) : g;  // x[y] may be dX now
+    T g = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
+    if (upstream) {
+      const hn::CappedTag<T, 1> d1;
+      const auto one = [&](const T* p) { return hn::Set(d1, p ? p[y] : T(0)); };
+      g = hn::GetLane(add_upstream(d1, hn::Set(d1, g), hn::Set(d1, p_label), hn::Set(d1, x_label - m),
+                                   one(grad_prob), one(grad_log_prob)));  // x[y] may be dX by now
+    }
+    dx[y] = g;
   }
 }
 
@@ -1384,18 +1341,37 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
     const T* grad_prob = s.want_grad ? s.pb->grad_prob : nullptr;
     const T* grad_log_prob = s.want_grad ? s.pb->grad_log_prob : nullptr;
     T* dx = s.want_grad ? s.pb->grad_logits : nullptr;
+    // Large dX and P are staged per block and streamed out: a row's e is kept
+    // in dX (or P) between passes, and in memory that would be a read of
+    // every output line before it is written.
+    const std::int64_t outputs = (dx ? 1 : 0) + (s.prob ? 1 : 0);
+    const bool stream = streams(outputs * rows * C * static_cast<std::int64_t>(sizeof(T)));
     parallel::for_each_block(blocks, [&](std::int64_t b) {
-      std::vector<T>& e_scratch = scratch<T>().e;
+      Scratch<T>& sc = scratch<T>();
+      const std::int64_t first = b * per_block, count = std::min(rows, first + per_block) - first;
+      const auto staged = [&](std::vector<T>& buf, T* out) {
+        if (!stream || !out) return out;
+        buf.resize(static_cast<std::size_t>(count * C));
+        return buf.data();
+      };
+      T* dx_rows = staged(sc.dx, dx);  // row first's dX and P
+      T* prob_rows = staged(sc.prob, s.prob);
+      if (!stream) {
+        dx_rows = dx ? dx + first * C : nullptr;
+        prob_rows = s.prob ? s.prob + first * C : nullptr;
+      }
       double sum = 0;
-      const std::int64_t end = std::min(rows, (b + 1) * per_block);
-      for (std::int64_t i = b * per_block; i < end; ++i) {
-        const std::int64_t o = i * C;
+      for (std::int64_t r = 0; r < count; ++r) {
+        const std::int64_t i = first + r, o = i * C;
         double l = 0;
-        const auto row = [o](auto* base) -> decltype(base) { return base ? base + o : nullptr; };
-        run_row(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob), row(dx),
-                row(s.prob), row(s.log_prob), e_scratch, &l);
+        const auto row = [o](const T* base) { return base ? base + o : nullptr; };
+        run_row(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob),
+                dx_rows ? dx_rows + r * C : nullptr, prob_rows ? prob_rows + r * C : nullptr,
+                s.log_prob ? s.log_prob + o : nullptr, sc.e, &l);
         sum += l;
       }
+      if (stream && dx) stream_copy(dx_rows, dx + first * C, count * C);
+      if (stream && s.prob) stream_copy(prob_rows, s.prob + first * C, count * C);
       partial[static_cast<std::size_t>(b)] = sum;
     });
   } else {

@@ -11,8 +11,11 @@
 namespace spatialsoftmax::kernels {
 
 // From this many classes on, contiguous class vectors are processed with
-// classes in lanes (one position at a time) rather than pixels in lanes.
-inline constexpr std::int64_t kRowClasses = 64;
+// classes in lanes (one position at a time) rather than pixels in lanes
+// (transposed tiles). Measured with AVX-512 on class-last (2, C, d1, d2):
+// at C = 150 tiles are 1.6x (forward) and 1.25x (fused) faster than rows,
+// at C = 300 they are about even, and from C = 600 rows win.
+inline constexpr std::int64_t kRowClasses = 256;
 
 void cross_entropy(const core::CrossEntropyProblem<float>& pb);
 void cross_entropy(const core::CrossEntropyProblem<double>& pb);
