@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/highway_kernels.h"
 #include "parallel/thread_pool.h"
 
 #include <cmath>
@@ -145,18 +146,11 @@ ScanBlock scan_block(const L* y, std::int64_t begin, std::int64_t end, std::int6
                      bool has_ignore, std::int64_t ignore, const W* w, const W* a) {
   ScanBlock out;
   if (!w && !a) {
-    // Without weights the total is a count: no chain of dependent float64
-    // adds, no branches (the loop vectorizes), and the first bad label is
-    // looked for below only if there is one.
-    std::int64_t valid = 0;
+    // Without weights the total is a count, taken by a SIMD kernel; the
+    // first bad label is looked for below only if there is one.
     bool bad = false;
-    for (std::int64_t i = begin; i < end; ++i) {
-      const auto label = static_cast<std::int64_t>(y[i]);
-      const bool counted = !(has_ignore && label == ignore);
-      const bool in_range = label >= 0 && label < classes;
-      valid += counted && in_range;
-      bad |= counted && !in_range;
-    }
+    const std::int64_t valid = kernels::count_labels(
+        y + begin, end - begin, classes, has_ignore ? std::optional<std::int64_t>(ignore) : std::nullopt, &bad);
     if (!bad) {
       out.total = static_cast<double>(valid);
       return out;

@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "core/problems.h"
@@ -1403,6 +1404,56 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
   return total;
 }
 
+// The label scan of the API's checks without weights: how many of
+// y[0, n) count toward the mean (not ignore_index, in [0, classes)), and
+// whether any other is out of range. Counts build up in the lanes as
+// subtracted all-ones masks; the caller passes blocks small enough that no
+// lane overflows.
+template <class L>
+std::int64_t CountLabelsImpl(const L* y, std::int64_t n, std::int64_t classes, bool has_ignore,
+                             std::int64_t ignore, bool* bad) {
+  constexpr std::int64_t kMax = std::numeric_limits<L>::max();
+  // An ignore_index that L cannot hold matches no label; a label is never above kMax.
+  has_ignore = has_ignore && ignore >= std::numeric_limits<L>::min() && ignore <= kMax;
+  const L highest = static_cast<L>(std::min(classes - 1, kMax));
+  const auto counts_scalar = [&](L label) { return !(has_ignore && label == static_cast<L>(ignore)); };
+  const auto in_range_scalar = [&](L label) { return label >= 0 && label <= highest; };
+  std::int64_t valid = 0, i = 0;
+  bool any_bad = false;
+#if HWY_TARGET != HWY_SCALAR
+  const hn::ScalableTag<L> d;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const auto hi = hn::Set(d, highest), minus_one = hn::Set(d, L(-1)), ignored = hn::Set(d, static_cast<L>(ignore));
+  auto count = hn::Zero(d), out_of_range = hn::Zero(d);
+  for (; i + N <= n; i += N) {
+    const auto v = hn::LoadU(d, y + i);
+    const auto in_range = hn::And(hn::Gt(v, minus_one), hn::Not(hn::Gt(v, hi)));
+    auto counted = hn::MaskFromVec(hn::Not(hn::Zero(d)));
+    if (has_ignore) counted = hn::Not(hn::Eq(v, ignored));
+    count = hn::Sub(count, hn::VecFromMask(d, hn::And(counted, in_range)));
+    out_of_range = hn::Or(out_of_range, hn::VecFromMask(d, hn::AndNot(in_range, counted)));
+  }
+  valid = static_cast<std::int64_t>(hn::GetLane(hn::SumOfLanes(d, count)));
+  any_bad = !hn::AllFalse(d, hn::MaskFromVec(out_of_range));
+#endif
+  for (; i < n; ++i) {
+    const bool counted = counts_scalar(y[i]), in_range = in_range_scalar(y[i]);
+    valid += counted && in_range;
+    any_bad |= counted && !in_range;
+  }
+  *bad = any_bad;
+  return valid;
+}
+
+std::int64_t CountLabelsI32(const std::int32_t* y, std::int64_t n, std::int64_t classes,
+                            bool has_ignore, std::int64_t ignore, bool* bad) {
+  return CountLabelsImpl(y, n, classes, has_ignore, ignore, bad);
+}
+std::int64_t CountLabelsI64(const std::int64_t* y, std::int64_t n, std::int64_t classes,
+                            bool has_ignore, std::int64_t ignore, bool* bad) {
+  return CountLabelsImpl(y, n, classes, has_ignore, ignore, bad);
+}
+
 // NLL over given log-probabilities (ONNX NegativeLogLikelihoodLoss): one
 // element read per position and a sparse gradient, so a gather and a
 // scatter over the same blocks as the other kernels, no SIMD needed.
@@ -1709,6 +1760,17 @@ HWY_EXPORT(SoftmaxBackwardF32);
 HWY_EXPORT(SoftmaxBackwardF64);
 HWY_EXPORT(KlDivF32);
 HWY_EXPORT(KlDivF64);
+HWY_EXPORT(CountLabelsI32);
+HWY_EXPORT(CountLabelsI64);
+
+std::int64_t count_labels(const std::int32_t* y, std::int64_t n, std::int64_t classes,
+                          std::optional<std::int64_t> ignore, bool* bad) {
+  return HWY_DYNAMIC_DISPATCH(CountLabelsI32)(y, n, classes, ignore.has_value(), ignore.value_or(0), bad);
+}
+std::int64_t count_labels(const std::int64_t* y, std::int64_t n, std::int64_t classes,
+                          std::optional<std::int64_t> ignore, bool* bad) {
+  return HWY_DYNAMIC_DISPATCH(CountLabelsI64)(y, n, classes, ignore.has_value(), ignore.value_or(0), bad);
+}
 
 void kl_div(const core::KlDivProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(KlDivF32)(pb); }
 void kl_div(const core::KlDivProblem<double>& pb) { HWY_DYNAMIC_DISPATCH(KlDivF64)(pb); }

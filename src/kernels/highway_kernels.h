@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,14 @@ void softmax_backward(const core::SoftmaxBackwardProblem<float>& pb);
 void softmax_backward(const core::SoftmaxBackwardProblem<double>& pb);
 void kl_div(const core::KlDivProblem<float>& pb);
 void kl_div(const core::KlDivProblem<double>& pb);
+
+// Of the labels y[0, n): how many are not ignore_index and in [0, classes),
+// and (*bad) whether any other is out of range. One block of the API's label
+// check, at most 2^20 labels (the count builds up in int32 lanes).
+std::int64_t count_labels(const std::int32_t* y, std::int64_t n, std::int64_t classes,
+                          std::optional<std::int64_t> ignore, bool* bad);
+std::int64_t count_labels(const std::int64_t* y, std::int64_t n, std::int64_t classes,
+                          std::optional<std::int64_t> ignore, bool* bad);
 
 // SIMD targets compiled in that this CPU supports, best first (Highway's
 // target bits), and the one the kernels dispatch to now.
