@@ -325,6 +325,8 @@ double FixedOrderSum(std::int64_t n, const Step& step) {
 }
 
 // The max of x[0, n); nan tells whether one of them is NaN (Max does not).
+// NaN is found as !(v == v): Highway 1.0.3's Ne is an ordered compare on
+// AVX2 / AVX-512, false for NaN.
 template <class T>
 T MaxOf(const T* x, std::int64_t n, bool& nan) {
   const hn::ScalableTag<T> d;
@@ -335,7 +337,7 @@ T MaxOf(const T* x, std::int64_t n, bool& nan) {
   for (; i + lanes <= n; i += lanes) {
     const auto v = hn::LoadU(d, x + i);
     max = hn::Max(max, v);
-    seen = hn::Or(seen, hn::VecFromMask(d, hn::Ne(v, v)));
+    seen = hn::Or(seen, hn::VecFromMask(d, hn::Not(hn::Eq(v, v))));
   }
   T m = hn::GetLane(hn::MaxOfLanes(d, max));
   nan = !hn::AllFalse(d, hn::MaskFromVec(seen));
@@ -549,7 +551,7 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
       ForEachVector(dt, G, [&](auto dd, std::int64_t c) {
         const auto val = hn::LoadU(dd, xp + c);
         hn::StoreU(hn::Max(hn::LoadU(dd, max + c), val), dd, max + c);
-        hn::StoreU(hn::Or(hn::LoadU(dd, nan + c), hn::VecFromMask(dd, hn::Ne(val, val))), dd,
+        hn::StoreU(hn::Or(hn::LoadU(dd, nan + c), hn::VecFromMask(dd, hn::Not(hn::Eq(val, val)))), dd,
                    nan + c);
       });
     }
