@@ -1621,5 +1621,57 @@ TEST(LabelScan, CountsAndFindsBadLabelsOnEveryTarget) {
   });
 }
 
+
+// The labels checked inside the kernels (forward passes, and backward ones
+// whose mean's denominator is M): a bad label raises the API's error naming
+// the first one, on every kernel path, target, label type and backend.
+TEST(LabelScan, KernelCheckNamesTheFirstBadLabelOnEveryPath) {
+  struct Path {
+    const char* name;
+    Shape shape;  // logits
+    ClassAxis axis;
+    double smoothing;
+  };
+  const Path paths[] = {
+      {"plain tiles", {2, 19, 37, 41}, ClassAxis::kFirst, 0.0},
+      {"tiles with smoothing", {2, 19, 37, 41}, ClassAxis::kFirst, 0.1},
+      {"transposed tiles", {2, 37, 41, 5}, ClassAxis::kLast, 0.0},
+      {"rows", {3000, 300}, ClassAxis::kLast, 0.0},
+  };
+  for (const Path& path : paths) {
+    SCOPED_TRACE(path.name);
+    const Tensor x = testing::random_uniform(DType::kFloat32, path.shape, -2, 2, 5);
+    Shape positions = path.shape;
+    positions.erase(positions.begin() + (path.axis == ClassAxis::kFirst ? 1 : static_cast<std::ptrdiff_t>(positions.size()) - 1));
+    const std::int64_t C = path.shape[path.axis == ClassAxis::kFirst ? 1 : path.shape.size() - 1];
+    std::int64_t M = 1;
+    for (std::int64_t d : positions) M *= d;
+    for (const DType label_type : {DType::kInt32, DType::kInt64}) {
+      for (const std::int64_t first_bad : {std::int64_t{0}, M / 2 + 1, M - 1}) {
+        Tensor labels = testing::random_labels(label_type, positions, C, 6);
+        testing::set_element(labels, first_bad, static_cast<double>(C));
+        if (first_bad + 7 < M) testing::set_element(labels, first_bad + 7, -3);
+        CrossEntropyOptions o;
+        o.class_axis = path.axis;
+        o.label_smoothing = path.smoothing;
+        const std::string index = "flat index " + std::to_string(first_bad) + ") = " + std::to_string(C);
+        for (const char* backend : {"highway", "reference"}) {
+          SCOPED_TRACE(backend);
+          ScopedEnv forced("SPATIALSOFTMAX_BACKEND", backend);
+          for_each_target([&](std::int64_t) {
+            EXPECT_ERROR_MENTIONS(cross_entropy(x, labels, o), {"targets", index});
+            o.reduction = Reduction::kSum;  // fused without ignore_index: checked in the kernel too
+            EXPECT_ERROR_MENTIONS(cross_entropy_forward_backward(x, labels, o), {"targets", index});
+            o.reduction = Reduction::kMean;
+            if (path.smoothing == 0) {
+              EXPECT_ERROR_MENTIONS(nll_loss(x, labels, o), {"labels", index});
+            }
+          });
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace spatialsoftmax

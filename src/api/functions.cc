@@ -152,11 +152,25 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const Dense x(logits), target(targets), class_weight(options.class_weight),
       pixel_weight(options.pixel_weight);
   core::Labels labels{soft ? nullptr : target.raw(), targets.dtype()};
-  // Index targets: the labels' check and the mean's denominator in one pass.
+  // Index targets: the labels' check and the mean's denominator. Without
+  // weights the kernel checks and counts the labels as it reads them, which
+  // saves a read of them, unless dX needs the mean's denominator before the
+  // pass (ignored labels make it other than M) or X is about to be
+  // overwritten (nothing may be written before every check has passed).
+  const bool weighted = class_weight.present() || pixel_weight.present();
+  const bool denominator_first =
+      pass != Pass::kForward && options.reduction == Reduction::kMean && ignore_index.has_value();
+  const bool kernel_checks_labels = !soft && !weighted && !denominator_first && !grad_over_logits;
+  core::LabelCheck label_check;
+  const auto scan = [&] {
+    return scan_labels(op, targets_name, targets, labels, C, ignore_index, class_weight.raw(),
+                       pixel_weight.raw(), dtype);
+  };
   double index_denominator = 0;
-  if (!soft) {
-    index_denominator = scan_labels(op, targets_name, targets, labels, C, ignore_index,
-                                    class_weight.raw(), pixel_weight.raw(), dtype);
+  if (kernel_checks_labels) {
+    index_denominator = static_cast<double>(info.geom.positions());  // no ignore_index: all of them
+  } else if (!soft) {
+    index_denominator = scan();
   }
 
   // Upstream gradients.
@@ -239,6 +253,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     pb.label_smoothing = static_cast<T>(options.label_smoothing);
     pb.prob_floor = static_cast<T>(options.prob_floor);
     pb.zero_target_log_is_zero = options.zero_target_log == ZeroTargetLog::kZero;
+    pb.label_check = kernel_checks_labels ? &label_check : nullptr;
     if (forward) {
       pb.loss_map = map_loss ? result.loss.template data_as<T>() : nullptr;
       pb.loss_sum = &run.loss_sum;
@@ -256,6 +271,13 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     }
     dispatch::select(dispatch::Op::kCrossEntropy, info.geom, dtype).cross_entropy(pb);
   });
+  if (kernel_checks_labels) {
+    if (label_check.bad) {
+      (void)scan();  // throws, naming the first bad label
+      fail(op, targets_name, "internal error: the kernel found a bad label that the scan did not");
+    }
+    run.denominator = static_cast<double>(label_check.counted);
+  }
 
   if (forward && !map_loss) {
     double loss = run.loss_sum;

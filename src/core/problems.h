@@ -47,6 +47,16 @@ struct Labels {
   }
 };
 
+// Index labels that the kernel checks as it reads them, in place of the
+// API's scan before it (one read of the labels less). Out: how many count
+// toward the mean (not ignore_index, in [0, C)) and whether any is out of
+// range; a kernel that finds one may leave its outputs unwritten, as the API
+// then raises the error.
+struct LabelCheck {
+  std::int64_t counted = 0;
+  bool bad = false;
+};
+
 // Softmax over the class axis; any subset of the three outputs.
 template <class T>
 struct SoftmaxProblem {
@@ -84,6 +94,7 @@ struct CrossEntropyProblem {
   T label_smoothing = 0;
   T prob_floor = 0;  // > 0: -log(max(p, floor)) from p (Caffe2)
   bool zero_target_log_is_zero = false;
+  LabelCheck* label_check = nullptr;  // null: the labels are known good
 
   // Forward outputs.
   T* loss_map = nullptr;            // l_i per position

@@ -100,6 +100,17 @@ template <class T>
 void cross_entropy(const CrossEntropyProblem<T>& pb) {
   const Geometry& g = pb.geom;
   const std::int64_t C = g.classes;
+  if (pb.label_check && !pb.target_probs) {  // all labels first; nothing is computed if one is bad
+    for (std::int64_t i = 0; i < g.positions(); ++i) {
+      const std::int64_t y = pb.labels[i];
+      if (pb.has_ignore_index && y == pb.ignore_index) continue;
+      if (y < 0 || y >= C) {
+        pb.label_check->bad = true;
+        return;
+      }
+      ++pb.label_check->counted;
+    }
+  }
   const std::int64_t cs = g.class_stride();
   const T eps = pb.label_smoothing;
   const T eps_per_class = eps / static_cast<T>(C);

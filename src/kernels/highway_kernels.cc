@@ -52,6 +52,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using core::CrossEntropyProblem;
 using core::Geometry;
+using core::LabelCheck;
 using core::ProbMinusTargetProblem;
 using core::SoftmaxProblem;
 
@@ -1315,95 +1316,6 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   }
 }
 
-// Rows processed per block: about 256 KiB of X, at least one row.
-template <class T>
-std::int64_t rows_per_block(std::int64_t classes) {
-  return std::max<std::int64_t>(1, (std::int64_t{256} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
-                                       std::max<std::int64_t>(classes, 1));
-}
-
-// Whether positions are processed as rows with classes in lanes.
-template <class T>
-bool use_rows(const Geometry& g) {
-  const bool contiguous_classes = g.class_last || g.pixels == 1;
-  return contiguous_classes && g.classes >= kRowClasses;
-}
-
-// The driver: blocks of tiles or rows, in parallel, loss partials in order.
-template <class T>
-double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits, const T* soft) {
-  const std::int64_t C = g.classes;
-  std::vector<double> partial;
-  if (use_rows<T>(g)) {
-    const std::int64_t rows = g.positions();
-    const std::int64_t per_block = rows_per_block<T>(C);
-    const std::int64_t blocks = (rows + per_block - 1) / per_block;
-    partial.assign(static_cast<std::size_t>(blocks), 0.0);
-    const T* grad_prob = s.want_grad ? s.pb->grad_prob : nullptr;
-    const T* grad_log_prob = s.want_grad ? s.pb->grad_log_prob : nullptr;
-    T* dx = s.want_grad ? s.pb->grad_logits : nullptr;
-    // Large dX and P are staged per block and streamed out: a row's e is kept
-    // in dX (or P) between passes, and in memory that would be a read of
-    // every output line before it is written.
-    const std::int64_t outputs = (dx ? 1 : 0) + (s.prob ? 1 : 0);
-    const bool stream = streams(outputs * rows * C * static_cast<std::int64_t>(sizeof(T)));
-    parallel::for_each_block(blocks, [&](std::int64_t b) {
-      Scratch<T>& sc = scratch<T>();
-      const std::int64_t first = b * per_block, count = std::min(rows, first + per_block) - first;
-      const auto staged = [&](std::vector<T>& buf, T* out) {
-        if (!stream || !out) return out;
-        buf.resize(static_cast<std::size_t>(count * C));
-        return buf.data();
-      };
-      T* dx_rows = staged(sc.dx, dx);  // row first's dX and P
-      T* prob_rows = staged(sc.prob, s.prob);
-      if (!stream) {
-        dx_rows = dx ? dx + first * C : nullptr;
-        prob_rows = s.prob ? s.prob + first * C : nullptr;
-      }
-      double sum = 0;
-      for (std::int64_t r = 0; r < count; ++r) {
-        const std::int64_t i = first + r, o = i * C;
-        double l = 0;
-        const auto row = [o](const T* base) { return base ? base + o : nullptr; };
-        run_row(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob),
-                dx_rows ? dx_rows + r * C : nullptr, prob_rows ? prob_rows + r * C : nullptr,
-                s.log_prob ? s.log_prob + o : nullptr, sc.e, &l);
-        sum += l;
-      }
-      if (stream && dx) stream_copy(dx_rows, dx + first * C, count * C);
-      if (stream && s.prob) stream_copy(prob_rows, s.prob + first * C, count * C);
-      partial[static_cast<std::size_t>(b)] = sum;
-    });
-  } else {
-    const std::int64_t W = tile_width<T>(C);
-    partial.assign(static_cast<std::size_t>(span_blocks(g, W)), 0.0);
-    const bool plain = is_plain_index_problem(s);
-    const std::int64_t outputs = (s.want_grad ? 1 : 0) + (s.prob ? 1 : 0);
-    const bool stream = streams(outputs * g.positions() * C * static_cast<std::int64_t>(sizeof(T)));
-    const bool class_first = !(g.class_last || g.pixels == 1);
-    // Where position i's class 0 sits: a tile's base.
-    const auto base_of = [&](std::int64_t i) {
-      return class_first ? g.offset(i / g.pixels, 0, i % g.pixels) : i * C;
-    };
-    for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
-      double* out = &partial[static_cast<std::size_t>(b)];
-      const std::int64_t cstride = class_first ? g.pixels : 1, pstride = class_first ? 1 : C;
-      if (plain) {  // tiles are consecutive: the next one starts at i0 + count
-        const std::int64_t i1 = i0 + count;
-        const std::int64_t next_count = std::min(W, g.positions() - i1);
-        const T* next = i1 < g.positions() ? logits + base_of(i1) : nullptr;
-        plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride, out, stream, next, next_count);
-      } else {
-        tile_positions(s, g, logits, i0, count, base_of(i0), cstride, pstride, out);
-      }
-    });
-  }
-  double total = 0;
-  for (double p : partial) total += p;
-  return total;
-}
-
 // The label scan of the API's checks without weights: how many of
 // y[0, n) count toward the mean (not ignore_index, in [0, classes)), and
 // whether any other is out of range. Counts build up in the lanes as
@@ -1454,6 +1366,147 @@ std::int64_t CountLabelsI64(const std::int64_t* y, std::int64_t n, std::int64_t 
   return CountLabelsImpl(y, n, classes, has_ignore, ignore, bad);
 }
 
+// The in-kernel label check (CrossEntropyProblem::label_check) of one block
+// of work, positions [i0, i0 + count), just before the block reads them, so
+// that the labels come from memory once. Adds to *counted; false if a label
+// is out of range (the block is then skipped).
+template <class T>
+bool block_labels_fine(const CrossEntropyProblem<T>& pb, std::int64_t i0, std::int64_t count,
+                       std::int64_t* counted) {
+  bool bad = false;
+  const std::int64_t C = pb.geom.classes;
+  if (pb.labels.dtype == DType::kInt32) {
+    *counted += CountLabelsImpl(static_cast<const std::int32_t*>(pb.labels.data) + i0, count, C,
+                                pb.has_ignore_index, pb.ignore_index, &bad);
+  } else {
+    *counted += CountLabelsImpl(static_cast<const std::int64_t*>(pb.labels.data) + i0, count, C,
+                                pb.has_ignore_index, pb.ignore_index, &bad);
+  }
+  return !bad;
+}
+
+// Per-block results of the label check, combined after the blocks ran.
+struct BlockLabelChecks {
+  LabelCheck* out = nullptr;  // null: no check
+  std::vector<std::int64_t> counted;
+  std::vector<char> bad;
+
+  BlockLabelChecks(LabelCheck* check, std::int64_t blocks) : out(check) {
+    if (!out) return;
+    counted.assign(static_cast<std::size_t>(blocks), 0);
+    bad.assign(static_cast<std::size_t>(blocks), 0);
+  }
+  // Whether block b may run.
+  template <class T>
+  bool pass(const CrossEntropyProblem<T>* pb, std::int64_t b, std::int64_t i0, std::int64_t count) {
+    if (!out) return true;
+    const auto k = static_cast<std::size_t>(b);
+    bad[k] = !block_labels_fine(*pb, i0, count, &counted[k]);
+    return !bad[k];
+  }
+  void finish() {
+    if (!out) return;
+    for (std::int64_t c : counted) out->counted += c;
+    for (char b : bad) out->bad = out->bad || b;
+  }
+};
+
+// Rows processed per block: about 256 KiB of X, at least one row.
+template <class T>
+std::int64_t rows_per_block(std::int64_t classes) {
+  return std::max<std::int64_t>(1, (std::int64_t{256} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
+                                       std::max<std::int64_t>(classes, 1));
+}
+
+// Whether positions are processed as rows with classes in lanes.
+template <class T>
+bool use_rows(const Geometry& g) {
+  const bool contiguous_classes = g.class_last || g.pixels == 1;
+  return contiguous_classes && g.classes >= kRowClasses;
+}
+
+// The driver: blocks of tiles or rows, in parallel, loss partials in order.
+template <class T>
+double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits, const T* soft) {
+  const std::int64_t C = g.classes;
+  std::vector<double> partial;
+  LabelCheck* const label_check = s.pb && s.index ? s.pb->label_check : nullptr;
+  if (use_rows<T>(g)) {
+    const std::int64_t rows = g.positions();
+    const std::int64_t per_block = rows_per_block<T>(C);
+    const std::int64_t blocks = (rows + per_block - 1) / per_block;
+    partial.assign(static_cast<std::size_t>(blocks), 0.0);
+    BlockLabelChecks checks(label_check, blocks);
+    const T* grad_prob = s.want_grad ? s.pb->grad_prob : nullptr;
+    const T* grad_log_prob = s.want_grad ? s.pb->grad_log_prob : nullptr;
+    T* dx = s.want_grad ? s.pb->grad_logits : nullptr;
+    // Large dX and P are staged per block and streamed out: a row's e is kept
+    // in dX (or P) between passes, and in memory that would be a read of
+    // every output line before it is written.
+    const std::int64_t outputs = (dx ? 1 : 0) + (s.prob ? 1 : 0);
+    const bool stream = streams(outputs * rows * C * static_cast<std::int64_t>(sizeof(T)));
+    parallel::for_each_block(blocks, [&](std::int64_t b) {
+      Scratch<T>& sc = scratch<T>();
+      const std::int64_t first = b * per_block, count = std::min(rows, first + per_block) - first;
+      if (!checks.pass(s.pb, b, first, count)) return;
+      const auto staged = [&](std::vector<T>& buf, T* out) {
+        if (!stream || !out) return out;
+        buf.resize(static_cast<std::size_t>(count * C));
+        return buf.data();
+      };
+      T* dx_rows = staged(sc.dx, dx);  // row first's dX and P
+      T* prob_rows = staged(sc.prob, s.prob);
+      if (!stream) {
+        dx_rows = dx ? dx + first * C : nullptr;
+        prob_rows = s.prob ? s.prob + first * C : nullptr;
+      }
+      double sum = 0;
+      for (std::int64_t r = 0; r < count; ++r) {
+        const std::int64_t i = first + r, o = i * C;
+        double l = 0;
+        const auto row = [o](const T* base) { return base ? base + o : nullptr; };
+        run_row(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob),
+                dx_rows ? dx_rows + r * C : nullptr, prob_rows ? prob_rows + r * C : nullptr,
+                s.log_prob ? s.log_prob + o : nullptr, sc.e, &l);
+        sum += l;
+      }
+      if (stream && dx) stream_copy(dx_rows, dx + first * C, count * C);
+      if (stream && s.prob) stream_copy(prob_rows, s.prob + first * C, count * C);
+      partial[static_cast<std::size_t>(b)] = sum;
+    });
+    checks.finish();
+  } else {
+    const std::int64_t W = tile_width<T>(C);
+    partial.assign(static_cast<std::size_t>(span_blocks(g, W)), 0.0);
+    const bool plain = is_plain_index_problem(s);
+    const std::int64_t outputs = (s.want_grad ? 1 : 0) + (s.prob ? 1 : 0);
+    const bool stream = streams(outputs * g.positions() * C * static_cast<std::int64_t>(sizeof(T)));
+    const bool class_first = !(g.class_last || g.pixels == 1);
+    // Where position i's class 0 sits: a tile's base.
+    const auto base_of = [&](std::int64_t i) {
+      return class_first ? g.offset(i / g.pixels, 0, i % g.pixels) : i * C;
+    };
+    BlockLabelChecks checks(label_check, span_blocks(g, W));
+    for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
+      if (!checks.pass(s.pb, b, i0, count)) return;
+      double* out = &partial[static_cast<std::size_t>(b)];
+      const std::int64_t cstride = class_first ? g.pixels : 1, pstride = class_first ? 1 : C;
+      if (plain) {  // tiles are consecutive: the next one starts at i0 + count
+        const std::int64_t i1 = i0 + count;
+        const std::int64_t next_count = std::min(W, g.positions() - i1);
+        const T* next = i1 < g.positions() ? logits + base_of(i1) : nullptr;
+        plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride, out, stream, next, next_count);
+      } else {
+        tile_positions(s, g, logits, i0, count, base_of(i0), cstride, pstride, out);
+      }
+    });
+    checks.finish();
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
 // NLL over given log-probabilities (ONNX NegativeLogLikelihoodLoss): one
 // element read per position and a sparse gradient, so a gather and a
 // scatter over the same blocks as the other kernels, no SIMD needed.
@@ -1463,7 +1516,9 @@ void NllImpl(const CrossEntropyProblem<T>& pb) {
   const std::int64_t C = g.classes;
   const bool class_first = !g.class_last && g.pixels > 1;
   std::vector<double> partial(static_cast<std::size_t>(span_blocks(g, 4096)), 0.0);
+  BlockLabelChecks checks(pb.label_check, span_blocks(g, 4096));
   for_each_span(g, 4096, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
+    if (!checks.pass(&pb, b, i0, count)) return;
     const std::int64_t n = class_first ? i0 / g.pixels : 0, p0 = class_first ? i0 % g.pixels : 0;
     const auto at = [&](std::int64_t j, std::int64_t c) {
       return class_first ? g.offset(n, c, p0 + j) : (i0 + j) * C + c;
@@ -1493,6 +1548,7 @@ void NllImpl(const CrossEntropyProblem<T>& pb) {
     }
     partial[static_cast<std::size_t>(b)] = sum;
   });
+  checks.finish();
   if (pb.loss_sum) {
     double total = 0;
     for (double p : partial) total += p;
