@@ -481,7 +481,7 @@ TEST_P(SpatialKernelTest, LayoutsAreBitwiseEqual) {
   const std::vector<std::vector<std::int64_t>> dims = {{33, 31}, {5000}, {37, 5}, {3, 3, 7}, {1}, {}};
   for (const auto& d : dims) {
     for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
-      for (std::int64_t channels : {1, 3, 37}) {
+      for (std::int64_t channels : {1, 3, 37, 70}) {  // 70: two channel-last groups
         Case first;
         first.dims = d;
         first.dtype = dtype;
