@@ -99,7 +99,10 @@ struct Case {
     o << dtype_name(dtype) << (channel_last ? " channel-last" : " channel-first") << " N=" << batch
       << " C=" << channels << " dims=(";
     for (std::size_t i = 0; i < dims.size(); ++i) o << (i ? "," : "") << dims[i];
-    o << ") beta=" << beta << (pixel ? " pixel" : minus_one ? " normalized(-1)" : " normalized")
+    o << ") beta=" << beta
+      << (pixel       ? " pixel"
+          : minus_one ? " normalized(-1)"
+                      : " normalized")
       << " logits [" << lo << ", " << hi << ") seed " << seed;
     return o.str();
   }
@@ -142,7 +145,8 @@ Inputs make_inputs(const Case& c) {
   std::mt19937_64 rng(c.seed);
   std::uniform_real_distribution<double> logit(c.lo, c.hi), grad(-1, 1);
   const std::int64_t NC = c.batch * c.channels, k = c.k();
-  auto fill = [&](std::vector<double>& v, std::int64_t n, std::uniform_real_distribution<double>& u) {
+  auto fill = [&](std::vector<double>& v, std::int64_t n,
+                  std::uniform_real_distribution<double>& u) {
     v.resize(static_cast<std::size_t>(n));
     for (double& e : v) e = round_to(c.dtype, u(rng));
   };
@@ -245,7 +249,9 @@ double unit(DType dtype) { return dtype == DType::kFloat32 ? 1e-5 : 1e-12; }
 // unit. The covariance has no line in SPEC.md 5: the keypoints' atol times the
 // unit once more (it is quadratic in the coordinates). dX: atol 1e-6 max|ref dX|.
 // float64: 1e-12 in place of 1e-5 and 1e-6.
-Tol softmax_tol(const Case& c) { return {c.dtype == DType::kFloat32 ? 1e-6 : 1e-12, unit(c.dtype)}; }
+Tol softmax_tol(const Case& c) {
+  return {c.dtype == DType::kFloat32 ? 1e-6 : 1e-12, unit(c.dtype)};
+}
 Tol keypoint_tol(const Case& c) { return {unit(c.dtype) * c.scale(), unit(c.dtype)}; }
 Tol covariance_tol(const Case& c) { return {unit(c.dtype) * c.scale() * c.scale(), unit(c.dtype)}; }
 Tol grad_tol(const Case& c, const std::vector<double>& want) {
@@ -352,7 +358,8 @@ void check_case(const Inputs& in, int mask, int grads, Report* report = nullptr)
 
 // Sizes around the lane counts of every target (4, 8, 16 float32 lanes; 2, 4, 8
 // float64), around the row length the kernel merges axes up to (64) and odd.
-constexpr std::int64_t kSizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 37, 63, 65, 127, 129};
+constexpr std::int64_t kSizes[] = {1,  2,  3,  4,  5,  7,  8,  9,   15,
+                                   16, 17, 31, 33, 37, 63, 65, 127, 129};
 
 Case random_case(std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -447,8 +454,7 @@ TEST_P(SpatialKernelTest, RandomShapesMatchTheFloat64Reference) {
 
 TEST_P(SpatialKernelTest, FixedShapesMatchTheFloat64Reference) {
   for (const Case& c : fixed_cases()) {
-    check_case(make_inputs(c), kAllOutputs,
-               kAllOutputs | kBeta);
+    check_case(make_inputs(c), kAllOutputs, kAllOutputs | kBeta);
   }
 }
 
@@ -478,7 +484,8 @@ TEST_P(SpatialKernelTest, EveryOutputAndUpstreamSubset) {
 // With the layout the only difference, every output is bitwise equal (SPEC.md 1):
 // the kernel keeps one order of operations per channel.
 TEST_P(SpatialKernelTest, LayoutsAreBitwiseEqual) {
-  const std::vector<std::vector<std::int64_t>> dims = {{33, 31}, {5000}, {37, 5}, {3, 3, 7}, {1}, {}};
+  const std::vector<std::vector<std::int64_t>> dims = {{33, 31},  {5000}, {37, 5},
+                                                       {3, 3, 7}, {1},    {}};
   for (const auto& d : dims) {
     for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
       for (std::int64_t channels : {1, 3, 37, 70}) {  // 70: two channel-last groups
@@ -584,11 +591,12 @@ TEST_P(SpatialKernelTest, LargeLogitsNeedTheMaxShift) {
       c.batch = 2;
       c.channels = 9;
       c.beta = 1.5;
-      c.lo = dtype == DType::kFloat32 ? 150 : 1000;  // float32 exp overflows above 88.7, float64 above 709.8
+      c.lo = dtype == DType::kFloat32
+                 ? 150
+                 : 1000;  // float32 exp overflows above 88.7, float64 above 709.8
       c.hi = c.lo + 10;
       c.seed = 9;
-      check_case(make_inputs(c), kAllOutputs,
-                 kAllOutputs | kBeta);
+      check_case(make_inputs(c), kAllOutputs, kAllOutputs | kBeta);
       const Outputs f = run_kernel(make_inputs(c), false, kKeypoints | kSoftmax);
       for (double v : f.softmax) ASSERT_TRUE(std::isfinite(v)) << c.str();
       for (double v : f.keypoints) ASSERT_TRUE(std::isfinite(v)) << c.str();
@@ -687,7 +695,8 @@ SpatialSoftArgmaxOptions api_options(const Case& c, double temperature, Temperat
   o.temperature = temperature;
   o.temperature_mode = mode;
   o.coordinates = c.pixel ? Coordinates::kPixel : Coordinates::kNormalized;
-  o.singleton_coordinate = c.minus_one ? SingletonCoordinate::kMinusOne : SingletonCoordinate::kCenter;
+  o.singleton_coordinate =
+      c.minus_one ? SingletonCoordinate::kMinusOne : SingletonCoordinate::kCenter;
   o.want_softmax = o.want_covariance = true;
   return o;
 }
@@ -698,7 +707,8 @@ TEST(SpatialKernelDispatch, TheDefaultBackendRunsTheKernels) {
   }
   core::Geometry g;
   g.batch = g.classes = g.pixels = 1;
-  EXPECT_EQ(dispatch::select(dispatch::Op::kSpatialSoftArgmax, g, DType::kFloat32).name(), "highway");
+  EXPECT_EQ(dispatch::select(dispatch::Op::kSpatialSoftArgmax, g, DType::kFloat32).name(),
+            "highway");
   EXPECT_EQ(dispatch::select(dispatch::Op::kSpatialSoftArgmaxBackward, g, DType::kFloat64).name(),
             "highway");
 }
@@ -820,7 +830,8 @@ TEST_P(SpatialKernelTest, TemperaturesAtTheFloat32Limits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, SpatialKernelTest, ::testing::ValuesIn(kernels::supported_targets()),
+INSTANTIATE_TEST_SUITE_P(Targets, SpatialKernelTest,
+                         ::testing::ValuesIn(kernels::supported_targets()),
                          [](const ::testing::TestParamInfo<std::int64_t>& param_info) {
                            return kernels::target_name(param_info.param);
                          });

@@ -48,6 +48,8 @@
 #include <hwy/contrib/math/math-inl.h>
 // clang-format on
 
+#include "kernels/highway_spatial.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -56,7 +58,6 @@
 #include <vector>
 
 #include "core/problems.h"
-#include "kernels/highway_spatial.h"
 #include "parallel/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -92,12 +93,12 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // Component a = 0 is the fastest axis (SPEC.md 4).
 struct Axes {
   int k = 0;
-  int inner = 0;             // components 0..inner-1 vary within a row
-  std::int64_t pixels = 1;   // P
-  std::int64_t row = 1;      // pixels per row: the product of the inner dims
-  bool first = false;        // sums of e u_a wanted (keypoints)
-  bool second = false;       // sums of e u_a u_b wanted (covariance)
-  int sums = 1;              // per piece: e, then e u_a (a < inner), then e u_a u_b
+  int inner = 0;            // components 0..inner-1 vary within a row
+  std::int64_t pixels = 1;  // P
+  std::int64_t row = 1;     // pixels per row: the product of the inner dims
+  bool first = false;       // sums of e u_a wanted (keypoints)
+  bool second = false;      // sums of e u_a u_b wanted (covariance)
+  int sums = 1;             // per piece: e, then e u_a (a < inner), then e u_a u_b
   const double* coord[kMaxK] = {};
   std::int64_t dim[kMaxK] = {};
   std::vector<double> table;  // the row of u_a or u_a u_b for sums 1, 2, ...
@@ -375,9 +376,8 @@ void Scale(T* s, std::int64_t n, T by) {
 template <class T>
 double PieceSums(const Axes& ax, const T* e, const T* ds, std::int64_t j, std::int64_t n,
                  double* rs) {
-  rs[0] = FixedOrderSum(n, [&](auto d, std::int64_t i, auto acc) {
-    return hn::Add(acc, LoadWide(d, e + i));
-  });
+  rs[0] = FixedOrderSum(
+      n, [&](auto d, std::int64_t i, auto acc) { return hn::Add(acc, LoadWide(d, e + i)); });
   for (int s = 1; s < ax.sums; ++s) {
     const double* t = ax.of_sum(s) + j;
     rs[s] = FixedOrderSum(n, [&](auto d, std::int64_t i, auto acc) {
@@ -593,8 +593,8 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
       ForEachVector(dt, G, [&](auto dd, std::int64_t c) {
         const auto val = hn::LoadU(dd, xp + c);
         hn::StoreU(hn::Max(hn::LoadU(dd, max + c), val), dd, max + c);
-        hn::StoreU(hn::Or(hn::LoadU(dd, nan + c), hn::VecFromMask(dd, hn::Not(hn::Eq(val, val)))), dd,
-                   nan + c);
+        hn::StoreU(hn::Or(hn::LoadU(dd, nan + c), hn::VecFromMask(dd, hn::Not(hn::Eq(val, val)))),
+                   dd, nan + c);
       });
     }
     for (std::int64_t c = 0; c < G; ++c) {
@@ -682,8 +682,9 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
         const T* dp = ds ? ds + at : nullptr;
         T* out = pb.grad_input + image + at;
         ForEachVector(dt, G, [&](auto dd, std::int64_t c) {
-          hn::StoreU(ExpShifted(dd, hn::LoadU(dd, xp + c), hn::LoadU(dd, max + c), hn::Set(dd, beta)),
-                     dd, ebuf + c);
+          hn::StoreU(
+              ExpShifted(dd, hn::LoadU(dd, xp + c), hn::LoadU(dd, max + c), hn::Set(dd, beta)), dd,
+              ebuf + c);
         });
         double* slot = acc + (j < body ? j % lanes : lanes) * G;
         ForEachVector(d, G, [&](auto dd, std::int64_t c) {
@@ -692,13 +693,15 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
           if (ax.first) {
             h = Quadratic(
                 dd, ax, h,
-                [&](int a) { return hn::Sub(hn::Set(dd, ax.u(a)[j]), hn::LoadU(dd, kp + a * G + c)); },
+                [&](int a) {
+                  return hn::Sub(hn::Set(dd, ax.u(a)[j]), hn::LoadU(dd, kp + a * G + c));
+                },
                 [&](int a) { return hn::LoadU(dd, lin + a * G + c); },
                 [&](int a, int b) { return hn::LoadU(dd, gp + pair[a][b] * G + c); });
           }
-          const auto term = BackwardElement(dd, LoadWide(dd, ebuf + c), hn::LoadU(dd, inv + c), h,
-                                            hn::LoadU(dd, mean + c), hn::Set(dd, pb.beta),
-                                            LoadWide(dd, xp + c), hn::LoadU(dd, max64 + c), out + c);
+          const auto term = BackwardElement(
+              dd, LoadWide(dd, ebuf + c), hn::LoadU(dd, inv + c), h, hn::LoadU(dd, mean + c),
+              hn::Set(dd, pb.beta), LoadWide(dd, xp + c), hn::LoadU(dd, max64 + c), out + c);
           hn::StoreU(hn::Add(hn::LoadU(dd, slot + c), term), dd, slot + c);
         });
       }
