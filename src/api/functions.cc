@@ -498,10 +498,10 @@ SpatialSoftArgmaxResult spatial_soft_argmax(const TensorView& input,
   const DType dtype = input.dtype();
   const std::int64_t N = s.info.geom.batch, C = s.info.geom.classes, k = s.k;
   const Dense x(input);
-  SpatialSoftArgmaxResult r;
-  r.keypoints = Tensor(dtype, {N, C, k});
-  if (options.want_softmax) r.softmax = Tensor(dtype, input.shape());
-  if (options.want_covariance) r.covariance = Tensor(dtype, {N, C, k, k});
+  SpatialSoftArgmaxResult r;  // every element is written by the kernel
+  r.keypoints = Tensor::uninitialized(dtype, {N, C, k});
+  if (options.want_softmax) r.softmax = Tensor::uninitialized(dtype, input.shape());
+  if (options.want_covariance) r.covariance = Tensor::uninitialized(dtype, {N, C, k, k});
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     auto pb = soft_argmax_problem<T>(s, x);
@@ -538,7 +538,7 @@ SpatialSoftArgmaxBackward spatial_soft_argmax_backward(const TensorView& input,
   const Dense gc = check(grads.covariance, "grad_covariance", {N, C, k, k}, "((N, C, k, k))");
   const Dense x(input);
   SpatialSoftArgmaxBackward r;
-  r.grad_input = Tensor(dtype, input.shape());
+  r.grad_input = Tensor::uninitialized(dtype, input.shape());  // written whole by the kernel
   double grad_beta = 0;
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);
