@@ -1106,11 +1106,14 @@ bool streams(std::int64_t output_bytes) { return output_bytes >= (std::int64_t{1
 // grad_log_prob are the row's upstream gradients of P and log P, or null.
 // The last C % N classes go as one more vector, loaded from a copy padded
 // with -inf logits (e = 0) and zeros elsewhere; the sums where padding
-// would add 0 * -inf are masked to the row.
-template <class T>
+// would add 0 * -inf are masked to the row. With kStream, dX and P go out
+// by streaming stores (every vector of them aligned, C % N = 0) and e is
+// kept in scratch meanwhile.
+template <bool kStream, class T>
 void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* soft,
              const T* grad_prob, const T* grad_log_prob, T* dx, T* prob, T* log_prob,
              std::vector<T>& e_scratch, double* loss_out) {
+  constexpr bool stream_out = kStream;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
@@ -1131,6 +1134,13 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const auto store = [&](V v, T* p, std::int64_t c) {
     if (c < full) return hn::StoreU(v, d, p + c);
     hn::BlendedStore(v, in_row, d, p + c);
+  };
+  const auto store_out = [&](V v, T* p, std::int64_t c) {  // dX and P
+    if constexpr (kStream) {
+      hn::Stream(v, d, p + c);
+    } else {
+      store(v, p, c);
+    }
   };
   const auto in_row_only = [&](std::int64_t c, V v) { return c < full ? v : hn::IfThenElseZero(in_row, v); };
   const auto weight = [&](std::int64_t c) { return class_weight ? load(class_weight, c, 0) : hn::Set(d, T(1)); };
@@ -1155,7 +1165,7 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const bool up_p = grad_prob != nullptr, up_l = grad_log_prob != nullptr;
   const bool up_h = pb && pb->grad_entropy && dx;
   const bool need_h = s.entropy || up_h;
-  const bool e_apart = up_h && dx == x;
+  const bool e_apart = (up_h && dx == x) || (stream_out && (dx || prob));
   if (e_apart) e_scratch.resize(static_cast<std::size_t>(C));
   T* e_store = e_apart ? e_scratch.data() : dx ? dx : prob;
   mv = hn::Set(d, m);
@@ -1284,13 +1294,29 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const auto upstream_at = [&](std::int64_t c, V g, V p, V shifted) {
     return add_upstream(d, g, p, shifted, up_p ? load(grad_prob, c, 0) : g, up_l ? load(grad_log_prob, c, 0) : g);
   };
+  // The label's class: its own grouping, one lane through the same
+  // operations; stored after the loop, or put into its vector before a
+  // streaming store (a plain store into a streamed line could be lost).
+  const bool has_label = dx && !ignored && s.index;
+  T g_label = 0;
+  if (has_label) {
+    const T wy = s.class_weight(y);
+    g_label = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
+    if (upstream) {
+      const hn::CappedTag<T, 1> d1;
+      const auto one = [&](const T* p) { return hn::Set(d1, p ? p[y] : T(0)); };
+      g_label = hn::GetLane(add_upstream(d1, hn::Set(d1, g_label), hn::Set(d1, p_label), hn::Set(d1, x_label - m),
+                                         one(grad_prob), one(grad_log_prob)));  // x[y] may be dX by now
+    }
+  }
+  const hn::RebindToSigned<decltype(d)> di;
   for (std::int64_t c = 0; c < end; c += N) {
     V shifted = hn::Zero(d);
     if (log_prob || !e_store || up_h) shifted = hn::Sub(load(x, c, minus_inf), mv);
     const V e = e_store ? load(e_store, c, 0) : ExpNonPositive(d, shifted);
     const V p = hn::Mul(e, inv);
     if (log_prob) store(hn::Sub(shifted, ls), log_prob, c);
-    if (prob) store(p, prob, c);
+    if (prob) store_out(p, prob, c);
     if (!dx) continue;
     V g = hn::Zero(d);
     if (!ignored && s.soft) {
@@ -1301,19 +1327,13 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, weight(c)), g);
     }
     if (upstream) g = upstream_at(c, g, p, shifted);
-    store(g, dx, c);
-  }
-  if (dx && !ignored && s.index) {  // the label's class, one lane through the same operations
-    const T wy = s.class_weight(y);
-    T g = k2 * (p_label - 1) + (smoothing ? k3 * (p_label * s.class_weight_sum - wy) : T(0));
-    if (upstream) {
-      const hn::CappedTag<T, 1> d1;
-      const auto one = [&](const T* p) { return hn::Set(d1, p ? p[y] : T(0)); };
-      g = hn::GetLane(add_upstream(d1, hn::Set(d1, g), hn::Set(d1, p_label), hn::Set(d1, x_label - m),
-                                   one(grad_prob), one(grad_log_prob)));  // x[y] may be dX by now
+    if (stream_out && has_label && y >= c && y < c + N) {
+      const auto at_label = hn::Eq(hn::Iota(di, 0), hn::Set(di, static_cast<hn::TFromD<decltype(di)>>(y - c)));
+      g = hn::IfThenElse(hn::RebindMask(d, at_label), hn::Set(d, g_label), g);
     }
-    dx[y] = g;
+    store_out(g, dx, c);
   }
+  if (has_label && !stream_out) dx[y] = g_label;
 }
 
 // The label scan of the API's checks without weights: how many of
@@ -1445,18 +1465,23 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
     // every output line before it is written.
     const std::int64_t outputs = (dx ? 1 : 0) + (s.prob ? 1 : 0);
     const bool stream = streams(outputs * rows * C * static_cast<std::int64_t>(sizeof(T)));
+    // Rows whose vectors all sit aligned stream straight from pass 3.
+    const hn::ScalableTag<T> d;
+    const std::size_t vector_bytes = hn::Lanes(d) * sizeof(T);
+    const auto aligned = [&](const T* p) { return !p || reinterpret_cast<std::uintptr_t>(p) % vector_bytes == 0; };
+    const bool stream_rows = stream && static_cast<std::size_t>(C) % hn::Lanes(d) == 0 && aligned(dx) && aligned(s.prob);
     parallel::for_each_block(blocks, [&](std::int64_t b) {
       Scratch<T>& sc = scratch<T>();
       const std::int64_t first = b * per_block, count = std::min(rows, first + per_block) - first;
       if (!checks.pass(s.pb, b, first, count)) return;
       const auto staged = [&](std::vector<T>& buf, T* out) {
-        if (!stream || !out) return out;
+        if (!stream || stream_rows || !out) return out;
         buf.resize(static_cast<std::size_t>(count * C));
         return buf.data();
       };
       T* dx_rows = staged(sc.dx, dx);  // row first's dX and P
       T* prob_rows = staged(sc.prob, s.prob);
-      if (!stream) {
+      if (!stream || stream_rows) {
         dx_rows = dx ? dx + first * C : nullptr;
         prob_rows = s.prob ? s.prob + first * C : nullptr;
       }
@@ -1465,13 +1490,24 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
         const std::int64_t i = first + r, o = i * C;
         double l = 0;
         const auto row = [o](const T* base) { return base ? base + o : nullptr; };
-        run_row(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob),
-                dx_rows ? dx_rows + r * C : nullptr, prob_rows ? prob_rows + r * C : nullptr,
-                s.log_prob ? s.log_prob + o : nullptr, sc.e, &l);
+        T* const dx_row = dx_rows ? dx_rows + r * C : nullptr;
+        T* const prob_row = prob_rows ? prob_rows + r * C : nullptr;
+        T* const log_prob_row = s.log_prob ? s.log_prob + o : nullptr;
+        if (stream_rows) {
+          run_row<true>(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob), dx_row,
+                        prob_row, log_prob_row, sc.e, &l);
+        } else {
+          run_row<false>(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob), dx_row,
+                         prob_row, log_prob_row, sc.e, &l);
+        }
         sum += l;
       }
-      if (stream && dx) stream_copy(dx_rows, dx + first * C, count * C);
-      if (stream && s.prob) stream_copy(prob_rows, s.prob + first * C, count * C);
+      if (stream_rows) {
+        hwy::FlushStream();
+      } else if (stream) {
+        if (dx) stream_copy(dx_rows, dx + first * C, count * C);
+        if (s.prob) stream_copy(prob_rows, s.prob + first * C, count * C);
+      }
       partial[static_cast<std::size_t>(b)] = sum;
     });
     checks.finish();
