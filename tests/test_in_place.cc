@@ -72,6 +72,10 @@ const InPlaceCase kCases[] = {
     {"rows_c300", {33, 300}, ClassAxis::kLast, false, 0.0, false},
     {"soft_nchw", {2, 6, 5, 17}, ClassAxis::kFirst, true, 0.1, true},
     {"soft_rows", {9, 270}, ClassAxis::kLast, true, 0.0, false},
+    // dX of 16 MiB and more is streamed: straight from the tile or row, or staged.
+    {"nchw_c19_streamed", {2, 19, 256, 512}, ClassAxis::kFirst, false, 0.0, false},
+    {"rows_c512_streamed", {8192, 512}, ClassAxis::kLast, false, 0.0, false},
+    {"rows_c521_staged", {8000, 521}, ClassAxis::kLast, false, 0.0, false},
 };
 
 INSTANTIATE_TEST_SUITE_P(KernelPaths, InPlace, ::testing::ValuesIn(kCases),

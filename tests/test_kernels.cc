@@ -1673,5 +1673,59 @@ TEST(LabelScan, KernelCheckNamesTheFirstBadLabelOnEveryPath) {
   }
 }
 
+
+// --- outputs large enough to be streamed ----------------------------------------------
+
+// Outputs of 16 MiB and more go around the cache (streaming stores, staged
+// where they are not aligned); every such path against the reference, and
+// bitwise equal across thread counts: plain class-first tiles, class-last
+// tiles, rows streamed from pass 3 (C a multiple of every lane count) and
+// rows staged (C = 521), with dX and P both written.
+TEST(StreamedOutputs, MatchTheReferenceOnEveryPath) {
+  struct Case {
+    const char* name;
+    Shape shape;  // logits
+    ClassAxis axis;
+  };
+  const Case cases[] = {
+      {"class-first tiles", {2, 19, 256, 512}, ClassAxis::kFirst},
+      {"class-last tiles", {2, 256, 512, 19}, ClassAxis::kLast},
+      {"rows streamed from pass 3", {8192, 512}, ClassAxis::kLast},
+      {"rows staged", {8000, 521}, ClassAxis::kLast},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    const Tensor x = testing::random_uniform(DType::kFloat32, k.shape, -5, 5, 21);
+    Shape positions = k.shape;
+    const std::size_t class_dim = k.axis == ClassAxis::kFirst ? 1 : k.shape.size() - 1;
+    const std::int64_t C = k.shape[class_dim];
+    positions.erase(positions.begin() + static_cast<std::ptrdiff_t>(class_dim));
+    Tensor labels = testing::random_labels(DType::kInt64, positions, C, 22);
+    for (std::int64_t i = 0; i < labels.numel(); i += 11) testing::set_element(labels, i, -100);
+    CrossEntropyOptions o = CrossEntropyOptions::pytorch();
+    o.class_axis = k.axis;
+    o.want_prob = true;
+    const auto run = [&](const char* backend) {
+      ScopedEnv forced("SPATIALSOFTMAX_BACKEND", backend);
+      return cross_entropy_forward_backward(x, labels, o);
+    };
+    const CrossEntropyResult want = run("reference");
+    const CrossEntropyResult got = run("highway");
+    std::string why;
+    EXPECT_TRUE(all_close(got.prob, want.prob, 1e-5, 1e-6, &why)) << "P: " << why;
+    EXPECT_TRUE(all_close(got.grad_logits, want.grad_logits, 1e-5, 1e-6 * max_abs(want.grad_logits), &why))
+        << "dX: " << why;
+    EXPECT_NEAR(got.loss.at(0), want.loss.at(0), 1e-5 * std::abs(want.loss.at(0)));
+    check_thread_counts([&] {
+      Snapshot snap;
+      CrossEntropyResult r = cross_entropy_forward_backward(x, labels, o);
+      snap.scalars.push_back(r.loss.at(0));
+      snap.tensors.push_back(std::move(r.prob));
+      snap.tensors.push_back(std::move(r.grad_logits));
+      return snap;
+    });
+  }
+}
+
 }  // namespace
 }  // namespace spatialsoftmax
