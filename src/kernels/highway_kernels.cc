@@ -697,21 +697,65 @@ HWY_INLINE void Transpose4(D4 d4, V4& r0, V4& r1, V4& r2, V4& r3) {
   r2 = hn::BitCast(d4, hn::InterleaveLower(d2, t2, t3));
   r3 = hn::BitCast(d4, hn::InterleaveUpper(d2, t2, t3));
 }
+#endif
 
-// Pass 3 of a class-last float tile: out[j * C + c] = value(d, e, j, c) for
-// the class-major e (row stride W), 4 positions x 4 classes at a time,
-// transposed in registers; the edges one lane at a time through the same
-// operations, so every element gets the bits the class-first layout gives it.
+// out[b * out_stride + a] = value(d, in[a * in_stride + b...], b, a) for
+// a < rows, b < cols: the lanes of `value` hold elements b, b + 1, ... of row
+// a. float goes by 4 x 4 blocks of 128-bit vectors transposed in registers
+// (8 shuffles per 16 elements, where element-wise copies take a load and a
+// store each). Where rows or cols is not a multiple of 4, the last block
+// overlaps the one before it, and the overlap is written again with the
+// same bits (the same operations on the same inputs). Smaller matrices and
+// float64 go one lane at a time, through the same operations.
+template <class T, class Value>
+void transpose_blocks(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
+                      std::int64_t rows, std::int64_t cols, const Value& value) {
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (sizeof(T) == 4) {
+    if (rows >= 4 && cols >= 4) {
+      const hn::Full128<T> d4;
+      const auto block = [&](std::int64_t a, std::int64_t b) {
+        const T* from = in + a * in_stride + b;
+        auto r0 = value(d4, hn::LoadU(d4, from), b, a);
+        auto r1 = value(d4, hn::LoadU(d4, from + in_stride), b, a + 1);
+        auto r2 = value(d4, hn::LoadU(d4, from + 2 * in_stride), b, a + 2);
+        auto r3 = value(d4, hn::LoadU(d4, from + 3 * in_stride), b, a + 3);
+        Transpose4(d4, r0, r1, r2, r3);
+        T* to = out + b * out_stride + a;
+        hn::StoreU(r0, d4, to);
+        hn::StoreU(r1, d4, to + out_stride);
+        hn::StoreU(r2, d4, to + 2 * out_stride);
+        hn::StoreU(r3, d4, to + 3 * out_stride);
+      };
+      const auto blocks_of_rows = [&](std::int64_t a) {
+        std::int64_t b = 0;
+        for (; b + 4 <= cols; b += 4) block(a, b);
+        if (b < cols) block(a, cols - 4);
+      };
+      std::int64_t a = 0;
+      for (; a + 4 <= rows; a += 4) blocks_of_rows(a);
+      if (a < rows) blocks_of_rows(rows - 4);
+      return;
+    }
+  }
+#endif
+  const hn::CappedTag<T, 1> d1;
+  for (std::int64_t a = 0; a < rows; ++a) {
+    for (std::int64_t b = 0; b < cols; ++b) {
+      out[b * out_stride + a] = hn::GetLane(value(d1, hn::LoadU(d1, in + a * in_stride + b), b, a));
+    }
+  }
+}
+
+// Pass 3 of a class-last tile: out[j * C + c] = value(d, e, j, c) for the
+// class-major e (row stride W), by transpose_blocks, or for 2 or 3 classes
+// by interleaving stores of whole vectors of positions.
 template <class T, class Value>
 void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int64_t C, T* out,
                         const Value& value) {
-  const hn::Full128<T> d4;
-  const hn::CappedTag<T, 1> d1;
-  const auto one_lane = [&](std::int64_t j, std::int64_t c) {
-    out[j * C + c] = hn::GetLane(value(d1, hn::LoadU(d1, e + c * W + j), j, c));
-  };
   std::int64_t j0 = 0;
-  if (C == 2 || C == 3) {  // whole vectors of positions by interleaving stores
+#if HWY_TARGET != HWY_SCALAR
+  if (C == 2 || C == 3) {
     const hn::ScalableTag<T> d;
     const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
     for (; j0 + N <= count; j0 += N) {
@@ -724,65 +768,17 @@ void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int
       }
     }
   }
-  const std::int64_t count4 = j0 + (count - j0) / 4 * 4, C4 = C / 4 * 4;
-  for (std::int64_t j = j0; j < count4; j += 4) {
-    for (std::int64_t c = 0; c < C4; c += 4) {
-      const T* at = e + c * W + j;
-      auto r0 = value(d4, hn::LoadU(d4, at), j, c);
-      auto r1 = value(d4, hn::LoadU(d4, at + W), j, c + 1);
-      auto r2 = value(d4, hn::LoadU(d4, at + 2 * W), j, c + 2);
-      auto r3 = value(d4, hn::LoadU(d4, at + 3 * W), j, c + 3);
-      Transpose4(d4, r0, r1, r2, r3);
-      T* to = out + j * C + c;
-      hn::StoreU(r0, d4, to);
-      hn::StoreU(r1, d4, to + C);
-      hn::StoreU(r2, d4, to + 2 * C);
-      hn::StoreU(r3, d4, to + 3 * C);
-    }
-    for (std::int64_t p = j; p < j + 4; ++p) {
-      for (std::int64_t c = C4; c < C; ++c) one_lane(p, c);
-    }
-  }
-  for (std::int64_t j = count4; j < count; ++j) {
-    for (std::int64_t c = 0; c < C; ++c) one_lane(j, c);
-  }
-}
 #endif
+  const auto shifted = [&](auto dd, auto v, std::int64_t j, std::int64_t c) { return value(dd, v, j + j0, c); };
+  transpose_blocks(e + j0, W, out + j0 * C, C, C, count - j0, shifted);
+}
 
 // out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
-// class-last tiles into and out of their class-major copy. float goes by
-// 4 x 4 blocks of 128-bit vectors (8 shuffles per 16 elements, where
-// element-wise copies take a load and a store each), the edges one by one.
+// class-last tiles into and out of their class-major copy.
 template <class T>
 void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
                std::int64_t rows, std::int64_t cols) {
-  std::int64_t a0 = 0;
-#if HWY_TARGET != HWY_SCALAR
-  if constexpr (sizeof(T) == 4) {
-    const hn::Full128<T> d4;
-    const std::int64_t rows4 = rows / 4 * 4, cols4 = cols / 4 * 4;
-    for (std::int64_t a = 0; a < rows4; a += 4) {
-      for (std::int64_t b = 0; b < cols4; b += 4) {
-        const T* from = in + a * in_stride + b;
-        auto r0 = hn::LoadU(d4, from), r1 = hn::LoadU(d4, from + in_stride);
-        auto r2 = hn::LoadU(d4, from + 2 * in_stride), r3 = hn::LoadU(d4, from + 3 * in_stride);
-        Transpose4(d4, r0, r1, r2, r3);
-        T* to = out + b * out_stride + a;
-        hn::StoreU(r0, d4, to);
-        hn::StoreU(r1, d4, to + out_stride);
-        hn::StoreU(r2, d4, to + 2 * out_stride);
-        hn::StoreU(r3, d4, to + 3 * out_stride);
-      }
-      for (std::int64_t a1 = a; a1 < a + 4; ++a1) {
-        for (std::int64_t b = cols4; b < cols; ++b) out[b * out_stride + a1] = in[a1 * in_stride + b];
-      }
-    }
-    a0 = rows4;
-  }
-#endif
-  for (std::int64_t a = a0; a < rows; ++a) {
-    for (std::int64_t b = 0; b < cols; ++b) out[b * out_stride + a] = in[a * in_stride + b];
-  }
+  transpose_blocks(in, in_stride, out, out_stride, rows, cols, [](auto, auto v, std::int64_t, std::int64_t) { return v; });
 }
 
 // dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
