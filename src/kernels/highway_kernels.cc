@@ -706,8 +706,10 @@ HWY_INLINE void Transpose4(D4 d4, V4& r0, V4& r1, V4& r2, V4& r3) {
 // store each). Where rows or cols is not a multiple of 4, the last block
 // overlaps the one before it, and the overlap is written again with the
 // same bits (the same operations on the same inputs). Smaller matrices and
-// float64 go one lane at a time, through the same operations.
-template <class T, class Value>
+// float64 go one lane at a time, through the same operations. The blocks go
+// along rows (kAlongRows), or along columns: positions outermost, so that
+// the position-major side is visited in order.
+template <bool kAlongRows, class T, class Value>
 void transpose_blocks(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
                       std::int64_t rows, std::int64_t cols, const Value& value) {
 #if HWY_TARGET != HWY_SCALAR
@@ -727,14 +729,17 @@ void transpose_blocks(const T* in, std::int64_t in_stride, T* out, std::int64_t 
         hn::StoreU(r2, d4, to + 2 * out_stride);
         hn::StoreU(r3, d4, to + 3 * out_stride);
       };
-      const auto blocks_of_rows = [&](std::int64_t a) {
-        std::int64_t b = 0;
-        for (; b + 4 <= cols; b += 4) block(a, b);
-        if (b < cols) block(a, cols - 4);
+      // Block starts along a dimension of n: every 4, and n - 4 to end.
+      const auto each_start = [](std::int64_t n, const auto& f) {
+        std::int64_t k = 0;
+        for (; k + 4 <= n; k += 4) f(k);
+        if (k < n) f(n - 4);
       };
-      std::int64_t a = 0;
-      for (; a + 4 <= rows; a += 4) blocks_of_rows(a);
-      if (a < rows) blocks_of_rows(rows - 4);
+      if constexpr (kAlongRows) {
+        each_start(rows, [&](std::int64_t a) { each_start(cols, [&](std::int64_t b) { block(a, b); }); });
+      } else {
+        each_start(cols, [&](std::int64_t b) { each_start(rows, [&](std::int64_t a) { block(a, b); }); });
+      }
       return;
     }
   }
@@ -770,7 +775,7 @@ void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int
   }
 #endif
   const auto shifted = [&](auto dd, auto v, std::int64_t j, std::int64_t c) { return value(dd, v, j + j0, c); };
-  transpose_blocks(e + j0, W, out + j0 * C, C, C, count - j0, shifted);
+  transpose_blocks<false>(e + j0, W, out + j0 * C, C, C, count - j0, shifted);
 }
 
 // out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
@@ -778,7 +783,8 @@ void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int
 template <class T>
 void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
                std::int64_t rows, std::int64_t cols) {
-  transpose_blocks(in, in_stride, out, out_stride, rows, cols, [](auto, auto v, std::int64_t, std::int64_t) { return v; });
+  transpose_blocks<true>(in, in_stride, out, out_stride, rows, cols,
+                         [](auto, auto v, std::int64_t, std::int64_t) { return v; });
 }
 
 // dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
@@ -1109,7 +1115,6 @@ template <bool kStream, class T>
 void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* soft,
              const T* grad_prob, const T* grad_log_prob, T* dx, T* prob, T* log_prob,
              std::vector<T>& e_scratch, double* loss_out) {
-  constexpr bool stream_out = kStream;
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
@@ -1161,7 +1166,7 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const bool up_p = grad_prob != nullptr, up_l = grad_log_prob != nullptr;
   const bool up_h = pb && pb->grad_entropy && dx;
   const bool need_h = s.entropy || up_h;
-  const bool e_apart = (up_h && dx == x) || (stream_out && (dx || prob));
+  const bool e_apart = (up_h && dx == x) || (kStream && (dx || prob));
   if (e_apart) e_scratch.resize(static_cast<std::size_t>(C));
   T* e_store = e_apart ? e_scratch.data() : dx ? dx : prob;
   mv = hn::Set(d, m);
@@ -1323,13 +1328,13 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, weight(c)), g);
     }
     if (upstream) g = upstream_at(c, g, p, shifted);
-    if (stream_out && has_label && y >= c && y < c + N) {
+    if (kStream && has_label && y >= c && y < c + N) {
       const auto at_label = hn::Eq(hn::Iota(di, 0), hn::Set(di, static_cast<hn::TFromD<decltype(di)>>(y - c)));
       g = hn::IfThenElse(hn::RebindMask(d, at_label), hn::Set(d, g_label), g);
     }
     store_out(g, dx, c);
   }
-  if (has_label && !stream_out) dx[y] = g_label;
+  if (has_label && !kStream) dx[y] = g_label;
 }
 
 // The label scan of the API's checks without weights: how many of
