@@ -670,17 +670,34 @@ void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary
   }
 }
 
-// The float64 sum of x[0, n) as four interleaved sums (a single one would
-// be a chain of dependent adds), combined in a fixed order.
+// The float64 sum of x[0, n): float64 lanes (two vectors of them, so that
+// the adds are two independent chains), then the lanes, then the tail, in
+// an order fixed by n and the target.
 template <class T>
-double sum_in_fours(const T* x, std::int64_t n) {
-  double s[4] = {0, 0, 0, 0};
+double float64_sum(const T* x, std::int64_t n) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<T, decltype(dd)> dt;  // as many lanes of T
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(dd));
+  const auto load = [&](std::int64_t i) {
+    if constexpr (sizeof(T) == sizeof(double)) {
+      return hn::LoadU(dd, x + i);
+    } else {
+      return hn::PromoteTo(dd, hn::LoadU(dt, x + i));
+    }
+  };
+  auto s0 = hn::Zero(dd), s1 = hn::Zero(dd);
   std::int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(x[i + k]);
+  for (; i + 2 * N <= n; i += 2 * N) {
+    s0 = hn::Add(s0, load(i));
+    s1 = hn::Add(s1, load(i + N));
   }
-  for (int k = 0; i + k < n; ++k) s[k] += static_cast<double>(x[i + k]);
-  return (s[0] + s[1]) + (s[2] + s[3]);
+  if (i + N <= n) {
+    s0 = hn::Add(s0, load(i));
+    i += N;
+  }
+  double total = hn::GetLane(hn::SumOfLanes(dd, hn::Add(s0, s1)));
+  for (; i < n; ++i) total += static_cast<double>(x[i]);
+  return total;
 }
 
 #if HWY_TARGET != HWY_SCALAR
@@ -1094,7 +1111,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
 
   if (want_loss) {
     if (pb.loss_map) std::copy(losses, losses + count, pb.loss_map + i0);
-    *loss_partial = sum_in_fours(losses, W);  // padding lanes hold 0
+    *loss_partial = float64_sum(losses, W);  // padding lanes hold 0
   }
 }
 
