@@ -889,6 +889,16 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     const bool inside = direct ? j < next_count : k < next_count * C;
     if (k % kLine < N && inside) PrefetchLine(next + k);
   };
+  // And its labels (the next positions), the lines of N of them per vector
+  // of positions: with few classes they are as many bytes as X.
+  const std::size_t label_bytes = pb.labels.dtype == DType::kInt32 ? 4 : 8;
+  const auto* next_labels = static_cast<const char*>(pb.labels.data) + (i0 + count) * static_cast<std::int64_t>(label_bytes);
+  const std::int64_t next_label_bytes = next_count * static_cast<std::int64_t>(label_bytes);
+  const auto prefetch_labels = [&](std::int64_t j) {
+    const std::int64_t from = j * static_cast<std::int64_t>(label_bytes);
+    const std::int64_t to = std::min(from + N * static_cast<std::int64_t>(label_bytes), next_label_bytes);
+    for (std::int64_t b = from; b < to; b += 64) PrefetchLine(next_labels + b);
+  };
 
   // Pass 2: the max and e = exp(x - max) over the copy, two vectors of
   // positions at a time: exp is a long chain of dependent operations, and
@@ -904,6 +914,10 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   // position): shifts are <= 0 or -inf otherwise.
   const auto exp_pass = [&]<bool kKeepE, bool kPrefetch, bool kPair>(std::int64_t j) {
     const std::int64_t j1 = kPair ? j + N : j;
+    if constexpr (kPrefetch) {
+      prefetch_labels(j);
+      if constexpr (kPair) prefetch_labels(j1);
+    }
     V m0 = hn::LoadU(d, xs + j), m1 = hn::LoadU(d, xs + j1);
     for (std::int64_t c = 1; c < C; ++c) {
       m0 = hn::Max(m0, hn::LoadU(d, xs + c * W + j));
