@@ -33,6 +33,7 @@
 #include "dispatch/backend.h"
 #include "kernels/highway_kernels.h"
 #include "spatialsoftmax/spatialsoftmax.h"
+#include "kernel_scopes.h"
 #include "test_support.h"
 
 namespace spatialsoftmax {
@@ -85,26 +86,8 @@ class ScopedBackend : public ScopedEnv {
   explicit ScopedBackend(const char* name) : ScopedEnv("SPATIALSOFTMAX_BACKEND", name) {}
 };
 
-// Dispatches the Highway kernels to one target only; restores the normal
-// choice at the end of the scope.
-class ScopedTarget {
- public:
-  explicit ScopedTarget(std::int64_t target) { kernels::use_only_target_for_test(target); }
-  ~ScopedTarget() { kernels::use_only_target_for_test(0); }
-  ScopedTarget(const ScopedTarget&) = delete;
-  ScopedTarget& operator=(const ScopedTarget&) = delete;
-};
-
-class ScopedThreads {
- public:
-  explicit ScopedThreads(int n) : old_(num_threads()) { set_num_threads(n); }
-  ~ScopedThreads() { set_num_threads(old_); }
-  ScopedThreads(const ScopedThreads&) = delete;
-  ScopedThreads& operator=(const ScopedThreads&) = delete;
-
- private:
-  int old_;
-};
+using testing::ScopedTarget;
+using testing::ScopedThreads;
 
 std::string target_label(std::int64_t target) {
   std::ostringstream out;

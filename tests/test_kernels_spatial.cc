@@ -32,6 +32,7 @@
 #include "kernels/highway_kernels.h"
 #include "kernels/highway_spatial.h"
 #include "spatialsoftmax/spatialsoftmax.h"
+#include "kernel_scopes.h"
 #include "test_support.h"
 
 namespace spatialsoftmax {
@@ -42,24 +43,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Written into every output before a run: an element left unwritten shows.
 constexpr double kPoison = 12345.0;
 
-class ScopedTarget {
- public:
-  explicit ScopedTarget(std::int64_t target) { kernels::use_only_target_for_test(target); }
-  ~ScopedTarget() { kernels::use_only_target_for_test(0); }
-  ScopedTarget(const ScopedTarget&) = delete;
-  ScopedTarget& operator=(const ScopedTarget&) = delete;
-};
-
-class ScopedThreads {
- public:
-  explicit ScopedThreads(int n) : old_(num_threads()) { set_num_threads(n); }
-  ~ScopedThreads() { set_num_threads(old_); }
-  ScopedThreads(const ScopedThreads&) = delete;
-  ScopedThreads& operator=(const ScopedThreads&) = delete;
-
- private:
-  int old_;
-};
+using testing::ScopedTarget;
+using testing::ScopedThreads;
 
 // --- one problem, its inputs in float64 ------------------------------------------------
 
