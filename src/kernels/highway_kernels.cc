@@ -762,9 +762,16 @@ void transpose_blocks(const T* in, std::int64_t in_stride, T* out, std::int64_t 
   }
 #endif
   const hn::CappedTag<T, 1> d1;
-  for (std::int64_t a = 0; a < rows; ++a) {
-    for (std::int64_t b = 0; b < cols; ++b) {
-      out[b * out_stride + a] = hn::GetLane(value(d1, hn::LoadU(d1, in + a * in_stride + b), b, a));
+  const auto one = [&](std::int64_t a, std::int64_t b) {
+    out[b * out_stride + a] = hn::GetLane(value(d1, hn::LoadU(d1, in + a * in_stride + b), b, a));
+  };
+  for (std::int64_t outer = 0; outer < (kAlongRows ? rows : cols); ++outer) {
+    for (std::int64_t inner = 0; inner < (kAlongRows ? cols : rows); ++inner) {
+      if constexpr (kAlongRows) {
+        one(outer, inner);
+      } else {
+        one(inner, outer);
+      }
     }
   }
 }
@@ -796,12 +803,13 @@ void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int
 }
 
 // out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
-// class-last tiles into and out of their class-major copy.
-template <class T>
+// class-last tiles into their class-major copy (kAlongRows: rows are
+// positions) and out of it (columns are positions).
+template <bool kAlongRows, class T>
 void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
                std::int64_t rows, std::int64_t cols) {
-  transpose_blocks<true>(in, in_stride, out, out_stride, rows, cols,
-                         [](auto, auto v, std::int64_t, std::int64_t) { return v; });
+  transpose_blocks<kAlongRows>(in, in_stride, out, out_stride, rows, cols,
+                               [](auto, auto v, std::int64_t, std::int64_t) { return v; });
 }
 
 // dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
@@ -865,7 +873,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
           hn::StoreU(v1, d, xs + W + done);
         }
       }
-      transpose(logits + base + done * C, pstride, xs + done, W, count - done, C);
+      transpose<true>(logits + base + done * C, pstride, xs + done, W, count - done, C);
     } else {
       for (std::int64_t j = 0; j < count; ++j) {
         const T* src = logits + base + j * pstride;
@@ -1108,10 +1116,10 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
         const auto scatter = [&](const T* buf, T* to) {
           if (cstride == 1 && stream) {  // class last: contiguous, so staged and streamed
             sc.stage.resize(static_cast<std::size_t>(count * C));
-            transpose(buf, W, sc.stage.data(), C, C, count);
+            transpose<false>(buf, W, sc.stage.data(), C, C, count);
             return stream_copy(sc.stage.data(), to + base, count * C);
           }
-          if (cstride == 1) return transpose(buf, W, to + base, pstride, C, count);
+          if (cstride == 1) return transpose<false>(buf, W, to + base, pstride, C, count);
           for (std::int64_t j = 0; j < count; ++j) {
             T* dst = to + base + j * pstride;
             for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = buf[c * W + j];
