@@ -347,6 +347,30 @@ TEST(LabelErrors, Caffe2SoftmaxHasNoIgnoreLabel) {
                         {"T[1]", "4"});
 }
 
+// With a bad label and a badly typed upstream gradient, the gradient's error
+// comes first whatever decides where the labels are checked (before the
+// kernel for a mean over ignore_index, inside it otherwise).
+TEST(LabelErrors, ArgumentShapesAndDtypesAreCheckedBeforeLabelValues) {
+  const Problem pb;
+  Tensor bad = Tensor::copy_of(pb.labels);
+  set_element(bad, 5, 99);
+  CrossEntropyGrads g;
+  const Tensor g32 = filled(DType::kFloat32, {}, 1);
+  g.loss = g32.view();
+  for (const Reduction reduction : {Reduction::kMean, Reduction::kSum}) {
+    for (const bool ignore : {false, true}) {
+      CrossEntropyOptions o;
+      o.reduction = reduction;
+      if (ignore) o.ignore_index = -1;
+      SCOPED_TRACE(std::string(reduction == Reduction::kMean ? "mean" : "sum") +
+                   (ignore ? ", ignore_index -1" : ""));
+      EXPECT_ERROR_MENTIONS(cross_entropy_backward(pb.x, bad, g, o), {"grad_loss", "float32"});
+      EXPECT_ERROR_MENTIONS(cross_entropy_backward(pb.x, bad, {}, o), {"targets", "99"});
+      EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, bad, o), {"targets", "99"});
+    }
+  }
+}
+
 // --- dtypes ---------------------------------------------------------------------------
 
 TEST(DtypeErrors, IntegerLogits) {

@@ -152,28 +152,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const Dense x(logits), target(targets), class_weight(options.class_weight),
       pixel_weight(options.pixel_weight);
   core::Labels labels{soft ? nullptr : target.raw(), targets.dtype()};
-  // Index targets: the labels' check and the mean's denominator. Without
-  // weights the kernel checks and counts the labels as it reads them, which
-  // saves a read of them, unless dX needs the mean's denominator before the
-  // pass (ignored labels make it other than M) or X is about to be
-  // overwritten (nothing may be written before every check has passed).
-  const bool weighted = class_weight.present() || pixel_weight.present();
-  const bool denominator_first =
-      pass != Pass::kForward && options.reduction == Reduction::kMean && ignore_index.has_value();
-  const bool kernel_checks_labels = !soft && !weighted && !denominator_first && !grad_over_logits;
-  core::LabelCheck label_check;
-  const auto scan = [&] {
-    return scan_labels(op, targets_name, targets, labels, C, ignore_index, class_weight.raw(),
-                       pixel_weight.raw(), dtype);
-  };
-  double index_denominator = 0;
-  if (kernel_checks_labels) {
-    index_denominator = static_cast<double>(info.geom.positions());  // no ignore_index: all of them
-  } else if (!soft) {
-    index_denominator = scan();
-  }
-
-  // Upstream gradients.
+  // Upstream gradients, checked before the labels are read: the arguments'
+  // shapes and dtypes first, then the labels' values.
   const bool backward = pass != Pass::kForward;
   const bool map_loss = options.reduction == Reduction::kNone;
   double grad_scale = pass == Pass::kFused ? 1.0 : 0.0;
@@ -202,6 +182,30 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
       check_upstream(grads.log_prob, "grad_log_prob", logits.shape(), "(the logits' shape)");
   const Dense grad_entropy =
       check_upstream(grads.entropy, "grad_entropy", info.map_shape, "((N, d1..dk))");
+
+  // Index targets: the labels' check and the mean's denominator. Without
+  // weights the kernel checks and counts the labels as it reads them, which
+  // saves a read of them, unless dX needs the mean's denominator before the
+  // pass (ignored labels make it other than M) or X is about to be
+  // overwritten (nothing may be written before every check has passed).
+  const bool weighted = class_weight.present() || pixel_weight.present();
+  const bool denominator_first =
+      pass != Pass::kForward && options.reduction == Reduction::kMean && ignore_index.has_value();
+  const bool kernel_checks_labels = !soft && !weighted && !denominator_first && !grad_over_logits;
+  core::LabelCheck label_check;
+  const auto scan = [&] {
+    return scan_labels(op, targets_name, targets, labels, C, ignore_index, class_weight.raw(),
+                       pixel_weight.raw(), dtype);
+  };
+  double index_denominator = 0;
+  if (kernel_checks_labels) {
+    // M for a backward mean, which comes here only without ignore_index (every
+    // label counts, or raises); a forward pass replaces it with the kernel's
+    // count, and sum and none do not use it.
+    index_denominator = static_cast<double>(info.geom.positions());
+  } else if (!soft) {
+    index_denominator = scan();
+  }
 
   // The mean's denominator depends only on targets and weights, so it is known
   // before the kernel runs and the fused pass can scale dX directly.

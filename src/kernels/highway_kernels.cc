@@ -1336,7 +1336,8 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   };
   // The label's class: its own grouping, one lane through the same
   // operations; stored after the loop, or put into its vector before a
-  // streaming store (a plain store into a streamed line could be lost).
+  // streaming store (a plain store into a streamed line would flush its
+  // write-combining buffer half full and read the line back).
   const bool has_label = dx && !ignored && s.index;
   T g_label = 0;
   if (has_label) {

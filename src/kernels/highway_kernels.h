@@ -31,7 +31,7 @@ void kl_div(const core::KlDivProblem<double>& pb);
 
 // Of the labels y[0, n): how many are not ignore_index and in [0, classes),
 // and (*bad) whether any other is out of range. One block of the API's label
-// check, at most 2^20 labels (the count builds up in int32 lanes).
+// check: the count builds up in lanes of the label type, so n < 2^31.
 std::int64_t count_labels(const std::int32_t* y, std::int64_t n, std::int64_t classes,
                           std::optional<std::int64_t> ignore, bool* bad);
 std::int64_t count_labels(const std::int64_t* y, std::int64_t n, std::int64_t classes,
