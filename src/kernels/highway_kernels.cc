@@ -116,6 +116,28 @@ HWY_INLINE V LogKeepNaN(D d, V x) {
 template <class T>
 using Index = hwy::MakeSigned<T>;  // label lanes as wide as T's
 
+// Which upstream gradients besides the loss's a backward pass adds to dX.
+struct Upstreams {
+  bool prob = false, log_prob = false, entropy = false;
+  bool any() const { return prob || log_prob || entropy; }
+};
+
+// The upstream gradients' share of dX for the lanes of one class, added to
+// the loss's gradient g: p (G_P - <p, G_P>) + G_logP - p sum_c G_logP,c
+// - g_H p (log p + H), the last term 0 where p = 0. Tiles and rows share it,
+// so that both add the terms in one order.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V AddUpstream(D d, const Upstreams& use, V g, V p, V log_p, V grad_p, V dot_p, V grad_l,
+                         V sum_l, V grad_h, V h) {
+  if (use.prob) g = hn::Add(g, hn::Mul(p, hn::Sub(grad_p, dot_p)));
+  if (use.log_prob) g = hn::Add(g, hn::Sub(grad_l, hn::Mul(p, sum_l)));
+  if (use.entropy) {
+    const V term = hn::Mul(hn::Mul(grad_h, p), hn::Add(log_p, h));
+    g = hn::Sub(g, hn::IfThenZeroElse(hn::Eq(p, hn::Zero(d)), term));
+  }
+  return g;
+}
+
 // Per-position inputs of the loss, resolved once per tile.
 template <class T>
 struct PositionTerms {
@@ -314,6 +336,7 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
     // Upstream gradients of P, log P and H (added to dX in pass 3).
     const bool up_p = v.grad_prob != nullptr, up_l = v.grad_log_prob != nullptr;
     const bool up_h = pb && pb->grad_entropy && v.dx;
+    const Upstreams upstreams{up_p, up_l, up_h};
     const bool need_h = s.entropy || up_h;
     V e_grad_p = hn::Zero(d), sum_grad_l = hn::Zero(d);
     const bool plain = !smoothing && !s.soft && !need_h && !up_p && !up_l;
@@ -431,13 +454,13 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         if (smoothing) g = hn::MulAdd(k3, hn::MulSub(p, hn::Set(d, s.class_weight_sum), wc), g);
         g = hn::IfThenElseZero(valid, g);
       }
-      if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(hn::LoadU(d, v.grad_prob + o), dot_p)));
-      if (up_l) g = hn::Add(g, hn::Sub(hn::LoadU(d, v.grad_log_prob + o), hn::Mul(p, sum_grad_l)));
-      if (up_h) {  // reads X, which the in-place call overwrites only below
-        const V log_p = hn::Sub(hn::Sub(hn::LoadU(d, v.x + o), mv), log_sum);
-        const V gh = hn::LoadU(d, t.grad_entropy.data() + j);
-        const V term = hn::Mul(hn::Mul(gh, p), hn::Add(log_p, h));
-        g = hn::Sub(g, hn::IfThenZeroElse(hn::Eq(p, hn::Zero(d)), term));
+      if (upstreams.any()) {
+        const V none = hn::Zero(d);
+        // log p reads X, which the in-place call overwrites only below.
+        const V log_p = up_h ? hn::Sub(hn::Sub(hn::LoadU(d, v.x + o), mv), log_sum) : none;
+        g = AddUpstream(d, upstreams, g, p, log_p, up_p ? hn::LoadU(d, v.grad_prob + o) : none, dot_p,
+                        up_l ? hn::LoadU(d, v.grad_log_prob + o) : none, sum_grad_l,
+                        up_h ? hn::LoadU(d, t.grad_entropy.data() + j) : none, h);
       }
       hn::StoreU(g, d, v.dx + o);
     }
@@ -812,6 +835,31 @@ void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_str
                                [](auto, auto v, std::int64_t, std::int64_t) { return v; });
 }
 
+// The class-major copy xs (row stride W) of `count` class-last positions at
+// x (x[j * C + c]), the inverse of class_last_outputs: 2 or 3 classes by
+// deinterleaving loads of whole vectors of positions, else transpose_blocks.
+template <class T>
+void class_last_inputs(const T* x, std::int64_t count, std::int64_t C, T* xs, std::int64_t W) {
+  std::int64_t done = 0;
+  if (C == 2 || C == 3) {
+    const hn::ScalableTag<T> d;
+    const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+    for (; done + N <= count; done += N) {
+      const T* from = x + done * C;
+      hn::Vec<decltype(d)> v0, v1, v2;
+      if (C == 2) {
+        hn::LoadInterleaved2(d, from, v0, v1);
+      } else {
+        hn::LoadInterleaved3(d, from, v0, v1, v2);
+        hn::StoreU(v2, d, xs + 2 * W + done);
+      }
+      hn::StoreU(v0, d, xs + done);
+      hn::StoreU(v1, d, xs + W + done);
+    }
+  }
+  transpose<true>(x + done * C, C, xs + done, W, count - done, C);
+}
+
 // dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
 // vector, plain stores at the edges.
 template <class T>
@@ -858,22 +906,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     }
   } else {
     if (cstride == 1) {  // class last
-      std::int64_t done = 0;  // 2 or 3 classes: whole vectors of positions by deinterleaving loads
-      if (C == 2 || C == 3) {
-        for (; done + N <= count; done += N) {
-          const T* from = logits + base + done * C;
-          V v0, v1, v2;
-          if (C == 2) {
-            hn::LoadInterleaved2(d, from, v0, v1);
-          } else {
-            hn::LoadInterleaved3(d, from, v0, v1, v2);
-            hn::StoreU(v2, d, xs + 2 * W + done);
-          }
-          hn::StoreU(v0, d, xs + done);
-          hn::StoreU(v1, d, xs + W + done);
-        }
-      }
-      transpose<true>(logits + base + done * C, pstride, xs + done, W, count - done, C);
+      class_last_inputs(logits + base, count, C, xs, W);
     } else {
       for (std::int64_t j = 0; j < count; ++j) {
         const T* src = logits + base + j * pstride;
@@ -1262,23 +1295,16 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const T inv_sum = T(1) / total;
   const T h = log_sum - total_of(e_shift) * inv_sum;
   if (s.entropy) s.entropy[i] = h;
-  // The upstream gradients' terms, added to the loss's gradient g of class c
-  // in run_tile's order: p (G_p - sum_j p_j G_p,j) + G_l - p sum_j G_l,j
-  // - g_H p (log p + H), the last 0 where p = 0.
+  // The upstream gradients' share of dX (AddUpstream), for any lane count.
+  const Upstreams upstreams{up_p, up_l, up_h};
+  const bool upstream = upstreams.any();
   const T dot_p = total_of(e_grad_p) * inv_sum;
   const T sum_l = total_of(sum_grad_l);
   const T g_h = up_h ? pb->grad_entropy[i] : T(0);
   const auto add_upstream = [&](auto dd, auto g, auto p, auto shifted, auto grad_p, auto grad_l) {
-    if (up_p) g = hn::Add(g, hn::Mul(p, hn::Sub(grad_p, hn::Set(dd, dot_p))));
-    if (up_l) g = hn::Add(g, hn::Sub(grad_l, hn::Mul(p, hn::Set(dd, sum_l))));
-    if (up_h) {
-      const auto log_p = hn::Sub(shifted, hn::Set(dd, log_sum));
-      const auto term = hn::Mul(hn::Mul(hn::Set(dd, g_h), p), hn::Add(log_p, hn::Set(dd, h)));
-      g = hn::Sub(g, hn::IfThenZeroElse(hn::Eq(p, hn::Zero(dd)), term));
-    }
-    return g;
+    return AddUpstream(dd, upstreams, g, p, hn::Sub(shifted, hn::Set(dd, log_sum)), grad_p,
+                       hn::Set(dd, dot_p), grad_l, hn::Set(dd, sum_l), hn::Set(dd, g_h), hn::Set(dd, h));
   };
-  const bool upstream = up_p || up_l || up_h;
 
   // Loss and gradient coefficients.
   T k1 = 0, k2 = 0, k3 = 0;
