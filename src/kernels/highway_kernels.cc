@@ -43,6 +43,7 @@
 
 #include "core/problems.h"
 #include "kernels/highway_kernels.h"
+#include "kernels/transpose-inl.h"
 #include "parallel/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -723,82 +724,6 @@ double float64_sum(const T* x, std::int64_t n) {
   return total;
 }
 
-#if HWY_TARGET != HWY_SCALAR
-// Transposes the 4 x 4 matrix whose rows are r0..r3 (128-bit float vectors).
-template <class D4, class V4 = hn::Vec<D4>>
-HWY_INLINE void Transpose4(D4 d4, V4& r0, V4& r1, V4& r2, V4& r3) {
-  const hn::Repartition<double, D4> d2;
-  const auto t0 = hn::BitCast(d2, hn::InterleaveLower(d4, r0, r1));  // r0[0] r1[0] r0[1] r1[1]
-  const auto t1 = hn::BitCast(d2, hn::InterleaveLower(d4, r2, r3));
-  const auto t2 = hn::BitCast(d2, hn::InterleaveUpper(d4, r0, r1));  // r0[2] r1[2] r0[3] r1[3]
-  const auto t3 = hn::BitCast(d2, hn::InterleaveUpper(d4, r2, r3));
-  r0 = hn::BitCast(d4, hn::InterleaveLower(d2, t0, t1));
-  r1 = hn::BitCast(d4, hn::InterleaveUpper(d2, t0, t1));
-  r2 = hn::BitCast(d4, hn::InterleaveLower(d2, t2, t3));
-  r3 = hn::BitCast(d4, hn::InterleaveUpper(d2, t2, t3));
-}
-#endif
-
-// out[b * out_stride + a] = value(d, in[a * in_stride + b...], b, a) for
-// a < rows, b < cols: the lanes of `value` hold elements b, b + 1, ... of row
-// a. float goes by 4 x 4 blocks of 128-bit vectors transposed in registers
-// (8 shuffles per 16 elements, where element-wise copies take a load and a
-// store each). Where rows or cols is not a multiple of 4, the last block
-// overlaps the one before it, and the overlap is written again with the
-// same bits (the same operations on the same inputs). Smaller matrices and
-// float64 go one lane at a time, through the same operations. The blocks go
-// along rows (kAlongRows), or along columns: positions outermost, so that
-// the position-major side is visited in order.
-template <bool kAlongRows, class T, class Value>
-void transpose_blocks(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
-                      std::int64_t rows, std::int64_t cols, const Value& value) {
-#if HWY_TARGET != HWY_SCALAR
-  if constexpr (sizeof(T) == 4) {
-    if (rows >= 4 && cols >= 4) {
-      const hn::Full128<T> d4;
-      const auto block = [&](std::int64_t a, std::int64_t b) {
-        const T* from = in + a * in_stride + b;
-        auto r0 = value(d4, hn::LoadU(d4, from), b, a);
-        auto r1 = value(d4, hn::LoadU(d4, from + in_stride), b, a + 1);
-        auto r2 = value(d4, hn::LoadU(d4, from + 2 * in_stride), b, a + 2);
-        auto r3 = value(d4, hn::LoadU(d4, from + 3 * in_stride), b, a + 3);
-        Transpose4(d4, r0, r1, r2, r3);
-        T* to = out + b * out_stride + a;
-        hn::StoreU(r0, d4, to);
-        hn::StoreU(r1, d4, to + out_stride);
-        hn::StoreU(r2, d4, to + 2 * out_stride);
-        hn::StoreU(r3, d4, to + 3 * out_stride);
-      };
-      // Block starts along a dimension of n: every 4, and n - 4 to end.
-      const auto each_start = [](std::int64_t n, const auto& f) {
-        std::int64_t k = 0;
-        for (; k + 4 <= n; k += 4) f(k);
-        if (k < n) f(n - 4);
-      };
-      if constexpr (kAlongRows) {
-        each_start(rows, [&](std::int64_t a) { each_start(cols, [&](std::int64_t b) { block(a, b); }); });
-      } else {
-        each_start(cols, [&](std::int64_t b) { each_start(rows, [&](std::int64_t a) { block(a, b); }); });
-      }
-      return;
-    }
-  }
-#endif
-  const hn::CappedTag<T, 1> d1;
-  const auto one = [&](std::int64_t a, std::int64_t b) {
-    out[b * out_stride + a] = hn::GetLane(value(d1, hn::LoadU(d1, in + a * in_stride + b), b, a));
-  };
-  for (std::int64_t outer = 0; outer < (kAlongRows ? rows : cols); ++outer) {
-    for (std::int64_t inner = 0; inner < (kAlongRows ? cols : rows); ++inner) {
-      if constexpr (kAlongRows) {
-        one(outer, inner);
-      } else {
-        one(inner, outer);
-      }
-    }
-  }
-}
-
 // Pass 3 of a class-last tile: out[j * C + c] = value(d, e, j, c) for the
 // class-major e (row stride W), by transpose_blocks, or for 2 or 3 classes
 // by interleaving stores of whole vectors of positions.
@@ -825,15 +750,6 @@ void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int
   transpose_blocks<false>(e + j0, W, out + j0 * C, C, C, count - j0, shifted);
 }
 
-// out[b * out_stride + a] = in[a * in_stride + b] for a < rows, b < cols:
-// class-last tiles into their class-major copy (kAlongRows: rows are
-// positions) and out of it (columns are positions).
-template <bool kAlongRows, class T>
-void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_stride,
-               std::int64_t rows, std::int64_t cols) {
-  transpose_blocks<kAlongRows>(in, in_stride, out, out_stride, rows, cols,
-                               [](auto, auto v, std::int64_t, std::int64_t) { return v; });
-}
 
 // The class-major copy xs (row stride W) of `count` class-last positions at
 // x (x[j * C + c]), the inverse of class_last_outputs: 2 or 3 classes by

@@ -49,6 +49,7 @@
 // clang-format on
 
 #include "kernels/highway_spatial.h"
+#include "kernels/transpose-inl.h"
 
 #include <algorithm>
 #include <cmath>
@@ -414,43 +415,10 @@ HWY_INLINE V BackwardElement(D d, V e, V inv, V h, V mean, V beta, V x, V max, T
 }
 
 // Copies n pixels x G channels of a channel-last piece (pixel i's channels at
-// src + i * C) to channel-major dst (channel c's n pixels at dst + c * n), in
-// 128-bit blocks transposed in registers (4 x 4 float, 2 x 2 double): the
-// element-by-element copy took a quarter of the channel-last time.
+// src + i * C) to channel-major dst (channel c's n pixels at dst + c * n).
 template <class T>
 void Transpose(const T* src, std::int64_t C, std::int64_t n, std::int64_t G, T* dst) {
-  std::int64_t i = 0;
-#if HWY_TARGET != HWY_SCALAR
-  const hn::Full128<T> d;
-  constexpr std::int64_t B = 16 / sizeof(T);
-  for (; i + B <= n; i += B) {
-    std::int64_t c = 0;
-    for (; c + B <= G; c += B) {
-      const T* in = src + i * C + c;
-      T* out = dst + c * n + i;
-      if constexpr (B == 4) {
-        const auto r0 = hn::LoadU(d, in), r1 = hn::LoadU(d, in + C);
-        const auto r2 = hn::LoadU(d, in + 2 * C), r3 = hn::LoadU(d, in + 3 * C);
-        const auto t0 = hn::InterleaveLower(d, r0, r1), t1 = hn::InterleaveLower(d, r2, r3);
-        const auto t2 = hn::InterleaveUpper(d, r0, r1), t3 = hn::InterleaveUpper(d, r2, r3);
-        hn::StoreU(hn::ConcatLowerLower(d, t1, t0), d, out);
-        hn::StoreU(hn::ConcatUpperUpper(d, t1, t0), d, out + n);
-        hn::StoreU(hn::ConcatLowerLower(d, t3, t2), d, out + 2 * n);
-        hn::StoreU(hn::ConcatUpperUpper(d, t3, t2), d, out + 3 * n);
-      } else {
-        const auto r0 = hn::LoadU(d, in), r1 = hn::LoadU(d, in + C);
-        hn::StoreU(hn::InterleaveLower(d, r0, r1), d, out);
-        hn::StoreU(hn::InterleaveUpper(d, r0, r1), d, out + n);
-      }
-    }
-    for (; c < G; ++c) {
-      for (std::int64_t q = i; q < i + B; ++q) dst[c * n + q] = src[q * C + c];
-    }
-  }
-#endif
-  for (; i < n; ++i) {
-    for (std::int64_t c = 0; c < G; ++c) dst[c * n + i] = src[i * C + c];
-  }
+  transpose<true>(src, C, dst, n, n, G);
 }
 
 // Per-thread buffers, kept between calls.
