@@ -2,10 +2,14 @@
 // per-device registry, shape inference of every operator (checked against
 // hand-written specs and against what the operator really produces), and the
 // gradient makers' emitted OperatorDefs compared field by field with
-// hand-written ones. Gradient values are checked in test_gradient_nets.cc.
+// hand-written ones, errors of the API named in the operators' terms, and
+// ConstantFill's value and Sum's overflow checks. Gradient values are checked
+// in test_gradient_nets.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <optional>
 #include <set>
 #include <string>
@@ -756,6 +760,26 @@ TEST_P(InferRejects, BadShapes) {
   EXPECT_EQ(ws.names(), before);
 }
 
+// The run names the culprit input as inference does, in the operator's terms
+// ("input 'labels' (blob 'l')"), not as the API function it calls names its
+// argument (issue 10, item 12).
+TEST_P(InferRejects, RunNamesTheInputAsInferenceDoes) {
+  const BadInferCase& c = GetParam();
+  const std::string& needle = c.needles.at(1);  // needles[0] is the type
+  const std::string culprit = needle.substr(0, needle.find(' '));
+  // Inference's names of inputs: the schema's ports, and the roles of the
+  // ports of Caffe2's gradients (P_or_weight_tensor, ...).
+  std::set<std::string> names = {"P", "d_avg_loss", "weight_tensor"};
+  for (const PortSchema& p : schema_of(c.def.type).inputs()) names.insert(p.name);
+  if (!names.contains(culprit)) return;  // about an argument, or Sum's own check
+  Workspace ws;
+  for (std::size_t i = 0; i < c.inputs.size(); ++i) {
+    if (c.inputs[i]) ws.set(c.def.inputs[i], zeros_of(*c.inputs[i]));
+  }
+  const std::string named = c.def.type + ": input '" + culprit + "' (blob '";
+  EXPECT_ERROR_MENTIONS(run_operator(c.def, ws), {named});
+}
+
 INSTANTIATE_TEST_SUITE_P(Operators, InferRejects, ::testing::ValuesIn(bad_infer_cases()),
                          case_name<BadInferCase>);
 
@@ -1045,6 +1069,168 @@ TEST(GradientMaker, SpatialSoftmaxAndSoftArgmax) {
   expect_def(make_gradient(sa, {"", "", "cov_grad"}).ops.at(0),
              expected_grad("SpatialSoftArgmaxGradient", {"X", "", "", "cov_grad"}, {"X_grad"}, sa));
   EXPECT_EQ(make_gradient(sa, {"kp_grad", "", ""}).input_grads, std::vector<std::string>{"X_grad"});
+}
+
+// --- 4. API errors in the operator's terms (issue 10, item 12) ---------------
+
+// The message of the Error `f` throws; "" when it throws none.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Runs `def` on `blobs` and returns the error's message ("" if none); the run
+// must write nothing.
+std::string run_error(const OperatorDef& def, const Blobs& blobs) {
+  Workspace ws;
+  put(ws, blobs);
+  const std::vector<std::string> before = ws.names();
+  const std::string what = error_of([&] { run_operator(def, ws); });
+  EXPECT_EQ(ws.names(), before) << what;
+  return what;
+}
+
+void expect_named(const std::string& what, const std::string& starts,
+                  std::initializer_list<const char*> absent) {
+  EXPECT_EQ(what.rfind(starts, 0), 0u) << "expected to start with \"" << starts << "\": " << what;
+  for (const char* a : absent) EXPECT_EQ(what.find(a), std::string::npos) << a << " in: " << what;
+}
+
+// (2, 5, 3, 4) scores, (2, 3, 4) labels with a 7 at [1, 2, 3] (flat 23).
+Tensor scores() { return rnd({2, 5, 3, 4}, 81); }
+Tensor bad_labels(DType dtype) {
+  Tensor t(dtype, {2, 3, 4});
+  if (dtype == i32) t.data_as<std::int32_t>()[23] = 7; else t.data_as<std::int64_t>()[23] = 7;
+  return t;
+}
+
+TEST(OperatorErrors, BadLabelNamesTheOperatorsInputAndItsBlob) {
+  expect_named(run_error(make_def("SoftmaxCrossEntropyLoss", {"S", "T"}, {"L"}),
+                         {{"S", scores()}, {"T", bad_labels(i64)}}),
+               "SoftmaxCrossEntropyLoss: input 'labels' (blob 'T') [1, 2, 3] (flat index 23) = 7, "
+               "expected in [0, 5)",
+               {"targets", "cross_entropy"});
+  expect_named(run_error(make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "dL"}, {"dS"}),
+                         {{"S", scores()}, {"T", bad_labels(i32)}, {"dL", Tensor(f64, {})}}),
+               "SoftmaxCrossEntropyLossGradient: input 'labels' (blob 'T') [1, 2, 3]", {"targets"});
+  expect_named(run_error(make_def("NegativeLogLikelihoodLoss", {"LP", "Y"}, {"L"}),
+                         {{"LP", scores()}, {"Y", bad_labels(i64)}}),
+               "NegativeLogLikelihoodLoss: input 'target' (blob 'Y') [1, 2, 3] (flat index 23) = 7",
+               {"labels", "nll_loss"});
+  expect_named(run_error(make_def("CrossEntropy", {"X", "Y"}, {"L"}),
+                         {{"X", scores()}, {"Y", bad_labels(i32)}}),
+               "CrossEntropy: input 'targets' (blob 'Y') [1, 2, 3]", {"cross_entropy"});
+  // Caffe2's functions name themselves as the operator: a named operator is
+  // named once.
+  OperatorDef c2 = make_def("SpatialSoftmaxWithLoss", {"logits", "labels"}, {"P", "L"});
+  c2.name = "loss1";
+  Tensor t(i32, {2, 3, 4});
+  t.data_as<std::int32_t>()[23] = 7;
+  const std::string what = run_error(c2, {{"logits", scores()}, {"labels", std::move(t)}});
+  expect_named(what, "SpatialSoftmaxWithLoss 'loss1': input 'T' (blob 'labels') [1, 2, 3] (flat index 23)", {});
+  EXPECT_EQ(what.find("SpatialSoftmaxWithLoss", 1), std::string::npos) << what;
+  // In a net, after the net's and the op's place.
+  NetDef net;
+  net.name = "seg";
+  net.ops = {make_def("SoftmaxCrossEntropyLoss", {"S", "T"}, {"L"})};
+  Workspace ws;
+  ws.set("S", scores());
+  ws.set("T", bad_labels(i64));
+  EXPECT_ERROR_MENTIONS(run_net(net, ws), {"net 'seg', op 0: SoftmaxCrossEntropyLoss: input 'labels' (blob 'T') ["});
+}
+
+TEST(OperatorErrors, BadWeightNamesTheOperatorsWeightInput) {
+  expect_named(run_error(make_def("SoftmaxCrossEntropyLoss", {"S", "T", "W"}, {"L"}),
+                         {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"W", Tensor(f64, {4})}}),
+               "SoftmaxCrossEntropyLoss: input 'weights' (blob 'W') shape: expected (5,)",
+               {"class_weight"});
+  expect_named(run_error(make_def("NegativeLogLikelihoodLoss", {"LP", "Y", "w"}, {"L"}),
+                         {{"LP", scores()},
+                          {"Y", Tensor(i64, {2, 3, 4})},
+                          {"w", values(f64, {5}, {1, -1, 1, 1, 1})}}),
+               "NegativeLogLikelihoodLoss: input 'weight' (blob 'w') [flat index 1] = -1",
+               {"class_weight"});
+  expect_named(run_error(make_def("CrossEntropy", {"X", "Y", "", "A"}, {"L"}),
+                         {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"A", Tensor(f64, {2, 3})}}),
+               "CrossEntropy: input 'pixel_weight' (blob 'A') shape", {});
+  expect_named(run_error(make_def("SoftmaxWithLoss", {"X", "T", "W"}, {"P", "L"}),
+                         {{"X", rnd({4, 5}, 3)}, {"T", Tensor(i32, {4})}, {"W", Tensor(f64, {5})}}),
+               "SoftmaxWithLoss: input 'weight_tensor' (blob 'W') shape", {});
+  // Caffe2's 5-input gradient: port 2 is the weights.
+  expect_named(run_error(make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
+                         {{"X", scores()},
+                          {"T", Tensor(i32, {2, 3, 4})},
+                          {"W", Tensor(f64, {2, 3})},
+                          {"P", scores()},
+                          {"dL", Tensor(f64, {})}}),
+               "SpatialSoftmaxWithLossGradient: input 'weight_tensor' (blob 'W') shape", {});
+}
+
+TEST(OperatorErrors, UpstreamGradientNamedAsTheGradientOperatorNamesIt) {
+  const Tensor lp = scores();
+  expect_named(run_error(make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "dL"}, {"dS"}),
+                         {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"dL", Tensor(f64, {2})}}),
+               "SoftmaxCrossEntropyLossGradient: input 'd_output' (blob 'dL') shape", {"grad_loss"});
+  expect_named(run_error(make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "", "dLP"}, {"dS"}),
+                         {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"dLP", Tensor(f32, {2, 5, 3, 4})}}),
+               "SoftmaxCrossEntropyLossGradient: input 'd_log_prob' (blob 'dLP') dtype", {"grad_log_prob"});
+  expect_named(run_error(make_def("NegativeLogLikelihoodLossGradient", {"LP", "Y", "dL"}, {"dLP"}),
+                         {{"LP", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"dL", Tensor(f32, {})}}),
+               "NegativeLogLikelihoodLossGradient: input 'd_loss' (blob 'dL') dtype", {"grad_loss"});
+  expect_named(run_error(make_def("CrossEntropyGradient", {"X", "Y", "", "", "", "dP"}, {"dX"}),
+                         {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"dP", Tensor(f64, {2, 3, 4})}}),
+               "CrossEntropyGradient: input 'd_prob' (blob 'dP') shape", {"grad_prob"});
+  expect_named(run_error(make_def("KLDivGradient", {"X", "Q", "dL"}, {"dX"}),
+                         {{"X", scores()}, {"Q", scores()}, {"dL", Tensor(f64, {3})}}),
+               "KLDivGradient: input 'd_output' (blob 'dL') shape", {"grad_output"});
+  expect_named(run_error(make_def("SoftmaxGradient", {"y", "dy"}, {"dx"}),
+                         {{"y", rnd({2, 3}, 5)}, {"dy", Tensor(f32, {2, 3})}}),
+               "SoftmaxGradient: input 'd_output' (blob 'dy') dtype", {"grad_prob"});
+  expect_named(run_error(make_def("SoftmaxGradient", {"y", "dy"}, {"dx"}),
+                         {{"y", rnd({2, 3}, 5)}, {"dy", Tensor(f64, {3, 2})}}),
+               "SoftmaxGradient: input 'd_output' (blob 'dy') shape", {});
+  expect_named(run_error(make_def("LogSoftmaxGradient", {"y", "dy"}, {"dx"}),
+                         {{"y", rnd({2, 3}, 5)}, {"dy", Tensor(f32, {2, 3})}}),
+               "LogSoftmaxGradient: input 'd_output' (blob 'dy') dtype", {"grad_log_prob"});
+  expect_named(run_error(make_def("SpatialSoftArgmaxGradient", {"X", "", "dS"}, {"dX"}),
+                         {{"X", scores()}, {"dS", Tensor(f64, {2, 5})}}),
+               "SpatialSoftArgmaxGradient: input 'd_S' (blob 'dS') shape", {"grad_softmax"});
+  expect_named(run_error(make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
+                         {{"X", scores()}, {"T", Tensor(i32, {2, 3, 4})}, {"P", scores()},
+                          {"dL", Tensor(i32, {})}}),
+               "SpatialSoftmaxWithLossGradient: input 'd_avg_loss' (blob 'dL') dtype", {"d_loss"});
+  expect_named(run_error(make_def("SoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
+                         {{"X", rnd({4, 5}, 3)}, {"T", Tensor(i32, {4})}, {"W", Tensor(f64, {4})},
+                          {"P", Tensor(f32, {4, 5})}, {"dL", Tensor(f64, {})}}),
+               "SoftmaxWithLossGradient: input 'P' (blob 'P') dtype", {});
+}
+
+// The API's options are the operators' arguments, named as such.
+TEST(OperatorErrors, OptionsNamedAsTheOperatorsArguments) {
+  expect_named(run_error(make_def("CrossEntropy", {"X", "Y"}, {"L"}, {{"label_smoothing", 2.0f}}),
+                         {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}}),
+               "CrossEntropy: argument 'label_smoothing' = 2, expected in [0, 1]", {"cross_entropy"});
+  expect_named(run_error(make_def("CrossEntropy", {"X", "Y"}, {"L"}, {{"ignore_index", std::int64_t{0}}}),
+                         {{"X", scores()}, {"Y", scores()}}),
+               "CrossEntropy: argument 'ignore_index' = 0", {});
+  expect_named(run_error(make_def("SpatialSoftmax", {"X"}, {"S"}, {{"temperature", -1.0f}}),
+                         {{"X", scores()}}),
+               "SpatialSoftmax: argument 'temperature' = -1", {"spatial_soft_argmax"});
+}
+
+// ONNX labels are class indices: float labels of the scores' shape are not
+// taken as probabilities.
+TEST(OperatorErrors, OnnxLabelsMustBeIndices) {
+  expect_named(run_error(make_def("SoftmaxCrossEntropyLoss", {"S", "T"}, {"L"}),
+                         {{"S", scores()}, {"T", scores()}}),
+               "SoftmaxCrossEntropyLoss: input 'labels' (blob 'T') dtype: expected int32 or int64, "
+               "got float64",
+               {});
 }
 
 }  // namespace

@@ -73,6 +73,23 @@ c2::SoftmaxWithLossArgs softmax_args(const Args& a) {
   return out;
 }
 
+// The caffe2:: functions name X, T and weight_tensor as the forward ops do
+// (the shared driver says pixel_weight for the weights); the gradients'
+// inputs shift with the weights, and the API's d_loss is d_avg_loss.
+const ApiArgs kLossApiArgs = {{"X", 0}, {"T", 1}, {"weight_tensor", 2}, {"pixel_weight", 2}};
+
+ApiArgs gradient_api_args(const OperatorDef& def) {
+  const bool weighted = def.inputs.size() == 5;
+  ApiArgs a = {{"X", 0}, {"T", 1}};
+  if (weighted) {
+    a.push_back({"weight_tensor", 2, "weight_tensor"});
+    a.push_back({"pixel_weight", 2, "weight_tensor"});
+  }
+  a.push_back({"P", weighted ? 3u : 2u, "P"});
+  a.push_back({"d_loss", weighted ? 4u : 3u, "d_avg_loss"});
+  return a;
+}
+
 // X (N, D, H, W) float, T (N, H, W) int32, optional weights (N, H, W).
 void infer_spatial_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_t weight_index,
                           bool has_weight) {
@@ -155,7 +172,7 @@ void register_caffe2_operators() {
                                                         r.optional_input(2), spatial_args(r.args()));
     r.set_output(0, std::move(out.prob));
     r.set_output(1, std::move(out.loss));
-  });
+  }, kLossApiArgs);
 
   common_args(gradient_ports(add_schema("SpatialSoftmaxWithLossGradient")
                                  .doc("dX of SpatialSoftmaxWithLoss from the supplied P; X gives "
@@ -175,7 +192,7 @@ void register_caffe2_operators() {
     r.set_output(0, c2::spatial_softmax_with_loss_gradient(
                         r.input(0), r.input(1), weighted ? r.optional_input(2) : std::nullopt,
                         r.input(weighted ? 3 : 2), r.input(weighted ? 4 : 3), spatial_args(r.args())));
-  });
+  }, gradient_api_args);
 
   // Caffe2's GetSoftmaxWithLossGradient: (X, T, [W], P, GO(loss)) -> GI(X).
   auto softmax_with_loss_gradient = [](const char* grad_type) {
@@ -219,7 +236,7 @@ void register_caffe2_operators() {
         c2::softmax_with_loss(r.input(0), r.input(1), r.optional_input(2), softmax_args(r.args()));
     r.set_output(0, std::move(out.prob));
     r.set_output(1, std::move(out.loss));
-  });
+  }, kLossApiArgs);
 
   softmax_loss_args(gradient_ports(add_schema("SoftmaxWithLossGradient")
                                        .doc("dX of SoftmaxWithLoss from the supplied P."),
@@ -238,7 +255,7 @@ void register_caffe2_operators() {
                                                    weighted ? r.optional_input(2) : std::nullopt,
                                                    r.input(weighted ? 3 : 2),
                                                    r.input(weighted ? 4 : 3), softmax_args(r.args())));
-  });
+  }, gradient_api_args);
   add_gradient("SoftmaxWithLoss", softmax_with_loss_gradient("SoftmaxWithLossGradient"));
 }
 

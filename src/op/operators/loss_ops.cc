@@ -7,6 +7,13 @@
 namespace spatialsoftmax::op::detail {
 namespace {
 
+// The API's names of the inputs of cross_entropy(_backward), as the ports
+// of CrossEntropy(Gradient).
+const ApiArgs kCeApiArgs = {{"logits", 0}, {"targets", 1}, {"class_weight", 2}, {"pixel_weight", 3}};
+const ApiArgs kCeGradApiArgs = {{"logits", 0},       {"targets", 1},   {"class_weight", 2},
+                                {"pixel_weight", 3}, {"grad_loss", 4}, {"grad_prob", 5},
+                                {"grad_log_prob", 6}, {"grad_entropy", 7}};
+
 constexpr const char* kOrderDoc = "\"NCHW\": class axis 1; \"NHWC\": class axis last";
 
 ZeroWeightMean zero_weight_mean_arg(const Args& args) {
@@ -121,7 +128,7 @@ void register_loss_operators() {
     r.set_output(1, std::move(out.prob));
     r.set_output(2, std::move(out.log_prob));
     r.set_output(3, std::move(out.entropy));
-  });
+  }, kCeApiArgs);
 
   ce_args(add_schema("CrossEntropyGradient")
               .doc("dX of CrossEntropy from the upstream gradients of its outputs (absent ones "
@@ -153,7 +160,7 @@ void register_loss_operators() {
     g.log_prob = r.optional_input(6);
     g.entropy = r.optional_input(7);
     r.set_output(0, cross_entropy_backward(r.input(0), r.input(1), g, ce_options(r)));
-  });
+  }, kCeGradApiArgs);
   add_gradient("CrossEntropy", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
     std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1]};
     for (std::size_t i = 2; i < 4; ++i) inputs.push_back(i < fwd.inputs.size() ? fwd.inputs[i] : "");
@@ -206,7 +213,7 @@ void register_loss_operators() {
       });
   add_cpu_operator("KLDiv", [=](OpRun& r) {
     r.set_output(0, kl_div(r.input(0), r.input(1), kl_options(r.args())));
-  });
+  }, {{"logits", 0}, {"target", 1}});
   kl_args(add_schema("KLDivGradient")
               .doc("dX of KLDiv.")
               .input("X", "logits")
@@ -222,7 +229,7 @@ void register_loss_operators() {
       });
   add_cpu_operator("KLDivGradient", [=](OpRun& r) {
     r.set_output(0, kl_div_backward(r.input(0), r.input(1), r.input(2), kl_options(r.args())));
-  });
+  }, {{"logits", 0}, {"target", 1}, {"grad_output", 2}});
   add_gradient("KLDiv", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;

@@ -23,6 +23,17 @@ OpSchema& loss_args(OpSchema& s) {
       });
 }
 
+// ONNX labels are class indices: cross_entropy would take float labels of
+// the scores' shape as probabilities.
+const Tensor& index_labels(const OpRun& r) {
+  const Tensor& labels = r.input(1);
+  if (labels.dtype() != DType::kInt32 && labels.dtype() != DType::kInt64) {
+    throw Error(describe(r.def()) + ": " + r.input_label(1) + " dtype: expected int32 or int64, got " +
+                std::string(dtype_name(labels.dtype())));
+  }
+  return labels;
+}
+
 CrossEntropyOptions onnx_options(const OpRun& r, std::size_t weight_input) {
   CrossEntropyOptions o = CrossEntropyOptions::onnx();
   o.reduction = reduction_arg(r.args(), false);
@@ -77,10 +88,10 @@ void register_onnx_operators() {
   add_cpu_operator("SoftmaxCrossEntropyLoss", [](OpRun& r) {
     CrossEntropyOptions o = onnx_options(r, 2);
     o.want_log_prob = r.wants_output(1);
-    CrossEntropyResult out = cross_entropy(r.input(0), r.input(1), o);
+    CrossEntropyResult out = cross_entropy(r.input(0), index_labels(r), o);
     r.set_output(0, std::move(out.loss));
     r.set_output(1, std::move(out.log_prob));
-  });
+  }, {{"logits", 0}, {"targets", 1}, {"class_weight", 2}});
 
   loss_args(add_schema("SoftmaxCrossEntropyLossGradient")
                 .doc("d_scores of SoftmaxCrossEntropyLoss, from the upstream gradients of its "
@@ -101,8 +112,8 @@ void register_onnx_operators() {
     CrossEntropyGrads g;
     g.loss = r.optional_input(3);
     g.log_prob = r.optional_input(4);
-    r.set_output(0, cross_entropy_backward(r.input(0), r.input(1), g, onnx_options(r, 2)));
-  });
+    r.set_output(0, cross_entropy_backward(r.input(0), index_labels(r), g, onnx_options(r, 2)));
+  }, {{"logits", 0}, {"targets", 1}, {"class_weight", 2}, {"grad_loss", 3}, {"grad_log_prob", 4}});
   add_gradient("SoftmaxCrossEntropyLoss",
                [](const OperatorDef& fwd, const std::vector<std::string>& go) {
                  const std::string weights = fwd.inputs.size() > 2 ? fwd.inputs[2] : "";
@@ -129,7 +140,7 @@ void register_onnx_operators() {
       });
   add_cpu_operator("NegativeLogLikelihoodLoss", [](OpRun& r) {
     r.set_output(0, nll_loss(r.input(0), r.input(1), onnx_options(r, 2)));
-  });
+  }, {{"log_prob", 0}, {"labels", 1}, {"class_weight", 2}});
 
   loss_args(add_schema("NegativeLogLikelihoodLossGradient")
                 .doc("d_input of NegativeLogLikelihoodLoss.")
@@ -145,7 +156,7 @@ void register_onnx_operators() {
       });
   add_cpu_operator("NegativeLogLikelihoodLossGradient", [](OpRun& r) {
     r.set_output(0, nll_loss_backward(r.input(0), r.input(1), r.input(2), onnx_options(r, 3)));
-  });
+  }, {{"log_prob", 0}, {"labels", 1}, {"grad_loss", 2}, {"class_weight", 3}});
   add_gradient("NegativeLogLikelihoodLoss",
                [](const OperatorDef& fwd, const std::vector<std::string>& go) {
                  require_output_grad(fwd, go, 0);

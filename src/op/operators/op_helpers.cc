@@ -1,5 +1,9 @@
 #include "op/operators/op_helpers.h"
 
+#include <algorithm>
+#include <cctype>
+#include <string_view>
+
 namespace spatialsoftmax::op::detail {
 
 const Tensor& OpRun::input(std::size_t i) const {
@@ -9,6 +13,21 @@ const Tensor& OpRun::input(std::size_t i) const {
   }
   return ws_.get(def_.inputs[i]);
 }
+
+namespace {
+
+// How errors name input i of an operator: its port (`name`, or the schema's)
+// and the net's blob.
+std::string input_label(const OpSchema& schema, const OperatorDef& def, std::size_t i,
+                        const std::string& name = "") {
+  const std::string& port =
+      !name.empty() ? name : schema.inputs()[std::min(i, schema.inputs().size() - 1)].name;
+  return "input '" + port + "' (blob '" + (i < def.inputs.size() ? def.inputs[i] : "") + "')";
+}
+
+}  // namespace
+
+std::string OpRun::input_label(std::size_t i) const { return detail::input_label(schema_, def_, i); }
 
 std::optional<TensorView> OpRun::optional_input(std::size_t i) const {
   if (!has_input(i)) return std::nullopt;
@@ -27,19 +46,68 @@ void OpRun::commit(Workspace& ws) {
 
 namespace {
 
+bool is_identifier(std::string_view s) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+}
+
+// The argument token of an API message "<function>: <arg><rest>": letters,
+// digits, '_' and '.', ended by the end, ' ', '[' or ':' (so "targets[1, 2]",
+// "T row 3", "logits: element count" all give their argument).
+std::size_t token_length(std::string_view rest) {
+  std::size_t n = 0;
+  while (n < rest.size() && (std::isalnum(static_cast<unsigned char>(rest[n])) || rest[n] == '_' ||
+                             rest[n] == '.')) {
+    ++n;
+  }
+  if (n < rest.size() && rest[n] != ' ' && rest[n] != '[' && rest[n] != ':') return 0;
+  return n;
+}
+
+}  // namespace
+
+std::string operator_error(const OperatorDef& def, const OpSchema& schema, const ApiArgs& api_args,
+                           const std::string& what) {
+  const std::string who = describe(def);
+  // TODO(error fields): once spatialsoftmax::Error carries the function and
+  // argument names, read them here instead of parsing the text.
+  const std::size_t colon = what.find(": ");
+  if (colon != std::string::npos && is_identifier(std::string_view(what).substr(0, colon))) {
+    const std::string_view rest = std::string_view(what).substr(colon + 2);
+    const std::string_view arg = rest.substr(0, token_length(rest));
+    const std::string_view after = rest.substr(arg.size());
+    std::string named;
+    for (const ApiArg& a : api_args) {
+      if (!arg.empty() && a.api == arg && a.input < def.inputs.size()) {
+        named = input_label(schema, def, a.input, a.name);
+        break;
+      }
+    }
+    if (named.empty() && !arg.empty() && schema.find_arg(arg) != nullptr) {
+      named = "argument '" + std::string(arg) + "'";
+    }
+    if (!named.empty()) {
+      return who + ": " + named + (after.starts_with('[') ? " " : "") + std::string(after);
+    }
+  }
+  if (what.starts_with(who + ":")) return what;  // the operator's own message
+  return who + ": " + what;
+}
+
+namespace {
+
 class FunctionOperator final : public Operator {
  public:
-  FunctionOperator(const OperatorDef& def, const OpSchema& schema, const RunFn& fn)
-      : Operator(def), schema_(schema), fn_(fn) {}
+  FunctionOperator(const OperatorDef& def, const OpSchema& schema, const RunFn& fn,
+                   ApiArgs api_args)
+      : Operator(def), schema_(schema), fn_(fn), api_args_(std::move(api_args)) {}
   void run(Workspace& ws) override {
     OpRun r(schema_, def(), ws);
     try {
       fn_(r);
     } catch (const Error& e) {
-      const std::string who = describe(def());
-      const std::string what = e.what();
-      if (what.starts_with(who + ":")) throw;
-      throw Error(who + ": " + what);
+      throw Error(operator_error(def(), schema_, api_args_, e.what()));
     }
     r.commit(ws);
   }
@@ -47,15 +115,23 @@ class FunctionOperator final : public Operator {
  private:
   const OpSchema& schema_;
   RunFn fn_;
+  ApiArgs api_args_;
 };
 
 }  // namespace
 
-void add_cpu_operator(const std::string& type, RunFn fn) {
-  const OpSchema& schema = *schema_table().at(type);
-  add_operator(Device::kCpu, type, [&schema, fn = std::move(fn)](const OperatorDef& def) {
-    return std::make_unique<FunctionOperator>(def, schema, fn);
+void add_cpu_operator(const std::string& type, RunFn fn, ApiArgs api_args) {
+  add_cpu_operator(type, std::move(fn), [api_args = std::move(api_args)](const OperatorDef&) {
+    return api_args;
   });
+}
+
+void add_cpu_operator(const std::string& type, RunFn fn, ApiArgsFn api_args) {
+  const OpSchema& schema = *schema_table().at(type);
+  add_operator(Device::kCpu, type,
+               [&schema, fn = std::move(fn), api_args = std::move(api_args)](const OperatorDef& def) {
+                 return std::make_unique<FunctionOperator>(def, schema, fn, api_args(def));
+               });
 }
 
 void infer_fail(const OperatorDef& def, const std::string& what) {

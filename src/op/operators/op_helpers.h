@@ -31,6 +31,8 @@ class OpRun {
   bool wants_output(std::size_t i) const { return schema_.has_output(def_, i); }
   std::size_t input_count() const { return def_.inputs.size(); }
   const Tensor& input(std::size_t i) const;
+  // "input 'labels' (blob 'T')": how errors name input i (as operator_error).
+  std::string input_label(std::size_t i) const;
   std::optional<TensorView> optional_input(std::size_t i) const;
   void set_output(std::size_t i, Tensor value);
   void commit(Workspace& ws);
@@ -45,8 +47,33 @@ class OpRun {
 
 using RunFn = std::function<void(OpRun&)>;
 
+// --- errors of the API in the operator's terms ------------------------------
+// The API functions an operator calls name their arguments as the API does
+// ("cross_entropy: targets[1, 2] ..."), but the operator's caller knows the
+// operator's inputs and the net's blobs. Each operator lists, once, which of
+// its inputs each API argument is; its run rethrows API errors through
+// operator_error with that table.
+struct ApiArg {
+  std::string api;        // the API's argument name, e.g. "targets"
+  std::size_t input = 0;  // the operator input it is
+  std::string name = {};  // what to call that input; empty: the schema's name
+};
+using ApiArgs = std::vector<ApiArg>;
+// For operators whose inputs shift with their count (Caffe2's gradients).
+using ApiArgsFn = std::function<ApiArgs(const OperatorDef&)>;
+
+// The message of an error raised while running `def`, prefixed with the
+// operator once. "<function>: <arg><rest>" becomes
+//   "<op>: input '<input name>' (blob '<blob>')<rest>"
+// when `api_args` has <arg>, or "<op>: argument '<arg>'<rest>" when <arg>
+// is one of the schema's arguments (the API's option names are the
+// operators' argument names); any other message is only prefixed.
+std::string operator_error(const OperatorDef& def, const OpSchema& schema, const ApiArgs& api_args,
+                           const std::string& what);
+
 // Registers the CPU operator `type` (its schema must exist) running `fn`.
-void add_cpu_operator(const std::string& type, RunFn fn);
+void add_cpu_operator(const std::string& type, RunFn fn, ApiArgs api_args = {});
+void add_cpu_operator(const std::string& type, RunFn fn, ApiArgsFn api_args);
 
 // --- shape inference helpers (throw Error naming the operator) -------------
 [[noreturn]] void infer_fail(const OperatorDef& def, const std::string& what);

@@ -86,7 +86,7 @@ void register_spatial_operators() {
       });
   add_cpu_operator("SpatialSoftmax", [](OpRun& r) {
     r.set_output(0, spatial_softmax(r.input(0), spatial_options(r.args())));
-  });
+  }, {{"input", 0}});
 
   spatial_args(add_schema("SpatialSoftArgmax")
                    .doc("Expected coordinates (keypoints) of the spatial softmax per channel; "
@@ -110,7 +110,7 @@ void register_spatial_operators() {
     r.set_output(0, std::move(out.keypoints));
     r.set_output(1, std::move(out.softmax));
     r.set_output(2, std::move(out.covariance));
-  });
+  }, {{"input", 0}});
 
   spatial_args(add_schema("SpatialSoftArgmaxGradient")
                    .doc("dX of SpatialSoftmax and SpatialSoftArgmax from the upstream gradients "
@@ -139,7 +139,7 @@ void register_spatial_operators() {
     g.softmax = r.optional_input(2);
     g.covariance = r.optional_input(3);
     r.set_output(0, spatial_soft_argmax_backward(r.input(0), g, spatial_options(r.args())).grad_input);
-  });
+  }, {{"input", 0}, {"grad_keypoints", 1}, {"grad_softmax", 2}, {"grad_covariance", 3}});
 
   // SpatialSoftmax's S is SpatialSoftArgmax's output 1.
   add_gradient("SpatialSoftmax", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
