@@ -1233,5 +1233,147 @@ TEST(OperatorErrors, OnnxLabelsMustBeIndices) {
                {});
 }
 
+// --- 5. ConstantFill's value and Sum's overflow (issue 10, item 9) ----------
+
+constexpr std::int64_t kFloatCode = 1, kInt32Code = 2, kInt64Code = 10, kDoubleCode = 13;
+
+OperatorDef fill_def(ArgValue value, std::int64_t dtype, std::vector<std::string> inputs = {}) {
+  std::vector<Argument> args = {{"value", std::move(value)}, {"dtype", dtype}};
+  if (inputs.empty()) args.push_back({"shape", std::vector<std::int64_t>{3}});
+  return make_def("ConstantFill", std::move(inputs), {"y"}, std::move(args));
+}
+
+Tensor run_fill(const OperatorDef& def) {
+  Workspace ws;
+  run_operator(def, ws);
+  return copy(ws.get("y"));
+}
+
+TEST(ConstantFillValue, IntArgumentIsExactForInt64) {
+  const std::int64_t odd = (std::int64_t{1} << 53) + 1;  // not a double
+  for (const std::int64_t v : {odd, -odd, std::numeric_limits<std::int64_t>::max(),
+                               std::numeric_limits<std::int64_t>::min()}) {
+    const Tensor y = run_fill(fill_def(v, kInt64Code));
+    ASSERT_EQ(y.dtype(), i64);
+    for (std::int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.data_as<std::int64_t>()[i], v) << v;
+  }
+  const Tensor y = run_fill(fill_def(std::int64_t{-2147483648}, kInt32Code));
+  EXPECT_EQ(y.data_as<std::int32_t>()[0], std::numeric_limits<std::int32_t>::min());
+}
+
+// An integer dtype takes a float value only if it is an integer in its range
+// (Caffe2 cast it: UB, 3e9 became INT_MIN); an int value must fit int32.
+// Checked when the operator is created (the dtype is known) and by shape
+// inference, with the operator, the argument, the range and the value.
+TEST(ConstantFillValue, IntegerDtypesRefuseWhatTheyCannotHold) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::string i32_range = "[-2147483648, 2147483647] (the range of int32";
+  const std::string i64_range = "[-9223372036854775808, 9223372036854775807] (the range of int64";
+  struct Case {
+    ArgValue value;
+    std::int64_t dtype;
+    std::string range, got;
+  };
+  const Case cases[] = {
+      {std::int64_t{3000000000}, kInt32Code, i32_range, "got 3000000000"},
+      {std::int64_t{-2147483649}, kInt32Code, i32_range, "got -2147483649"},
+      {3e9f, kInt32Code, i32_range, "got 3e+09"},
+      {2147483648.0f, kInt32Code, i32_range, "got 2.14748365e+09"},
+      {std::numeric_limits<float>::quiet_NaN(), kInt32Code, i32_range, "got nan"},
+      {-inf, kInt32Code, i32_range, "got -inf"},
+      {inf, kInt64Code, i64_range, "got inf"},
+      {9223372036854775808.0f, kInt64Code, i64_range, "got 9.22337204e+18"},
+      {2.5f, kInt32Code, i32_range, "got 2.5 (not an integer"},
+      {-0.5f, kInt64Code, i64_range, "got -0.5 (not an integer"},
+  };
+  for (const Case& c : cases) {
+    const OperatorDef def = fill_def(c.value, c.dtype);
+    const std::string created = error_of([&] { (void)create_operator(def); });
+    for (const std::string& needle : {std::string("ConstantFill: argument 'value'"), c.range, c.got}) {
+      EXPECT_NE(created.find(needle), std::string::npos) << needle << " not in: " << created;
+    }
+    EXPECT_ERROR_MENTIONS(schema_of("ConstantFill").infer_outputs(def, {}), {"'value'", c.got});
+  }
+}
+
+TEST(ConstantFillValue, IntegerDtypesTakeIntegralFloats) {
+  EXPECT_EQ(run_fill(fill_def(-2147483648.0f, kInt32Code)).data_as<std::int32_t>()[2],
+            std::numeric_limits<std::int32_t>::min());
+  EXPECT_EQ(run_fill(fill_def(-9223372036854775808.0f, kInt64Code)).data_as<std::int64_t>()[1],
+            std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(run_fill(fill_def(16777216.0f, kInt32Code)).data_as<std::int32_t>()[0], 16777216);
+  EXPECT_EQ(run_fill(fill_def(-3.0f, kInt64Code)).data_as<std::int64_t>()[0], -3);
+  // No value: the default 0.
+  EXPECT_EQ(run_fill(make_def("ConstantFill", {}, {"y"}, {{"dtype", kInt32Code}})).numel(), 1);
+}
+
+// With the dtype taken from the input, the check runs with the operator; the
+// run writes nothing.
+TEST(ConstantFillValue, DtypeFromTheInputIsCheckedWhenRun) {
+  const OperatorDef def = make_def("ConstantFill", {"x"}, {"y"}, {{"value", 2.5f}});
+  EXPECT_NO_THROW((void)create_operator(def));
+  Workspace ws;
+  ws.set("x", Tensor(i32, {2, 2}));
+  EXPECT_ERROR_MENTIONS(run_operator(def, ws), {"ConstantFill", "'value'", "int32", "got 2.5"});
+  EXPECT_FALSE(ws.has("y"));
+  ws.set("x", Tensor(f64, {2, 2}));
+  run_operator(def, ws);
+  EXPECT_EQ(ws.get("y").at(3), 2.5);
+}
+
+// Float dtypes follow IEEE: NaN and infinities are filled as given, an int
+// value rounds to nearest (the schema doc of `value` says so).
+TEST(ConstantFillValue, FloatDtypesFollowIeee) {
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(run_fill(fill_def(inf, kFloatCode)).data_as<float>()[0], inf);
+  EXPECT_EQ(run_fill(fill_def(-inf, kDoubleCode)).data_as<double>()[1], -static_cast<double>(inf));
+  EXPECT_TRUE(std::isnan(run_fill(fill_def(std::numeric_limits<float>::quiet_NaN(), kDoubleCode))
+                             .data_as<double>()[2]));
+  const std::int64_t odd53 = (std::int64_t{1} << 53) + 1, odd24 = (1 << 24) + 1;
+  EXPECT_EQ(run_fill(fill_def(odd53, kDoubleCode)).data_as<double>()[0], 9007199254740992.0);
+  EXPECT_EQ(run_fill(fill_def(odd24, kFloatCode)).data_as<float>()[0], 16777216.0f);
+  EXPECT_EQ(run_fill(fill_def(0.1f, kDoubleCode)).data_as<double>()[0], static_cast<double>(0.1f));
+  const std::string& doc = schema_of("ConstantFill").find_arg("value")->doc;
+  EXPECT_NE(doc.find("IEEE"), std::string::npos) << doc;
+  EXPECT_NE(doc.find("not an integer"), std::string::npos) << doc;
+}
+
+TEST(SumOverflow, IntegerOverflowIsAnErrorNamingTheElement) {
+  Workspace ws;
+  ws.set("a", values(i32, {2}, {2147483646, 5}));
+  ws.set("b", values(i32, {2}, {1, 1}));
+  ws.set("c", values(i32, {2}, {1, 1}));
+  const std::string what = error_of([&] { run_operator(make_def("Sum", {"a", "b", "c"}, {"s"}), ws); });
+  for (const char* needle :
+       {"Sum: output 'sum' (blob 's') [flat index 0]", "2147483647 (the sum of inputs 0..1)",
+        "+ 1 (input 2, blob 'c')", "overflows int32", "[-2147483648, 2147483647]"}) {
+    EXPECT_NE(what.find(needle), std::string::npos) << needle << " not in: " << what;
+  }
+  EXPECT_FALSE(ws.has("s"));
+
+  Tensor low(i64, {2});
+  low.data_as<std::int64_t>()[1] = std::numeric_limits<std::int64_t>::min();
+  ws.set("p", std::move(low));
+  ws.set("q", values(i64, {2}, {1, -1}));
+  EXPECT_ERROR_MENTIONS(run_operator(make_def("Sum", {"p", "q"}, {"s"}), ws),
+                        {"blob 's'", "flat index 1", "-9223372036854775808 (input 0, blob 'p')",
+                         "+ -1 (input 1, blob 'q')", "overflows int64"});
+  EXPECT_FALSE(ws.has("s"));
+}
+
+TEST(SumOverflow, SumsInRangeAndFloatSumsAreUnchanged) {
+  Workspace ws;
+  ws.set("a", values(i32, {2}, {2147483646, -2147483647}));
+  ws.set("b", values(i32, {2}, {1, -1}));
+  run_operator(make_def("Sum", {"a", "b"}, {"s"}), ws);
+  EXPECT_EQ(ws.get("s").data_as<std::int32_t>()[0], 2147483647);
+  EXPECT_EQ(ws.get("s").data_as<std::int32_t>()[1], -2147483648);
+  // Float sums stay IEEE: an overflow gives inf.
+  const float big = std::numeric_limits<float>::max();
+  ws.set("f", values(f32, {1}, {big}));
+  run_operator(make_def("Sum", {"f", "f"}, {"g"}), ws);
+  EXPECT_EQ(ws.get("g").data_as<float>()[0], std::numeric_limits<float>::infinity());
+}
+
 }  // namespace
 }  // namespace spatialsoftmax::op
