@@ -36,7 +36,29 @@ TEST(Tensor, DenseStridesAndNumel) {
   EXPECT_EQ(contiguous_strides(shape), (Shape{12, 4, 1}));
   EXPECT_EQ(checked_numel(shape, "x"), 24);
   EXPECT_EQ(checked_numel(Shape{}, "x"), 1);
-  EXPECT_EQ(checked_numel(Shape{5, 0, std::numeric_limits<std::int64_t>::max()}, "x"), 0);
+  EXPECT_EQ(checked_numel(Shape{1, 0, std::numeric_limits<std::int64_t>::max()}, "x"), 0);
+}
+
+// NumPy's rule: the non-zero dims of an empty shape must multiply within
+// int64 too, so that no product taken later overflows (issue 10, item 6).
+TEST(Tensor, EmptyShapeWhoseOtherDimsOverflowIsAnError) {
+  const std::int64_t big = std::int64_t{1} << 40;
+  EXPECT_ERROR_MENTIONS(checked_numel(Shape{0, big, big, big}, "logits"),
+                        {"logits", "overflows", "non-zero"});
+  EXPECT_ERROR_MENTIONS(checked_numel(Shape{5, 0, std::numeric_limits<std::int64_t>::max()}, "x"),
+                        {"overflows"});
+  EXPECT_EQ(checked_numel(Shape{0, big, std::int64_t{1} << 20}, "x"), 0);
+  const float* none = nullptr;
+  const TensorView empty = TensorView::of(none, {0, big, big, big});
+  EXPECT_TRUE(empty.is_contiguous());
+  EXPECT_ERROR_MENTIONS(empty.numel(), {"overflows"});
+  const TensorView huge(none, DType::kFloat32, {big, big, big}, {1, 1, 1});
+  EXPECT_FALSE(huge.is_contiguous());
+  std::vector<float> logits;
+  std::vector<std::int64_t> labels;
+  EXPECT_ERROR_MENTIONS(cross_entropy(TensorView::of(logits.data(), {0, big, big, big}),
+                                      TensorView::of(labels.data(), {0, big, big})),
+                        {"cross_entropy", "overflows"});
 }
 
 TEST(Tensor, NumelOverflowIsAnError) {
@@ -122,7 +144,7 @@ TEST_F(NpyTest, RejectsMalformedFilesNamingThem) {
       {"not an npy file", "magic"},
       {npy(header) + std::string(8, '\0'), "bytes"},  // 8 of 16 data bytes
       {npy("{'descr': '<u2', 'fortran_order': False, 'shape': (4,), }"), "descr"},
-      {npy("{'descr': '<f4', 'fortran_order': True, 'shape': (4,), }"), "fortran_order"},
+      {npy("{'descr': '<f4', 'fortran_order': 1, 'shape': (4,), }"), "fortran_order"},
       {npy("{'descr': '<f4', 'fortran_order': False, }"), "shape"},
   };
   int n = 0;

@@ -78,9 +78,12 @@ int run_bench(const BenchOptions& options);
 // Replaces line breaks so that an error message stays on one line.
 std::string one_line(std::string text);
 
-// Writes OUT_DIR/NAME.npy for each tensor. Each file is written under a
-// temporary name and renamed; if one fails, those written before it are
-// removed too, so a failed call leaves no output behind.
+// Writes OUT_DIR/NAME.npy for each tensor, all or nothing: every file is
+// written and synced under a hidden temporary name first, and only then are
+// they renamed over the final names, so an error while writing (a full disk,
+// a name too long) leaves every older file in OUT_DIR as it was, and a kill
+// leaves under each final name a complete older or a complete new file.
+// Temporaries left by killed runs are removed by the next call.
 void write_outputs(const std::filesystem::path& out_dir,
                    const std::map<std::string, Tensor>& outputs);
 

@@ -44,17 +44,19 @@ std::int64_t checked_numel(std::span<const std::int64_t> shape, std::string_view
       throw Error(msg.str());
     }
   }
+  // The product of the non-zero dims must fit too, as NumPy requires even
+  // of an empty array: every product of dims taken later (pixel counts,
+  // strides, contiguity checks) is then bounded by it.
+  bool empty = false;
   for (std::int64_t d : shape) {
-    if (d == 0) return 0;  // an empty tensor never overflows, whatever its other dims
-  }
-  for (std::int64_t d : shape) {
-    if (n > std::numeric_limits<std::int64_t>::max() / d) {
+    if (d == 0) {
+      empty = true;
+    } else if (__builtin_mul_overflow(n, d, &n)) {
       throw Error(std::string(what) + ": element count of shape " + shape_string(shape) +
-                  " overflows int64, expected at most 2^63-1 elements");
+                  " overflows int64 (counting only its non-zero dims), expected at most 2^63-1");
     }
-    n *= d;
   }
-  return n;
+  return empty ? 0 : n;
 }
 
 Shape contiguous_strides(std::span<const std::int64_t> shape) {
@@ -96,10 +98,15 @@ TensorView::TensorView(const void* data, DType dtype, Shape shape, Shape strides
 std::int64_t TensorView::numel() const { return checked_numel(shape_, "tensor"); }
 
 bool TensorView::is_contiguous() const {
+  // Saturating products, as in contiguous_strides: the shape may not have
+  // been checked yet. An empty view has nothing to lay out.
   std::int64_t expected = 1;
   for (std::size_t i = shape_.size(); i-- > 0;) {
+    if (shape_[i] == 0) return true;
+  }
+  for (std::size_t i = shape_.size(); i-- > 0;) {
     if (shape_[i] != 1 && strides_[i] != expected) return false;
-    expected *= shape_[i];
+    if (__builtin_mul_overflow(expected, shape_[i], &expected)) return false;
   }
   return true;
 }

@@ -1,14 +1,17 @@
-// .npy reader and writer. The header is a Python dict literal; we accept the
-// exact subset NumPy writes: 'descr', 'fortran_order' and 'shape' keys.
+// .npy reader and writer (the format: numpy/lib/format.py's docstring).
+// Every size a file declares is checked against the bytes it holds before
+// anything is allocated, so a crafted header costs neither memory nor time.
+#include <algorithm>
+#include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <random>
-#include <regex>
+#include <istream>
+#include <limits>
 #include <string>
-#include <system_error>
 
+#include "io/npy_format.h"
+#include "io/staged_file.h"
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/npy.h"
 
@@ -18,16 +21,17 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr std::size_t kMagicSize = 6;
 
-[[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
-  throw Error("npy file " + path.string() + ": " + what);
+[[noreturn]] void fail(std::string_view source, const std::string& what) {
+  throw Error("npy file " + std::string(source) + ": " + what);
 }
 
-DType parse_descr(const std::filesystem::path& path, const std::string& descr) {
+DType parse_descr(std::string_view source, const std::string& descr) {
   if (descr == "<f4") return DType::kFloat32;
   if (descr == "<f8") return DType::kFloat64;
   if (descr == "<i4") return DType::kInt32;
   if (descr == "<i8") return DType::kInt64;
-  fail(path, "descr '" + descr + "', expected one of '<f4', '<f8', '<i4', '<i8'");
+  std::string shown = descr.substr(0, 32) + (descr.size() > 32 ? "..." : "");
+  fail(source, "header key 'descr': expected one of '<f4', '<f8', '<i4', '<i8', got '" + shown + "'");
 }
 
 std::string descr_of(DType dtype) {
@@ -40,116 +44,164 @@ std::string descr_of(DType dtype) {
   return "";
 }
 
-Shape parse_shape(const std::filesystem::path& path, const std::string& text) {
-  Shape shape;
-  std::size_t i = 0;
-  while (i < text.size()) {
-    while (i < text.size() && (text[i] == ' ' || text[i] == ',')) ++i;
-    if (i == text.size()) break;
-    std::size_t end = i;
-    while (end < text.size() && std::isdigit(static_cast<unsigned char>(text[end]))) ++end;
-    if (end == i || end - i > 18) fail(path, "shape '(" + text + ")' is not a tuple of dims");
-    shape.push_back(std::stoll(text.substr(i, end - i)));
-    i = end;
-  }
-  return shape;
-}
-
 std::uint32_t read_le(const unsigned char* p, int bytes) {
   std::uint32_t v = 0;
   for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
   return v;
 }
 
+// NumPy's rule for what an array may declare: the product of its non-zero
+// dims times the item size fits a signed 64-bit count ("array is too big"),
+// even when another dim is 0.
+std::int64_t checked_data_bytes(std::string_view source, const Shape& shape, DType dtype) {
+  std::int64_t bytes = static_cast<std::int64_t>(dtype_size(dtype));
+  bool empty = false;
+  for (std::int64_t d : shape) {
+    if (d == 0) {
+      empty = true;
+    } else if (__builtin_mul_overflow(bytes, d, &bytes)) {
+      fail(source, "header key 'shape': " + shape_string(shape) + " of " +
+                       std::string(dtype_name(dtype)) +
+                       " is too big: its byte count overflows int64 (NumPy refuses it too)");
+    }
+  }
+  return empty ? 0 : bytes;
+}
+
+// The bytes left in `in` after its read position, or -1 if it cannot seek.
+std::int64_t remaining_bytes(std::istream& in) {
+  const std::istream::pos_type here = in.tellg();
+  if (here == std::istream::pos_type(-1)) return -1;
+  in.seekg(0, std::ios::end);
+  const std::istream::pos_type end = in.tellg();
+  in.seekg(here);
+  if (end == std::istream::pos_type(-1) || !in) {
+    in.clear();
+    in.seekg(here);
+    return -1;
+  }
+  return static_cast<std::int64_t>(end - here);
+}
+
+// Fortran-ordered data: read as the C-order array of the reversed shape,
+// then copied into C order.
+Tensor to_c_order(const Tensor& reversed, const Shape& shape) {
+  Shape strides(shape.size());
+  std::int64_t stride = 1;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    strides[i] = stride;
+    stride *= std::max<std::int64_t>(shape[i], 1);
+  }
+  return Tensor::copy_of(TensorView(reversed.data(), reversed.dtype(), shape, strides));
+}
+
 }  // namespace
 
-Tensor read_npy(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open for reading");
+Tensor read_npy(std::istream& in, std::string_view source) {
   unsigned char prefix[12] = {};
   in.read(reinterpret_cast<char*>(prefix), 8);
   if (in.gcount() != 8 || std::memcmp(prefix, kMagic, kMagicSize) != 0) {
-    fail(path, "missing the \\x93NUMPY magic");
+    fail(source, "missing the \\x93NUMPY magic");
   }
   const int major = prefix[6];
-  std::uint32_t header_len;
-  if (major == 1) {
-    in.read(reinterpret_cast<char*>(prefix + 8), 2);
-    header_len = read_le(prefix + 8, 2);
-  } else if (major == 2 || major == 3) {
-    in.read(reinterpret_cast<char*>(prefix + 8), 4);
-    header_len = read_le(prefix + 8, 4);
-  } else {
-    fail(path, "format version " + std::to_string(major) + ", expected 1, 2 or 3");
+  const int length_bytes = major == 1 ? 2 : 4;
+  if (major < 1 || major > 3 || prefix[7] != 0) {
+    fail(source, "format version " + std::to_string(major) + "." + std::to_string(prefix[7]) +
+                     ", expected 1.0, 2.0 or 3.0");
   }
-  if (!in || header_len > (1u << 20)) fail(path, "truncated or oversized header");
-  std::string header(header_len, '\0');
-  in.read(header.data(), header_len);
-  if (static_cast<std::uint32_t>(in.gcount()) != header_len) fail(path, "truncated header");
-
-  static const std::regex descr_re(R"('descr'\s*:\s*'([^']*)')");
-  static const std::regex fortran_re(R"('fortran_order'\s*:\s*(True|False))");
-  static const std::regex shape_re(R"('shape'\s*:\s*\(([^)]*)\))");
-  std::smatch m;
-  if (!std::regex_search(header, m, descr_re)) fail(path, "header has no 'descr'");
-  const DType dtype = parse_descr(path, m[1]);
-  if (!std::regex_search(header, m, fortran_re)) fail(path, "header has no 'fortran_order'");
-  if (m[1] == "True") fail(path, "fortran_order True, expected False (C order)");
-  if (!std::regex_search(header, m, shape_re)) fail(path, "header has no 'shape'");
-  Shape shape = parse_shape(path, m[1]);
-
-  Tensor t(dtype, shape);
-  in.read(static_cast<char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
-  if (static_cast<std::size_t>(in.gcount()) != t.nbytes()) {
-    fail(path, "data holds " + std::to_string(in.gcount()) + " bytes, expected " +
-                   std::to_string(t.nbytes()) + " for shape " + shape_string(shape));
+  in.read(reinterpret_cast<char*>(prefix + 8), length_bytes);
+  if (in.gcount() != length_bytes) fail(source, "truncated before the header length");
+  const std::uint32_t header_len = read_le(prefix + 8, length_bytes);
+  if (header_len > io::kMaxNpyHeaderBytes) {
+    fail(source, "header of " + std::to_string(header_len) + " bytes, expected at most " +
+                     std::to_string(io::kMaxNpyHeaderBytes));
   }
+  const std::int64_t after_length = remaining_bytes(in);
+  if (after_length >= 0 && after_length < header_len) {
+    fail(source, "header of " + std::to_string(header_len) + " bytes, but the file holds " +
+                     std::to_string(after_length) + " more");
+  }
+  std::string text(header_len, '\0');
+  in.read(text.data(), header_len);
+  if (static_cast<std::uint32_t>(in.gcount()) != header_len) fail(source, "truncated header");
+
+  const io::NpyHeader header = io::parse_npy_header(text, source);
+  const DType dtype = parse_descr(source, header.descr);
+  const std::int64_t data_bytes = checked_data_bytes(source, header.shape, dtype);
+  const std::int64_t available = remaining_bytes(in);
+  const auto too_short = [&](std::int64_t held) {
+    fail(source, "data holds " + std::to_string(held) + " bytes, expected " +
+                     std::to_string(data_bytes) + " for shape " + shape_string(header.shape) +
+                     " of " + std::string(dtype_name(dtype)));
+  };
+  if (available >= 0 && available < data_bytes) too_short(available);
+
+  Shape stored = header.shape;
+  if (header.fortran_order) stored.assign(header.shape.rbegin(), header.shape.rend());
+  Tensor t = Tensor::uninitialized(dtype, stored);
+  in.read(static_cast<char*>(t.data()), static_cast<std::streamsize>(data_bytes));
+  if (in.gcount() != data_bytes) too_short(in.gcount());
+  if (header.fortran_order) return to_c_order(t, header.shape);
   return t;
 }
 
-void write_npy(const std::filesystem::path& path, const TensorView& tensor) {
-  const Tensor dense = Tensor::copy_of(tensor);
-  std::string shape = "(";
-  for (std::size_t i = 0; i < dense.shape().size(); ++i) {
-    shape += std::to_string(dense.shape()[i]) + (dense.shape().size() == 1 ? ",)" : "");
-    if (dense.shape().size() != 1) shape += i + 1 < dense.shape().size() ? ", " : ")";
+Tensor read_npy(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail(path.string(), "is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path.string(), std::string("cannot open for reading: ") + std::strerror(errno));
+  return read_npy(in, path.string());
+}
+
+namespace io {
+
+StagedFile stage_npy(const std::filesystem::path& path, const TensorView& tensor) {
+  const std::int64_t numel = checked_numel(tensor.shape(), "write_npy: tensor");
+  std::string header = "{'descr': '" + descr_of(tensor.dtype()) +
+                       "', 'fortran_order': False, 'shape': " + shape_string(tensor.shape()) +
+                       ", }";
+  // Pad with spaces so that magic + version + length + header + '\n' is a
+  // multiple of 64 (NumPy aligns the data so); version 2.0's length field
+  // is 4 bytes where 1.0's 2 bytes wrap past 65535.
+  const auto padded = [&](std::size_t length_bytes) {
+    const std::size_t unpadded = kMagicSize + 2 + length_bytes + header.size() + 1;
+    return header.size() + (64 - unpadded % 64) % 64 + 1;
+  };
+  const bool version2 = padded(2) > 0xffff;
+  const std::size_t length_bytes = version2 ? 4 : 2;
+  const std::size_t header_len = padded(length_bytes);
+  if (header_len > kMaxNpyHeaderBytes) {
+    throw Error("write_npy: " + path.string() + ": header of " + std::to_string(header_len) +
+                " bytes for a rank-" + std::to_string(tensor.rank()) +
+                " tensor, more than read_npy's limit of " + std::to_string(kMaxNpyHeaderBytes));
   }
-  if (dense.shape().empty()) shape += ")";
-  std::string header = "{'descr': '" + descr_of(dense.dtype()) +
-                       "', 'fortran_order': False, 'shape': " + shape + ", }";
-  // Pad with spaces so magic + version + length + header + '\n' is a multiple of 64.
-  const std::size_t unpadded = kMagicSize + 2 + 2 + header.size() + 1;
-  header.append((64 - unpadded % 64) % 64, ' ');
+  header.resize(header_len - 1, ' ');
   header += '\n';
 
-  std::random_device rd;
-  std::filesystem::path tmp = path;
-  tmp += ".tmp" + std::to_string(rd());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(path, "cannot open " + tmp.string() + " for writing");
-    out.write(kMagic, kMagicSize);
-    const char version[2] = {1, 0};
-    out.write(version, 2);
-    const unsigned char len[2] = {static_cast<unsigned char>(header.size() & 0xff),
-                                  static_cast<unsigned char>(header.size() >> 8)};
-    out.write(reinterpret_cast<const char*>(len), 2);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    out.write(static_cast<const char*>(dense.data()), static_cast<std::streamsize>(dense.nbytes()));
-    out.flush();
-    if (!out) {
-      out.close();
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      fail(path, "write failed");
-    }
+  std::string prefix(kMagic, kMagicSize);
+  prefix += static_cast<char>(version2 ? 2 : 1);
+  prefix += '\0';
+  for (std::size_t i = 0; i < length_bytes; ++i) {
+    prefix += static_cast<char>((header_len >> (8 * i)) & 0xff);
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    fail(path, "cannot rename the temporary file into place");
+
+  StagedFile file(path);
+  file.write(prefix + header);
+  const std::size_t bytes = static_cast<std::size_t>(numel) * dtype_size(tensor.dtype());
+  if (tensor.is_contiguous()) {
+    if (bytes > 0) file.write(tensor.data(), bytes);
+  } else {
+    const Tensor dense = Tensor::copy_of(tensor);
+    file.write(dense.data(), bytes);
   }
+  file.sync();
+  return file;
+}
+
+}  // namespace io
+
+void write_npy(const std::filesystem::path& path, const TensorView& tensor) {
+  io::stage_npy(path, tensor).commit();
 }
 
 }  // namespace spatialsoftmax
