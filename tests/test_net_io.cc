@@ -18,6 +18,7 @@
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/op/net_io.h"
 #include "spatialsoftmax/op/operator_def.h"
+#include "spatialsoftmax/op/schema.h"
 #include "test_support.h"
 
 namespace spatialsoftmax::op {
@@ -365,6 +366,73 @@ TEST(NetIoErrors, MalformedBinary) {
                         {"model.pb", "binary"});
 }
 
+// Protobuf 3.21's text parser recursed once per '{' without a limit and
+// overflowed the stack at about 10,000 levels (issue 10, item 2); every
+// form now stops at kMaxNetNesting.
+std::string nested_text(int levels) {
+  std::string text;
+  for (int i = 0; i < levels; ++i) text += "op { arg { name: \"a\" n { ";
+  for (int i = 0; i < levels; ++i) text += "} } } ";
+  return text;
+}
+
+// The same nesting in protobuf binary: NetDef.op (2) > OperatorDef.arg (5) >
+// Argument.n (8) > NetDef ..., each a length-delimited field; Argument.name
+// is field 1.
+std::string nested_binary(int levels) {
+  std::string inner;
+  const auto wrap = [](int field, const std::string& payload) {
+    std::string out(1, static_cast<char>(field << 3 | 2));
+    for (std::size_t n = payload.size();; n >>= 7) {  // varint length
+      out += static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+      if (n <= 0x7f) break;
+    }
+    return out + payload;
+  };
+  for (int i = 0; i < levels; ++i) inner = wrap(2, wrap(5, wrap(1, "a") + wrap(8, inner)));
+  return inner;
+}
+
+std::string nested_json(int levels) {
+  std::string json;
+  for (int i = 0; i < levels; ++i) json += R"({"op": [{"arg": [{"name": "a", "n": )";
+  json += "{}";
+  for (int i = 0; i < levels; ++i) json += "}]}]}";
+  return json;
+}
+
+TEST(NetIoErrors, DeepNestingIsRefusedInEveryForm) {
+  for (const int levels : {20, 10'000}) {
+    EXPECT_ERROR_MENTIONS(parse_text(nested_text(levels)), {"net.pbtxt", "too deep"}) << levels;
+    EXPECT_ERROR_MENTIONS(parse_net(nested_binary(levels), NetFormat::kBinary, "net.pb"),
+                          {"net.pb", "nested deeper than 32"})
+        << levels;
+    EXPECT_ERROR_MENTIONS(parse_json(nested_json(levels)), {"net.json"}) << levels;
+  }
+  // Within the limit, nesting parses, and the nested net is then refused as
+  // an argument this library does not run.
+  EXPECT_ERROR_MENTIONS(parse_text(nested_text(2)), {"net/tensor arguments are not supported"});
+  EXPECT_ERROR_MENTIONS(parse_net(nested_binary(2), NetFormat::kBinary, "net.pb"),
+                        {"net/tensor arguments are not supported"});
+}
+
+// Two outputs of one operator naming one blob: the later silently won
+// (issue 10, item 10).
+TEST(NetIoErrors, DuplicateOutputBlobsAreRefused) {
+  EXPECT_ERROR_MENTIONS(
+      parse_text(R"(op { type: "A" input: "X" } op { type: "Softmax" name: "s" input: "X" output: "P" output: "Q" output: "P" })"),
+      {"net.pbtxt", "op 1 (Softmax 's')", "outputs 0 and 2 are both blob 'P'"});
+  EXPECT_ERROR_MENTIONS(
+      parse_json(R"({"op": [{"type": "Softmax", "input": ["X"], "output": ["Y", "Y"]}]})"),
+      {"net.json", "op 0", "outputs 0 and 1 are both blob 'Y'"});
+  // Skipped optional outputs (empty names) are not duplicates.
+  EXPECT_NO_THROW(parse_text(R"(op { type: "A" output: "" output: "" output: "Z" })"));
+  // Nets built in C++ meet the same rule when validated against the schema.
+  const OperatorDef twice = make_operator("SpatialSoftmaxWithLoss", {"X", "T"}, {"L", "L"});
+  EXPECT_ERROR_MENTIONS(schema_of("SpatialSoftmaxWithLoss").validate(twice),
+                        {"SpatialSoftmaxWithLoss", "outputs 0 and 1 are both blob 'L'"});
+}
+
 // ---- Files -----------------------------------------------------------------------
 
 class NetFiles : public ::testing::Test {
@@ -418,6 +486,14 @@ TEST_F(NetFiles, ReadErrorsNameThePath) {
   EXPECT_ERROR_MENTIONS(read_net(dir_ / "sub.pb"), {"cannot read", "sub.pb", "directory"});
   std::ofstream(dir_ / "bad.pbtxt") << "op {\n  type: 3\n";
   EXPECT_ERROR_MENTIONS(read_net(dir_ / "bad.pbtxt"), {(dir_ / "bad.pbtxt").string(), "line "});
+}
+
+TEST_F(NetFiles, OversizedFileIsRefusedBeforeItIsRead) {
+  // Sparse: no disk space is used.
+  std::ofstream(dir_ / "huge.pb").close();
+  std::filesystem::resize_file(dir_ / "huge.pb", kMaxNetBytes + 1);
+  EXPECT_ERROR_MENTIONS(read_net(dir_ / "huge.pb"),
+                        {"huge.pb", std::to_string(kMaxNetBytes + 1) + " bytes", "at most"});
 }
 
 TEST_F(NetFiles, FailedWriteLeavesNothingBehind) {

@@ -12,6 +12,7 @@
 //    and silently decodes to three other bytes, so JSON authors must encode.
 #include "spatialsoftmax/op/net_io.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
@@ -23,11 +24,11 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
-#include <random>
 #include <system_error>
 #include <type_traits>
 
 #include "caffe2_net.pb.h"
+#include "io/staged_file.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::op {
@@ -97,6 +98,7 @@ OperatorDef op_from_proto(const pb::OperatorDef& proto, int index,
 
   def.inputs.assign(proto.input().begin(), proto.input().end());
   def.outputs.assign(proto.output().begin(), proto.output().end());
+  check_distinct_outputs(def, where);
   for (int a = 0; a < proto.arg_size(); ++a) {
     const pb::Argument& arg = proto.arg(a);
     // Caffe2's ArgumentHelper rejected these too; find_arg would otherwise
@@ -212,24 +214,29 @@ class FirstTextError : public google::protobuf::io::ErrorCollector {
 };
 
 pb::NetDef parse_proto(std::string_view bytes, NetFormat format, std::string_view source) {
-  // Protobuf's parsers take an int size.
-  if (bytes.size() > static_cast<std::size_t>(INT_MAX)) {
+  if (bytes.size() > kMaxNetBytes) {
     throw Error(std::string(source) + ": " + std::to_string(bytes.size()) +
-                " bytes, more than protobuf's limit of " + std::to_string(INT_MAX));
+                " bytes, expected at most " + std::to_string(kMaxNetBytes));
   }
   const int size = static_cast<int>(bytes.size());
   pb::NetDef proto;
   switch (format) {
-    case NetFormat::kBinary:
-      if (!proto.ParseFromArray(bytes.data(), size)) {
+    case NetFormat::kBinary: {
+      google::protobuf::io::CodedInputStream input(reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                                                   size);
+      input.SetRecursionLimit(kMaxNetNesting);
+      if (!proto.ParseFromCodedStream(&input) || !input.ConsumedEntireMessage()) {
         throw Error(std::string(source) + ": not a NetDef in protobuf binary form (" +
-                    std::to_string(bytes.size()) + " bytes)");
+                    std::to_string(bytes.size()) + " bytes), or nested deeper than " +
+                    std::to_string(kMaxNetNesting) + " messages");
       }
       break;
+    }
     case NetFormat::kText: {
       FirstTextError errors;
       google::protobuf::TextFormat::Parser parser;
       parser.RecordErrorsTo(&errors);
+      parser.SetRecursionLimit(kMaxNetNesting);
       google::protobuf::io::ArrayInputStream input(bytes.data(), size);
       if (!parser.Parse(&input, &proto)) {
         throw Error(std::string(source) + ": " +
@@ -239,6 +246,7 @@ pb::NetDef parse_proto(std::string_view bytes, NetFormat format, std::string_vie
       break;
     }
     case NetFormat::kJson: {
+      // Protobuf's JSON parser has a nesting limit of its own (100 levels).
       const auto status = google::protobuf::util::JsonStringToMessage(
           google::protobuf::StringPiece(bytes.data(), bytes.size()), &proto);
       if (!status.ok()) {
@@ -307,6 +315,11 @@ NetDef read_net(const std::filesystem::path& path) {
   if (std::filesystem::is_directory(path, ec)) {
     throw Error("cannot read " + path_string(path) + ": is a directory");
   }
+  // Refused before it is read, not after.
+  if (const std::uintmax_t size = std::filesystem::file_size(path, ec); !ec && size > kMaxNetBytes) {
+    throw Error(path_string(path) + ": " + std::to_string(size) + " bytes, expected at most " +
+                std::to_string(kMaxNetBytes));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read " + path_string(path) + ": " + std::strerror(errno));
   const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -316,25 +329,9 @@ NetDef read_net(const std::filesystem::path& path) {
 
 void write_net(const std::filesystem::path& path, const NetDef& net) {
   const std::string bytes = serialize_net(net, net_format_of(path));
-  // Beside the target, so that the rename stays within one file system and
-  // is atomic; the random suffix keeps concurrent writers apart.
-  std::filesystem::path temp = path;
-  temp += ".tmp" + std::to_string(std::random_device{}());
-  const auto fail = [&](const std::string& reason) {
-    std::error_code ignored;
-    std::filesystem::remove(temp, ignored);
-    throw Error("cannot write " + path_string(path) + ": " + reason);
-  };
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(std::string("cannot create ") + path_string(temp) + ": " + std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) fail(std::string("writing ") + path_string(temp) + " failed: " + std::strerror(errno));
-  }
-  std::error_code ec;
-  std::filesystem::rename(temp, path, ec);
-  if (ec) fail("renaming " + path_string(temp) + " failed: " + ec.message());
+  io::StagedFile file(path);
+  file.write(bytes);
+  file.commit();
 }
 
 }  // namespace spatialsoftmax::op

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "spatialsoftmax/error.h"
+
 namespace spatialsoftmax::op {
 
 std::string_view device_name(Device device) {
@@ -42,6 +44,18 @@ void OperatorDef::set_arg(std::string arg_name, ArgValue value) {
 std::string describe(const OperatorDef& def) {
   if (def.name.empty()) return def.type;
   return def.type + " '" + def.name + "'";
+}
+
+void check_distinct_outputs(const OperatorDef& def, const std::string& where) {
+  // Operators have a handful of outputs: a quadratic scan is the cheapest.
+  for (std::size_t i = 0; i < def.outputs.size(); ++i) {
+    for (std::size_t j = i + 1; j < def.outputs.size(); ++j) {
+      if (!def.outputs[i].empty() && def.outputs[i] == def.outputs[j]) {
+        throw Error(where + ": outputs " + std::to_string(i) + " and " + std::to_string(j) +
+                    " are both blob '" + def.outputs[i] + "', expected distinct output blobs");
+      }
+    }
+  }
 }
 
 OperatorDef make_operator(std::string type, std::vector<std::string> inputs,

@@ -210,6 +210,7 @@ void OpSchema::validate(const OperatorDef& def) const {
   };
   check_ports(def.inputs, inputs_, "inputs", variadic_);
   check_ports(def.outputs, outputs_, "outputs", false);
+  check_distinct_outputs(def, op::describe(def));
 
   std::set<std::string, std::less<>> seen;
   for (const Argument& a : def.args) {

@@ -74,4 +74,10 @@ OperatorDef make_operator(std::string type, std::vector<std::string> inputs,
 // "SpatialSoftmaxWithLoss" or "SpatialSoftmaxWithLoss 'name'", for messages.
 std::string describe(const OperatorDef& def);
 
+// Throws Error ("<where>: outputs 0 and 2 are both blob 'P'") if two outputs
+// of `def` name the same blob: one would silently overwrite the other.
+// Empty names (skipped optional outputs) do not count. Checked when a net is
+// read and when an operator is validated against its schema.
+void check_distinct_outputs(const OperatorDef& def, const std::string& where);
+
 }  // namespace spatialsoftmax::op
