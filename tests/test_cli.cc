@@ -65,9 +65,10 @@ struct RunResult {
 };
 
 // Runs the program with `args` (each quoted for the shell).
-RunResult run_cli(const std::vector<std::string>& args) {
+// `shell_prefix` runs before the program in the same shell (ulimit, trap).
+RunResult run_cli(const std::vector<std::string>& args, const std::string& shell_prefix = "") {
   const TempDir capture;
-  std::string command = quote(cli_path().string());
+  std::string command = shell_prefix + quote(cli_path().string());
   // Appended piecewise: GCC 12 warns (-Wrestrict, a false positive) on
   // `const char* + std::string&&`.
   for (const std::string& arg : args) command.append(" ").append(quote(arg));
@@ -399,6 +400,80 @@ TEST_F(CliRunError, GradientOfAnUnknownLoss) {
   expect_failure({write_net(kSpatialNetJson).string(), "--input", x(), "--input", t(),
                   "--gradients", "nope"},
                  "nope");
+}
+
+// --- run: what --out holds after a failed or killed run ------------------------
+
+// A write error must leave every older file in --out as it was (issue 10,
+// item 4): before, the files written before the error were removed, older
+// files of the same names with them.
+class CliRunOutputs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    out_ = tmp_.path() / "out";
+    fs::create_directories(out_);
+    // X: float32 (1, 4, 64, 64), 64 KiB; T: int32 (1, 64, 64), 16 KiB.
+    write_npy(tmp_.path() / "X.npy", random_uniform(DType::kFloat32, {1, 4, 64, 64}, -3, 3, 1));
+    write_npy(tmp_.path() / "T.npy", random_labels(DType::kInt32, {1, 64, 64}, 4, 2));
+  }
+  // A net whose blobs sort as T, X, then the loss's outputs.
+  fs::path net_with_outputs(const std::string& prob, const std::string& loss) const {
+    const fs::path net = tmp_.path() / "net.json";
+    std::ofstream(net) << R"({"op": [{"type": "SpatialSoftmaxWithLoss", "input": ["X", "T"],)"
+                       << R"( "output": [")" << prob << R"(", ")" << loss << R"("]}]})";
+    return net;
+  }
+  std::vector<std::string> run_args(const fs::path& net) const {
+    return {"run", net.string(), "--input", "X=" + (tmp_.path() / "X.npy").string(), "--input",
+            "T=" + (tmp_.path() / "T.npy").string(), "--out", out_.string()};
+  }
+  void put_older(const std::string& name) const { std::ofstream(out_ / name) << "older " << name; }
+  void expect_older(const std::string& name) const {
+    EXPECT_EQ(read_text(out_ / name), "older " + name) << name << " was replaced or removed";
+  }
+
+  TempDir tmp_;
+  fs::path out_;
+};
+
+TEST_F(CliRunOutputs, NameTooLongLeavesOlderFilesAsTheyWere) {
+  for (const char* name : {"P.npy", "T.npy", "X.npy"}) put_older(name);
+  const std::string long_name(300, 'L');
+  const RunResult run = run_cli(run_args(net_with_outputs("P", long_name)));
+  EXPECT_NE(run.status, 0);
+  EXPECT_NE(run.err.find(long_name), std::string::npos) << run.err;
+  for (const char* name : {"P.npy", "T.npy", "X.npy"}) expect_older(name);
+  EXPECT_EQ(file_names(out_), (std::set<std::string>{"P.npy", "T.npy", "X.npy"}));
+}
+
+// A full disk, as a file size limit: T.npy fits, X.npy does not.
+TEST_F(CliRunOutputs, FullDiskLeavesOlderFilesAsTheyWere) {
+  for (const char* name : {"T.npy", "X.npy", "a_prob.npy"}) put_older(name);
+  const RunResult run = run_cli(run_args(net_with_outputs("a_prob", "avg_loss")),
+                                "ulimit -f 64 && trap '' XFSZ && ");
+  EXPECT_NE(run.status, 0);
+  EXPECT_EQ(line_count(run.err), 1u) << run.err;
+  EXPECT_NE(run.err.find("X.npy"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("File too large"), std::string::npos) << run.err;
+  for (const char* name : {"T.npy", "X.npy", "a_prob.npy"}) expect_older(name);
+  EXPECT_EQ(file_names(out_), (std::set<std::string>{"T.npy", "X.npy", "a_prob.npy"}));
+  // The same run without the limit replaces them all.
+  ASSERT_EQ(run_cli(run_args(net_with_outputs("a_prob", "avg_loss"))).status, 0);
+  EXPECT_EQ(file_names(out_), (std::set<std::string>{"T.npy", "X.npy", "a_prob.npy", "avg_loss.npy"}));
+  EXPECT_EQ(read_npy(out_ / "X.npy").shape(), (Shape{1, 4, 64, 64}));
+}
+
+// A killed run leaves its temporaries; the next run removes those of dead
+// processes and keeps those of live ones (a concurrent writer's).
+TEST_F(CliRunOutputs, NextRunRemovesTemporariesOfKilledRuns) {
+  const std::string dead = ".spatialsoftmax-999999999-0123456789abcdef.tmp";
+  const std::string live = ".spatialsoftmax-" + std::to_string(::getpid()) + "-0123456789abcdef.tmp";
+  std::ofstream(out_ / dead) << "partial";
+  std::ofstream(out_ / live) << "being written";
+  std::ofstream(out_ / ".spatialsoftmax-notes.txt") << "not ours";
+  ASSERT_EQ(run_cli(run_args(net_with_outputs("P", "avg_loss"))).status, 0);
+  EXPECT_EQ(file_names(out_), (std::set<std::string>{live, ".spatialsoftmax-notes.txt", "P.npy",
+                                                     "T.npy", "X.npy", "avg_loss.npy"}));
 }
 
 // --- help and version ---------------------------------------------------------
