@@ -82,6 +82,36 @@ class HighwayBackend final : public Backend {
 #undef SPATIALSOFTMAX_HIGHWAY_METHODS
 };
 
+// Problems with nothing to compute: every output is empty and every sum
+// stays 0, so no backend is called. Backends may assume work to do; without
+// this, per-class setup ran over C = 2^32 classes of zero positions.
+class NothingToDo final : public Backend {
+ public:
+  std::string_view name() const override { return "none (empty problem)"; }
+  std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
+
+#define SPATIALSOFTMAX_EMPTY_METHODS(T)                                                    \
+  void softmax(const core::SoftmaxProblem<T>&) const override {}                           \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>&) const override {}          \
+  void cross_entropy(const core::CrossEntropyProblem<T>&) const override {}                \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>&) const override {}         \
+  void kl_div(const core::KlDivProblem<T>&) const override {}                              \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&) const override {}     \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&) const override {}
+  SPATIALSOFTMAX_EMPTY_METHODS(float)
+  SPATIALSOFTMAX_EMPTY_METHODS(double)
+#undef SPATIALSOFTMAX_EMPTY_METHODS
+};
+
+// The spatial ops compute per channel (N * C of them; a channel of zero
+// pixels still has outputs); the others per position, and every output of a
+// problem without positions is empty (softmax's entropy map included).
+bool is_empty(Op op, const core::Geometry& g) {
+  const bool per_channel = op == Op::kSpatialSoftArgmax || op == Op::kSpatialSoftArgmaxBackward;
+  return per_channel ? g.batch == 0 || g.classes == 0 : g.positions() == 0;
+}
+
+const NothingToDo kNothingToDo;
 const ReferenceBackend kReference;
 const HighwayBackend kHighway;
 const Backend* const kBackends[] = {&kHighway, &kReference};
@@ -91,7 +121,9 @@ const Backend* const kBackends[] = {&kHighway, &kReference};
 std::span<const Backend* const> backends() { return kBackends; }
 const Backend& reference_backend() { return kReference; }
 
-const Backend& select(Op op, const core::Geometry& geom, DType dtype) {
+namespace {
+
+const Backend& choose(Op op, const core::Geometry& geom, DType dtype) {
   const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
   for (const Backend* b : backends()) {
     if (forced && *forced) {
@@ -109,6 +141,13 @@ const Backend& select(Op op, const core::Geometry& geom, DType dtype) {
     throw Error("SPATIALSOFTMAX_BACKEND = '" + std::string(forced) + "', expected one of: " + names);
   }
   return kReference;
+}
+
+}  // namespace
+
+const Backend& select(Op op, const core::Geometry& geom, DType dtype) {
+  const Backend& chosen = choose(op, geom, dtype);  // still checks SPATIALSOFTMAX_BACKEND
+  return is_empty(op, geom) ? kNothingToDo : chosen;
 }
 
 }  // namespace spatialsoftmax::dispatch

@@ -50,7 +50,9 @@ std::span<const Backend* const> backends();
 const Backend& reference_backend();
 // The backend that runs `op`: the first in backends() that does not decline,
 // or the one named by the environment variable SPATIALSOFTMAX_BACKEND if set
-// (an Error if it is unknown or declines).
+// (an Error if it is unknown or declines). A problem with nothing to compute
+// (no positions; for the spatial ops, no channels) gets a backend that does
+// nothing, so that no backend meets empty work.
 const Backend& select(Op op, const core::Geometry& geom, DType dtype);
 
 }  // namespace spatialsoftmax::dispatch
