@@ -6,11 +6,16 @@
 
 namespace spatialsoftmax {
 
-// Default: the environment variable SPATIALSOFTMAX_NUM_THREADS if set (a
-// positive integer), else the number of hardware threads.
+// The most threads the kernels start: more would only add wake-up cost.
+inline constexpr int kMaxThreads = 256;
+
+// The value of set_num_threads() once called; before that the environment
+// variable SPATIALSOFTMAX_NUM_THREADS if set (an integer in [1, kMaxThreads];
+// anything else throws spatialsoftmax::Error naming it), else the number of
+// hardware threads, at most kMaxThreads.
 int num_threads();
-// n >= 1; throws spatialsoftmax::Error otherwise. Affects later calls from
-// any thread.
+// n in [1, kMaxThreads]; throws spatialsoftmax::Error otherwise. Overrides
+// the environment variable; affects later calls from any thread.
 void set_num_threads(int n);
 
 }  // namespace spatialsoftmax

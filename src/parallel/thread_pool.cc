@@ -17,19 +17,23 @@
 namespace spatialsoftmax {
 namespace {
 
+// The variable is read once; an invalid value is an error on every call
+// that needs the default, until set_num_threads() replaces it.
 int default_threads() {
   if (const char* env = std::getenv("SPATIALSOFTMAX_NUM_THREADS"); env && *env) {
     int n = 0;
     const auto [end, ec] = std::from_chars(env, env + std::strlen(env), n);
-    if (ec == std::errc() && *end == '\0' && n >= 1) return n;
+    if (ec == std::errc() && *end == '\0' && n >= 1 && n <= kMaxThreads) return n;
     throw Error("SPATIALSOFTMAX_NUM_THREADS = '" + std::string(env) +
-                "', expected a positive integer");
+                "', expected an integer in [1, " + std::to_string(kMaxThreads) + "]");
   }
-  return std::max(1u, std::thread::hardware_concurrency());
+  return static_cast<int>(
+      std::clamp<unsigned>(std::thread::hardware_concurrency(), 1u, unsigned{kMaxThreads}));
 }
 
-std::atomic<int>& thread_setting() {
-  static std::atomic<int> n{default_threads()};
+// 0 until set_num_threads() is called.
+std::atomic<int>& thread_override() {
+  static std::atomic<int> n{0};
   return n;
 }
 
@@ -124,11 +128,18 @@ class Pool {
 
 }  // namespace
 
-int num_threads() { return thread_setting().load(); }
+int num_threads() {
+  if (const int n = thread_override().load(); n > 0) return n;
+  static const int from_environment = default_threads();  // a throw leaves it unset
+  return from_environment;
+}
 
 void set_num_threads(int n) {
-  if (n < 1) throw Error("set_num_threads: n = " + std::to_string(n) + ", expected >= 1");
-  thread_setting().store(n);
+  if (n < 1 || n > kMaxThreads) {
+    throw Error("set_num_threads: n = " + std::to_string(n) + ", expected in [1, " +
+                std::to_string(kMaxThreads) + "]");
+  }
+  thread_override().store(n);
 }
 
 namespace parallel {
