@@ -280,6 +280,40 @@ struct TileView {
 
 // The three passes over one tile. Writes the per-position losses into
 // t.loss and entropies into `entropy` (if given, length width).
+// Sums over a position's classes add vectors within blocks and the blocks'
+// totals in float64. One float32 chain per lane over 10^6 classes drifts
+// past SPEC.md 5's tolerance (issue 10, item 13): once a lane holds the
+// max's e = 1, every term below half its ulp is lost. run_row's blocks hold
+// kRowSumChain terms per chain (two chains of N lanes), for one SumOfLanes
+// per block; rows of up to one block sum exactly as one chain did.
+inline constexpr std::int64_t kRowSumChain = 64;
+template <class T>
+std::int64_t row_sum_block() {
+  return kRowSumChain * 2 * static_cast<std::int64_t>(hn::Lanes(hn::ScalableTag<T>()));
+}
+
+struct RowSumTotals {
+  double sum = 0, weighted_shift = 0, target_mass = 0, target_shift = 0, e_shift = 0;
+  double e_grad_p = 0, sum_grad_l = 0;
+};
+
+template <class T>
+inline constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(T);
+
+// run_tile's lanes are positions, each with its own chain of a term per
+// class and its own float64 total: past kTileOneBlock classes (more than
+// ADE20K's 150, so the common class counts keep one chain), blocks of
+// kTileSumBlock, for a store and N float64 adds per block.
+inline constexpr std::int64_t kTileOneBlock = 512;
+inline constexpr std::int64_t kTileSumBlock = 128;
+
+template <class T>
+struct LaneTotals {
+  double sum[kMaxLanes<T>] = {}, weighted_shift[kMaxLanes<T>] = {}, target_mass[kMaxLanes<T>] = {};
+  double target_shift[kMaxLanes<T>] = {}, e_shift[kMaxLanes<T>] = {}, e_grad_p[kMaxLanes<T>] = {};
+  double sum_grad_l[kMaxLanes<T>] = {};
+};
+
 template <class T>
 void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
               PositionTerms<T>& t, T* entropy, std::vector<T>& max_scratch,
@@ -315,6 +349,9 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
   const bool pick_label = s.index && pb && s.want_loss && classes <= 32;
   const bool soft_floor = s.soft && floor;
   const V one = hn::Set(d, T(1));
+  const bool blocked = classes > kTileOneBlock;
+  const std::int64_t block_classes = blocked ? kTileSumBlock : classes;
+  LaneTotals<T> totals;
   for (std::int64_t j = 0; j < W; j += N) {
     const V mv = hn::LoadU(d, m + j);
     V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
@@ -346,37 +383,75 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       const auto is_label = hn::RebindMask(d, hn::Eq(yv, hn::Set(di, static_cast<Index<T>>(c))));
       picked = hn::IfThenElse(is_label, shifted, picked);
     };
-    if (plain) {
-      for (std::int64_t c = 0; c < classes; ++c) {
+    // More than kTileOneBlock classes: the lanes' sums are added in float64
+    // block by block (kRowSumChain says why); each block's first add
+    // assigns, so totals is zeroed once per tile.
+    std::int64_t block = 0;
+    const auto end_block = [&](V& lanes, double* total) {
+      if (!blocked) return;
+      HWY_ALIGN T lane[kMaxLanes<T>];
+      hn::Store(lanes, d, lane);
+      for (std::int64_t l = 0; l < N; ++l) total[l] = (block ? total[l] : 0.0) + static_cast<double>(lane[l]);
+      lanes = hn::Zero(d);
+    };
+    const auto end_blocks = [&](V& lanes, const double* total) {
+      if (!blocked) return;
+      HWY_ALIGN T lane[kMaxLanes<T>];
+      for (std::int64_t l = 0; l < N; ++l) lane[l] = static_cast<T>(total[l]);
+      lanes = hn::Load(d, lane);
+    };
+    for (; block < classes; block += block_classes) {
+      const std::int64_t block_end = std::min(classes, block + block_classes);
+      if (plain) {
+        for (std::int64_t c = block; c < block_end; ++c) {
+          const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
+          const V e = ExpNonPositive(d, shifted);
+          sum = hn::Add(sum, e);
+          if (e_store) hn::StoreU(e, d, e_store + c * est + j);
+          if (pick_label) pick(c, shifted);
+        }
+      }
+      for (std::int64_t c = block; c < block_end && !plain; ++c) {
         const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
         const V e = ExpNonPositive(d, shifted);
         sum = hn::Add(sum, e);
-        if (e_store) hn::StoreU(e, d, e_store + c * est + j);
         if (pick_label) pick(c, shifted);
+        if (e_store) hn::StoreU(e, d, e_store + c * est + j);
+        if (smoothing) weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
+        if (s.soft) {
+          V target = hn::LoadU(d, v.soft + c * st + j);
+          target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
+          const V wt = hn::Mul(hn::Set(d, s.class_weight(c)), target);
+          target_mass = hn::Add(target_mass, wt);
+          V term = hn::Mul(wt, shifted);
+          if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
+          target_shift = hn::Add(target_shift, term);
+        }
+        if (need_h) {
+          e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
+        }
+        if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, hn::LoadU(d, v.grad_prob + c * st + j)));
+        if (up_l) sum_grad_l = hn::Add(sum_grad_l, hn::LoadU(d, v.grad_log_prob + c * st + j));
       }
-    }
-    for (std::int64_t c = 0; c < classes && !plain; ++c) {
-      const V shifted = hn::Sub(hn::LoadU(d, v.x + c * st + j), mv);
-      const V e = ExpNonPositive(d, shifted);
-      sum = hn::Add(sum, e);
-      if (pick_label) pick(c, shifted);
-      if (e_store) hn::StoreU(e, d, e_store + c * est + j);
-      if (smoothing) weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
+      end_block(sum, totals.sum);
+      if (smoothing) end_block(weighted_shift, totals.weighted_shift);
       if (s.soft) {
-        V target = hn::LoadU(d, v.soft + c * st + j);
-        target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
-        const V wt = hn::Mul(hn::Set(d, s.class_weight(c)), target);
-        target_mass = hn::Add(target_mass, wt);
-        V term = hn::Mul(wt, shifted);
-        if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
-        target_shift = hn::Add(target_shift, term);
+        end_block(target_mass, totals.target_mass);
+        end_block(target_shift, totals.target_shift);
       }
-      if (need_h) {
-        e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
-      }
-      if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, hn::LoadU(d, v.grad_prob + c * st + j)));
-      if (up_l) sum_grad_l = hn::Add(sum_grad_l, hn::LoadU(d, v.grad_log_prob + c * st + j));
+      if (need_h) end_block(e_shift, totals.e_shift);
+      if (up_p) end_block(e_grad_p, totals.e_grad_p);
+      if (up_l) end_block(sum_grad_l, totals.sum_grad_l);
     }
+    end_blocks(sum, totals.sum);
+    if (smoothing) end_blocks(weighted_shift, totals.weighted_shift);
+    if (s.soft) {
+      end_blocks(target_mass, totals.target_mass);
+      end_blocks(target_shift, totals.target_shift);
+    }
+    if (need_h) end_blocks(e_shift, totals.e_shift);
+    if (up_p) end_blocks(e_grad_p, totals.e_grad_p);
+    if (up_l) end_blocks(sum_grad_l, totals.sum_grad_l);
     const V log_sum = LogKeepNaN(d, sum);
     const V inv_sum = hn::Div(one, sum);
     const V h = hn::NegMulAdd(e_shift, inv_sum, log_sum);
@@ -1158,64 +1233,84 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   if (e_apart) e_scratch.resize(static_cast<std::size_t>(C));
   T* e_store = e_apart ? e_scratch.data() : dx ? dx : prob;
   mv = hn::Set(d, m);
+  // The class sums, as lanes within a block of row_sum_block classes and in
+  // float64 across blocks (RowSumTotals).
   V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
   V target_shift = hn::Zero(d), e_shift = hn::Zero(d), e_grad_p = hn::Zero(d), sum_grad_l = hn::Zero(d);
+  RowSumTotals totals;
+  const auto end_block = [&](V& lanes, double& total) {
+    total += static_cast<double>(hn::GetLane(hn::SumOfLanes(d, lanes)));
+    lanes = hn::Zero(d);
+  };
   const auto soft_target = [&](V t) {
     return hn::MulAdd(t, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
   };
   const bool plain = !smoothing && !s.soft && !need_h && !up_p && !up_l;
-  if (plain) {  // the common cases, without per-class branches
-    V sum2 = hn::Zero(d);  // two chains hide the add latency
-    std::int64_t c = 0;
-    for (; c + 2 * N <= full; c += 2 * N) {
-      const V e0 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
-      const V e1 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv));
-      sum = hn::Add(sum, e0);
-      sum2 = hn::Add(sum2, e1);
-      if (e_store) {
-        hn::StoreU(e0, d, e_store + c);
-        hn::StoreU(e1, d, e_store + c + N);
+  const std::int64_t block_classes = row_sum_block<T>();
+  for (std::int64_t block = 0; block < end; block += block_classes) {
+    const std::int64_t block_end = std::min(end, block + block_classes);
+    if (plain) {  // the common cases, without per-class branches
+      V sum2 = hn::Zero(d);  // two chains hide the add latency
+      std::int64_t c = block;
+      for (; c + 2 * N <= std::min(full, block_end); c += 2 * N) {
+        const V e0 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
+        const V e1 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv));
+        sum = hn::Add(sum, e0);
+        sum2 = hn::Add(sum2, e1);
+        if (e_store) {
+          hn::StoreU(e0, d, e_store + c);
+          hn::StoreU(e1, d, e_store + c + N);
+        }
       }
+      for (; c < block_end; c += N) {
+        const V e = ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
+        sum = hn::Add(sum, e);
+        if (e_store) store(e, e_store, c);
+      }
+      sum = hn::Add(sum, sum2);
+      end_block(sum, totals.sum);
+      continue;
     }
-    for (; c < end; c += N) {
-      const V e = ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
+    for (std::int64_t c = block; c < block_end; c += N) {
+      const V shifted = hn::Sub(load(x, c, minus_inf), mv);
+      const V e = ExpNonPositive(d, shifted);
       sum = hn::Add(sum, e);
       if (e_store) store(e, e_store, c);
+      const V wc = weight(c);
+      if (smoothing) weighted_shift = hn::Add(weighted_shift, in_row_only(c, hn::Mul(wc, shifted)));
+      if (s.soft) {
+        const V target = soft_target(load(soft, c, 0));
+        const V wt = in_row_only(c, hn::Mul(wc, target));
+        target_mass = hn::Add(target_mass, wt);
+        V term = hn::Mul(wt, shifted);
+        if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
+        target_shift = hn::Add(target_shift, in_row_only(c, term));
+      }
+      if (need_h) {  // e = 0 in the padding
+        e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
+      }
+      if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, load(grad_prob, c, 0)));
+      if (up_l) sum_grad_l = hn::Add(sum_grad_l, load(grad_log_prob, c, 0));
     }
-    sum = hn::Add(sum, sum2);
-  }
-  for (std::int64_t c = 0; c < end && !plain; c += N) {
-    const V shifted = hn::Sub(load(x, c, minus_inf), mv);
-    const V e = ExpNonPositive(d, shifted);
-    sum = hn::Add(sum, e);
-    if (e_store) store(e, e_store, c);
-    const V wc = weight(c);
-    if (smoothing) weighted_shift = hn::Add(weighted_shift, in_row_only(c, hn::Mul(wc, shifted)));
+    end_block(sum, totals.sum);
+    if (smoothing) end_block(weighted_shift, totals.weighted_shift);
     if (s.soft) {
-      const V target = soft_target(load(soft, c, 0));
-      const V wt = in_row_only(c, hn::Mul(wc, target));
-      target_mass = hn::Add(target_mass, wt);
-      V term = hn::Mul(wt, shifted);
-      if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
-      target_shift = hn::Add(target_shift, in_row_only(c, term));
+      end_block(target_mass, totals.target_mass);
+      end_block(target_shift, totals.target_shift);
     }
-    if (need_h) {  // e = 0 in the padding
-      e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
-    }
-    if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, load(grad_prob, c, 0)));
-    if (up_l) sum_grad_l = hn::Add(sum_grad_l, load(grad_log_prob, c, 0));
+    if (need_h) end_block(e_shift, totals.e_shift);
+    if (up_p) end_block(e_grad_p, totals.e_grad_p);
+    if (up_l) end_block(sum_grad_l, totals.sum_grad_l);
   }
-  const auto total_of = [&](V lanes) { return hn::GetLane(hn::SumOfLanes(d, lanes)); };
-  const T total = total_of(sum);
-  const T log_sum = std::log(total);
-  const T inv_sum = T(1) / total;
-  const T h = log_sum - total_of(e_shift) * inv_sum;
+  const T log_sum = static_cast<T>(std::log(totals.sum));
+  const T inv_sum = static_cast<T>(1 / totals.sum);
+  const T h = static_cast<T>(std::log(totals.sum) - totals.e_shift / totals.sum);
   if (s.entropy) s.entropy[i] = h;
   // The upstream gradients' share of dX (AddUpstream), for any lane count.
   const Upstreams upstreams{up_p, up_l, up_h};
   const bool upstream = upstreams.any();
-  const T dot_p = total_of(e_grad_p) * inv_sum;
-  const T sum_l = total_of(sum_grad_l);
+  const T dot_p = static_cast<T>(totals.e_grad_p / totals.sum);
+  const T sum_l = static_cast<T>(totals.sum_grad_l);
   const T g_h = up_h ? pb->grad_entropy[i] : T(0);
   const auto add_upstream = [&](auto dd, auto g, auto p, auto shifted, auto grad_p, auto grad_l) {
     return AddUpstream(dd, upstreams, g, p, hn::Sub(shifted, hn::Set(dd, log_sum)), grad_p,
@@ -1237,16 +1332,17 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
         T neg_log_py = log_sum - dy;
         if (pb->prob_floor > 0) neg_log_py = -std::log(std::max(std::exp(dy) * inv_sum, pb->prob_floor));
         loss = (1 - s.eps) * wy * neg_log_py;
-        if (smoothing) loss += s.eps_per_class * (s.class_weight_sum * log_sum - total_of(weighted_shift));
+        if (smoothing) loss += s.eps_per_class * (s.class_weight_sum * log_sum - static_cast<T>(totals.weighted_shift));
         loss *= a;
         k2 = r * (1 - s.eps) * wy;
         k3 = r * s.eps_per_class;
       }
     } else {
-      const T mass = total_of(target_mass);
-      loss = a * (log_sum * mass - total_of(target_shift));
+      const T mass = static_cast<T>(totals.target_mass);
+      loss = a * (log_sum * mass - static_cast<T>(totals.target_shift));
       if (pb->prob_floor > 0) {  // Caffe2's label_prob mode: -log(max(p_c, floor))
         V acc = hn::Zero(d);
+        double acc_total = 0;
         const V floor_v = hn::Set(d, pb->prob_floor), inv = hn::Set(d, inv_sum);
         for (std::int64_t c = 0; c < end; c += N) {
           const V e = e_store ? load(e_store, c, 0) : ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
@@ -1256,8 +1352,9 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
           V term = hn::Mul(hn::Mul(weight(c), target), hn::Neg(LogKeepNaN(d, kept)));
           if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
           acc = hn::Add(acc, in_row_only(c, term));
+          if (c + N == end || (c + N) % block_classes == 0) end_block(acc, acc_total);
         }
-        loss = a * total_of(acc);
+        loss = a * static_cast<T>(acc_total);
       }
       k1 = mass;
       k2 = r;
