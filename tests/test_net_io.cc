@@ -416,6 +416,25 @@ TEST(NetIoErrors, DeepNestingIsRefusedInEveryForm) {
                         {"net/tensor arguments are not supported"});
 }
 
+// Blob and operator names that are not UTF-8: the binary and text forms
+// hold them exactly, as Caffe2's proto2 did; JSON cannot, and protobuf's
+// printer dropped the bytes, writing a net that read back different (found
+// by fuzz/fuzz_net.cc's round trip). serialize_net refuses it by name.
+TEST(NetIoErrors, NamesThatAreNotUtf8HaveNoJsonForm) {
+  const NetDef net = parse_text(R"(op { type: "Softmax" input: "X" output: "P\244" })");
+  ASSERT_EQ(net.ops.at(0).outputs.at(0), "P\xa4");
+  for (const NetFormat format : {NetFormat::kBinary, NetFormat::kText}) {
+    EXPECT_EQ(parse_net(serialize_net(net, format), format, "again"), net);
+  }
+  EXPECT_ERROR_MENTIONS(serialize_net(net, NetFormat::kJson),
+                        {"no JSON form", "operator 0 output 0 is not valid UTF-8"});
+  NetDef named = parse_text(R"(name: "n" external_input: "X" external_input: "\300\200" op { type: "Softmax" input: "X" output: "P" })");
+  EXPECT_ERROR_MENTIONS(serialize_net(named, NetFormat::kJson), {"external_input 1 is not valid UTF-8"});
+  // Valid multi-byte text is kept.
+  const NetDef text = parse_text("op { type: \"Softmax\" input: \"X\" output: \"P\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\" }");
+  EXPECT_EQ(parse_net(serialize_net(text, NetFormat::kJson), NetFormat::kJson, "again"), text);
+}
+
 // Two outputs of one operator naming one blob: the later silently won
 // (issue 10, item 10).
 TEST(NetIoErrors, DuplicateOutputBlobsAreRefused) {

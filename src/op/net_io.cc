@@ -20,12 +20,16 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <system_error>
+#include <string>
+#include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "caffe2_net.pb.h"
 #include "io/staged_file.h"
@@ -261,6 +265,59 @@ pb::NetDef parse_proto(std::string_view bytes, NetFormat format, std::string_vie
   return proto;
 }
 
+// True if `text` is valid UTF-8: shortest forms, no surrogates, at most
+// U+10FFFF.
+bool is_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    const std::size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    std::uint32_t code = length == 1 ? lead : lead & (0x7Fu >> length);
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next >> 6) != 0x2) return false;
+      code = code << 6 | (next & 0x3Fu);
+    }
+    constexpr std::uint32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < kLeast[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    i += length;
+  }
+  return true;
+}
+
+// The first of the net's text fields (`string` in caffe2.proto; Argument.s
+// and .strings are `bytes`) that is not valid UTF-8, as "operator 2 output
+// 0", or "" if there is none. The binary and text forms hold any bytes
+// there, as Caffe2's proto2 did; JSON holds text only, and protobuf's JSON
+// printer would drop the invalid bytes, writing a different net.
+std::string first_non_utf8_field(const NetDef& net) {
+  const auto first_of = [](const std::vector<std::string>& list, const std::string& what) {
+    for (std::size_t k = 0; k < list.size(); ++k) {
+      if (!is_utf8(list[k])) return what + " " + std::to_string(k);
+    }
+    return std::string();
+  };
+  if (!is_utf8(net.name)) return "the net's name";
+  for (std::string found : {first_of(net.external_inputs, "external_input"),
+                            first_of(net.external_outputs, "external_output")}) {
+    if (!found.empty()) return found;
+  }
+  for (std::size_t i = 0; i < net.ops.size(); ++i) {
+    const OperatorDef& def = net.ops[i];
+    const std::string op = "operator " + std::to_string(i) + " ";
+    if (!is_utf8(def.type)) return op + "type";
+    if (!is_utf8(def.name)) return op + "name";
+    if (!is_utf8(def.engine)) return op + "engine";
+    for (std::string found : {first_of(def.inputs, op + "input"), first_of(def.outputs, op + "output")}) {
+      if (!found.empty()) return found;
+    }
+    for (std::size_t k = 0; k < def.args.size(); ++k) {
+      if (!is_utf8(def.args[k].name)) return op + "argument " + std::to_string(k) + " name";
+    }
+  }
+  return "";
+}
+
 std::string path_string(const std::filesystem::path& path) { return path.string(); }
 
 }  // namespace
@@ -293,6 +350,10 @@ std::string serialize_net(const NetDef& net, NetFormat format) {
       google::protobuf::TextFormat::PrintToString(proto, &out);
       break;
     case NetFormat::kJson: {
+      if (const std::string field = first_non_utf8_field(net); !field.empty()) {
+        throw Error("serialize_net: net '" + net.name + "' has no JSON form: " + field +
+                    " is not valid UTF-8 (JSON holds text; the .pb and .pbtxt forms hold any bytes)");
+      }
       google::protobuf::util::JsonPrintOptions options;
       options.add_whitespace = true;
       options.preserve_proto_field_names = true;  // Caffe2's names, as in the .proto.
