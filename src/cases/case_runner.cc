@@ -109,7 +109,9 @@ const OpSpec& op_spec(const Case& c) {
 
 void check_attributes(const Case& c, const OpSpec& spec) {
   if (!c.attributes.is_object()) fail(c.dir, "case.json: 'attributes' is not an object");
-  for (const auto& [key, value] : c.attributes.items()) {
+  for (const auto& item : c.attributes.items()) {
+    const std::string& key = item.key();
+    const auto& value = item.value();
     const auto it = std::find_if(spec.attributes.begin(), spec.attributes.end(),
                                  [&](const AttrSpec& a) { return a.name == key; });
     if (it == spec.attributes.end()) {
