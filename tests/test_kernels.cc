@@ -971,7 +971,7 @@ TEST(DefaultBackend, IsHighwayForTheKernelOps) {
   for (const core::Geometry& g : geometries) {
     for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
       for (dispatch::Op op : {dispatch::Op::kCrossEntropy, dispatch::Op::kSoftmax, dispatch::Op::kProbMinusTarget}) {
-        EXPECT_EQ(dispatch::select(op, g, dtype).name(), "highway")
+        EXPECT_EQ(dispatch::select(op, g, dtype, Device::cpu(), "test").name(), "highway")
             << "op " << static_cast<int>(op) << ", C " << g.classes << ", P " << g.pixels
             << (g.class_last ? " class-last " : " class-first ") << dtype_name(dtype);
       }

@@ -7,7 +7,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "spatialsoftmax/device.h"
 
 namespace spatialsoftmax {
 
@@ -38,15 +41,17 @@ std::int64_t checked_numel(std::span<const std::int64_t> shape,
 Shape contiguous_strides(std::span<const std::int64_t> shape);
 std::string shape_string(std::span<const std::int64_t> shape);
 
-// A read-only, non-owning view: data pointer, dtype, shape and strides in
-// elements (any strides, including negative or zero). The caller keeps the
-// memory alive while the view is in use. Functions never write through it.
+// A read-only, non-owning view: data pointer, dtype, shape, strides in
+// elements (any strides, including negative or zero) and the device the
+// memory is on (the CPU unless said otherwise). The caller keeps the memory
+// alive while the view is in use. Functions never write through it.
 class TensorView {
  public:
   TensorView() = default;
   // Dense C-order view.
-  TensorView(const void* data, DType dtype, Shape shape);
-  TensorView(const void* data, DType dtype, Shape shape, Shape strides);
+  TensorView(const void* data, DType dtype, Shape shape, Device device = Device::cpu());
+  TensorView(const void* data, DType dtype, Shape shape, Shape strides,
+             Device device = Device::cpu());
 
   template <class T>
   static TensorView of(const T* data, Shape shape) {
@@ -61,13 +66,18 @@ class TensorView {
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
   const Shape& strides() const { return strides_; }
+  Device device() const { return device_; }
   int rank() const { return static_cast<int>(shape_.size()); }
   std::int64_t dim(int i) const { return shape_.at(static_cast<std::size_t>(i)); }
   std::int64_t numel() const;
   bool is_contiguous() const;
+  // The bytes from the lowest to one past the highest element the view
+  // reaches ({data, data} if it has no element): what an output must not
+  // overlap.
+  std::pair<const std::byte*, const std::byte*> byte_range() const;
 
   // Reads element `flat` (C-order index over the shape) as double; for tests
-  // and diagnostics, not for hot loops.
+  // and diagnostics, not for hot loops, and for CPU memory only.
   double at(std::int64_t flat) const;
   std::int64_t offset_of(std::int64_t flat) const;
 
@@ -76,6 +86,35 @@ class TensorView {
   DType dtype_ = DType::kFloat32;
   Shape shape_;
   Shape strides_;
+  Device device_;
+};
+
+// A writable, non-owning, dense C-order view: where a function writes an
+// output the caller allocated (a framework's allocator, device memory). The
+// functions' `_into` forms check its dtype, shape and device, and that it
+// overlaps neither an input nor another output.
+class MutableTensorView {
+ public:
+  MutableTensorView() = default;
+  MutableTensorView(void* data, DType dtype, Shape shape, Device device = Device::cpu());
+
+  template <class T>
+  static MutableTensorView of(T* data, Shape shape) {
+    return MutableTensorView(data, dtype_of<T>(), std::move(shape));
+  }
+
+  void* data() const { return data_; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  Device device() const { return device_; }
+  std::int64_t numel() const;
+  TensorView view() const { return TensorView(data_, dtype_, shape_, device_); }
+
+ private:
+  void* data_ = nullptr;
+  DType dtype_ = DType::kFloat32;
+  Shape shape_;
+  Device device_;
 };
 
 // An owning, dense, C-order tensor. Storage is 64-byte aligned so that SIMD
@@ -112,6 +151,9 @@ class Tensor {
 
   TensorView view() const { return TensorView(data(), dtype_, shape_); }
   operator TensorView() const { return view(); }  // NOLINT: views are cheap
+  MutableTensorView mutable_view() { return MutableTensorView(data(), dtype_, shape_); }
+  // Tensors own CPU memory; device memory comes in through views.
+  Device device() const { return Device::cpu(); }
   double at(std::int64_t flat) const { return view().at(flat); }
   // Returns a copy converted to `dtype` (float <-> double, int32 <-> int64).
   Tensor to(DType dtype) const;

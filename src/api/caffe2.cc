@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/cross_entropy.h"
+#include "api/outputs.h"
 #include "api/validate.h"
 #include "dispatch/backend.h"
 #include "spatialsoftmax/caffe2.h"
@@ -57,8 +58,8 @@ api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
 
 // Sum of pixel weights over labels != -1 (Caffe2's total weight).
 template <class T>
-void run_prob_minus_target(const core::Geometry& geom, const Dense& prob, core::Labels labels,
-                           const T* target_probs, const Dense& weight, bool ignore_minus_one,
+void run_prob_minus_target(std::string_view op, Device device, const core::Geometry& geom, const Dense& prob,
+                           core::Labels labels, const T* target_probs, const Dense& weight, bool ignore_minus_one,
                            double coef, Tensor& dx) {
   core::ProbMinusTargetProblem<T> pb;
   pb.geom = geom;
@@ -70,7 +71,7 @@ void run_prob_minus_target(const core::Geometry& geom, const Dense& prob, core::
   pb.ignore_index = -1;
   pb.coef = static_cast<T>(coef);
   pb.grad_logits = dx.data_as<T>();
-  dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>()).prob_minus_target(pb);
+  dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op).prob_minus_target(pb, {});
 }
 
 }  // namespace
@@ -110,10 +111,13 @@ Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView&
   const double Wt = api::scan_labels(kSpatialGrad, "T", T, y, info.geom.classes, -1, nullptr,
                                      w.raw(), X.dtype());
   const double coef = Wt > 0 ? args.scale / Wt * g : g;
+  const TensorView* weight_view = weight ? &*weight : nullptr;
+  const Device device =
+      api::common_device(kSpatialGrad, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}, {"P", &P}, {"d_loss", &d_loss}});
   Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
-    run_prob_minus_target<F>(info.geom, prob, y, nullptr, w, true, coef, dx);
+    run_prob_minus_target<F>(kSpatialGrad, device, info.geom, prob, y, nullptr, w, true, coef, dx);
   });
   return dx;
 }
@@ -278,12 +282,15 @@ Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
   // CPU: no d_loss factor when the total weight is 0; CUDA always applies it.
   const double coef = Wt > 0 ? args.scale / Wt * g : (cpu ? 1.0 : g);
   const Dense prob(P);
+  const TensorView* weight_view = weight ? &*weight : nullptr;
+  const Device device =
+      api::common_device(kSoftmaxGrad, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}, {"P", &P}, {"d_loss", &d_loss}});
   Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* soft = args.label_prob != 0 ? target.get<F>() : nullptr;
-    run_prob_minus_target<F>(c.geom, prob, {target.raw(), DType::kInt32}, soft, w, false, coef,
-                             dx);
+    run_prob_minus_target<F>(kSoftmaxGrad, device, c.geom, prob, {target.raw(), DType::kInt32}, soft, w, false,
+                             coef, dx);
   });
   return dx;
 }

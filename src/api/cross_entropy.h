@@ -26,10 +26,14 @@ struct LossArgNames {
   std::string_view targets = "targets";
 };
 
+// into: the _into forms' views; an output is computed where a view is given
+// (the options' want_* flags are not read), and result then holds nothing.
 CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
                                   bool logits_are_log_probs = false,
-                                  Tensor* grad_over_logits = nullptr);
+                                  Tensor* grad_over_logits = nullptr,
+                                  const CrossEntropyOutputs* into = nullptr,
+                                  const ExecutionContext& context = {});
 
 }  // namespace spatialsoftmax::api

@@ -244,4 +244,13 @@ double first_element(std::string_view op, std::string_view arg, const TensorView
   return t.at(0);
 }
 
+// Scalar upstream gradient: a float tensor with exactly one element.
+double scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype) {
+  check_dtype(op, arg, t, dtype);
+  if (checked_numel(t.shape(), arg) != 1) {
+    fail(op, arg, "shape: expected a scalar (one element), got " + shape_string(t.shape()));
+  }
+  return t.at(0);
+}
+
 }  // namespace spatialsoftmax::api

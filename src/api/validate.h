@@ -81,6 +81,9 @@ double scan_labels(std::string_view op, std::string_view arg, const TensorView& 
                    std::optional<std::int64_t> ignore_index, const void* class_weight,
                    const void* pixel_weight, DType weight_dtype);
 
+// A scalar upstream gradient: a tensor of `dtype` with exactly one element.
+double scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype);
+
 // The first element of a float tensor (a scalar upstream gradient).
 double first_element(std::string_view op, std::string_view arg, const TensorView& t);
 

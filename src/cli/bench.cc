@@ -41,7 +41,6 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "dispatch/backend.h"
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/functions.h"
 #include "spatialsoftmax/options.h"
@@ -582,7 +581,7 @@ int run_bench(const BenchOptions& o) {
            "(multi-threaded ones above all) will be noisy");
     if (!o.json) {
       std::string names;
-      for (const dispatch::Backend* b : dispatch::backends()) names += (names.empty() ? "" : ", ") + std::string(b->name());
+      for (const std::string& name : backend_names()) names += (names.empty() ? "" : ", ") + name;
       const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
       std::cout << "spatialsoftmax " SPATIALSOFTMAX_VERSION " bench: " << std::thread::hardware_concurrency()
                 << " hardware threads, load average " << (load < 0 ? std::string("?") : fixed(load, 2)) << "; backends (best first): " << names

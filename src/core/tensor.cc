@@ -1,5 +1,7 @@
 #include <sys/mman.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -84,11 +86,23 @@ std::string shape_string(std::span<const std::int64_t> shape) {
   return out + ")";
 }
 
-TensorView::TensorView(const void* data, DType dtype, Shape shape)
-    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(contiguous_strides(shape_)) {}
+std::string device_name(const Device& device) {
+  switch (device.type) {
+    case DeviceType::kCpu: return "cpu";
+    case DeviceType::kCuda: return "cuda:" + std::to_string(device.index);
+  }
+  return "device type " + std::to_string(static_cast<int>(device.type));
+}
 
-TensorView::TensorView(const void* data, DType dtype, Shape shape, Shape strides)
-    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)) {
+TensorView::TensorView(const void* data, DType dtype, Shape shape, Device device)
+    : data_(data),
+      dtype_(dtype),
+      shape_(std::move(shape)),
+      strides_(contiguous_strides(shape_)),
+      device_(device) {}
+
+TensorView::TensorView(const void* data, DType dtype, Shape shape, Shape strides, Device device)
+    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)), device_(device) {
   if (strides_.size() != shape_.size()) {
     throw Error("TensorView: strides has " + std::to_string(strides_.size()) +
                 " entries, expected one per dim (" + std::to_string(shape_.size()) + ")");
@@ -110,6 +124,39 @@ bool TensorView::is_contiguous() const {
   }
   return true;
 }
+
+std::pair<const std::byte*, const std::byte*> TensorView::byte_range() const {
+  const auto* base = static_cast<const std::byte*>(data_);
+  for (std::int64_t d : shape_) {
+    if (d <= 0) return {base, base};
+  }
+  // Element offsets of the lowest and highest element; saturated, since a
+  // view may not have been checked yet (a range that saturates covers
+  // everything, so it overlaps whatever it is compared with).
+  std::int64_t low = 0, high = 0;
+  bool saturated = false;
+  for (std::size_t i = 0; i < shape_.size(); ++i) {
+    std::int64_t extent = 0;
+    saturated |= __builtin_mul_overflow(shape_[i] - 1, strides_[i], &extent);
+    saturated |= __builtin_add_overflow(extent < 0 ? low : high, extent, extent < 0 ? &low : &high);
+  }
+  const auto size = static_cast<std::int64_t>(dtype_size(dtype_));
+  const auto address = reinterpret_cast<std::uintptr_t>(base);
+  std::int64_t low_bytes = 0, high_bytes = 0;
+  saturated |= __builtin_mul_overflow(low, size, &low_bytes);
+  saturated |= __builtin_mul_overflow(high + 1, size, &high_bytes);
+  const std::uintptr_t below = std::uintptr_t{0} - static_cast<std::uintptr_t>(low_bytes);  // low <= 0
+  const auto above = static_cast<std::uintptr_t>(high_bytes);
+  if (saturated || below > address || above > UINTPTR_MAX - address) {
+    return {nullptr, reinterpret_cast<const std::byte*>(UINTPTR_MAX)};
+  }
+  return {reinterpret_cast<const std::byte*>(address - below), reinterpret_cast<const std::byte*>(address + above)};
+}
+
+MutableTensorView::MutableTensorView(void* data, DType dtype, Shape shape, Device device)
+    : data_(data), dtype_(dtype), shape_(std::move(shape)), device_(device) {}
+
+std::int64_t MutableTensorView::numel() const { return checked_numel(shape_, "tensor"); }
 
 std::int64_t TensorView::offset_of(std::int64_t flat) const {
   std::int64_t offset = 0;

@@ -5,77 +5,89 @@
 #include "core/reference.h"
 #include "kernels/highway_kernels.h"
 #include "kernels/highway_spatial.h"
+#include "parallel/thread_pool.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::dispatch {
 namespace {
 
+// The scalar reference, on one thread (it is the oracle, not a fast path).
 class ReferenceBackend final : public Backend {
  public:
   std::string_view name() const override { return "reference"; }
+  DeviceType device() const override { return DeviceType::kCpu; }
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
-#define SPATIALSOFTMAX_REFERENCE_METHODS(T)                                                  \
-  void softmax(const core::SoftmaxProblem<T>& p) const override {                            \
-    core::reference::softmax(p);                                                             \
-  }                                                                                          \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p) const override {           \
-    core::reference::softmax_backward(p);                                                    \
-  }                                                                                          \
-  void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
-    core::reference::cross_entropy(p);                                                       \
-  }                                                                                          \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
-    core::reference::prob_minus_target(p);                                                   \
-  }                                                                                          \
-  void kl_div(const core::KlDivProblem<T>& p) const override { core::reference::kl_div(p); } \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
-    core::reference::spatial_soft_argmax(p);                                                 \
-  }                                                                                          \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p)             \
-      const override {                                                                       \
-    core::reference::spatial_soft_argmax_backward(p);                                        \
+#define SPATIALSOFTMAX_REFERENCE_METHODS(T)                                                                     \
+  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext&) const override {                      \
+    core::reference::softmax(p);                                                                                \
+  }                                                                                                             \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext&) const override {     \
+    core::reference::softmax_backward(p);                                                                       \
+  }                                                                                                             \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext&) const override {           \
+    core::reference::cross_entropy(p);                                                                          \
+  }                                                                                                             \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext&) const override {    \
+    core::reference::prob_minus_target(p);                                                                      \
+  }                                                                                                             \
+  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext&) const override {                         \
+    core::reference::kl_div(p);                                                                                 \
+  }                                                                                                             \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext&) const override { \
+    core::reference::spatial_soft_argmax(p);                                                                    \
+  }                                                                                                             \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext&)       \
+      const override {                                                                                          \
+    core::reference::spatial_soft_argmax_backward(p);                                                           \
   }
   SPATIALSOFTMAX_REFERENCE_METHODS(float)
   SPATIALSOFTMAX_REFERENCE_METHODS(double)
 #undef SPATIALSOFTMAX_REFERENCE_METHODS
 };
 
-// The Highway kernels (src/kernels). Only float32 soft-argmax problems with a
-// temperature beyond about 1e30 either way run on the reference (the kernel's
-// float32 beta * (x - max) would lose range there; kernels::runs).
+// The Highway kernels (src/kernels), on the context's thread count. Only
+// float32 soft-argmax problems with a temperature beyond about 1e30 either
+// way run on the reference (the kernel's float32 beta * (x - max) would lose
+// range there; kernels::runs).
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
+  DeviceType device() const override { return DeviceType::kCpu; }
   // Runs every op; what has no SIMD kernel falls back inside the methods.
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
-#define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                    \
-  void softmax(const core::SoftmaxProblem<T>& p) const override { kernels::softmax(p); }    \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p) const override {           \
-    kernels::softmax_backward(p);                                                            \
-  }                                                                                          \
-  void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
-    kernels::cross_entropy(p);                                                               \
-  }                                                                                          \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
-    kernels::prob_minus_target(p);                                                           \
-  }                                                                                          \
-  void kl_div(const core::KlDivProblem<T>& p) const override { kernels::kl_div(p); }         \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
-    if (!kernels::runs(p)) {                                                                 \
-      core::reference::spatial_soft_argmax(p);                                               \
-    } else {                                                                                 \
-      kernels::spatial_soft_argmax(p);                                                       \
-    }                                                                                        \
-  }                                                                                          \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p)             \
-      const override {                                                                       \
-    if (!kernels::runs(p)) {                                                                 \
-      core::reference::spatial_soft_argmax_backward(p);                                      \
-    } else {                                                                                 \
-      kernels::spatial_soft_argmax_backward(p);                                              \
-    }                                                                                        \
+#define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                                       \
+  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {                    \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::softmax(p);                                                                                        \
+  }                                                                                                             \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c) const override {   \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::softmax_backward(p);                                                                               \
+  }                                                                                                             \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c) const override {         \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::cross_entropy(p);                                                                                  \
+  }                                                                                                             \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c) const override {  \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::prob_minus_target(p);                                                                              \
+  }                                                                                                             \
+  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {                       \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::kl_div(p);                                                                                         \
+  }                                                                                                             \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c) const override { \
+    if (!kernels::runs(p)) return core::reference::spatial_soft_argmax(p);                                      \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::spatial_soft_argmax(p);                                                                            \
+  }                                                                                                             \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c)     \
+      const override {                                                                                          \
+    if (!kernels::runs(p)) return core::reference::spatial_soft_argmax_backward(p);                             \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    kernels::spatial_soft_argmax_backward(p);                                                                   \
   }
   SPATIALSOFTMAX_HIGHWAY_METHODS(float)
   SPATIALSOFTMAX_HIGHWAY_METHODS(double)
@@ -88,16 +100,17 @@ class HighwayBackend final : public Backend {
 class NothingToDo final : public Backend {
  public:
   std::string_view name() const override { return "none (empty problem)"; }
+  DeviceType device() const override { return DeviceType::kCpu; }  // never asked: select returns it on any device
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
-#define SPATIALSOFTMAX_EMPTY_METHODS(T)                                                    \
-  void softmax(const core::SoftmaxProblem<T>&) const override {}                           \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>&) const override {}          \
-  void cross_entropy(const core::CrossEntropyProblem<T>&) const override {}                \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>&) const override {}         \
-  void kl_div(const core::KlDivProblem<T>&) const override {}                              \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&) const override {}     \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&) const override {}
+#define SPATIALSOFTMAX_EMPTY_METHODS(T)                                                                          \
+  void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const override {}                        \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&) const override {}       \
+  void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&) const override {}             \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) const override {}      \
+  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {}                           \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const override {}  \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const override {}
   SPATIALSOFTMAX_EMPTY_METHODS(float)
   SPATIALSOFTMAX_EMPTY_METHODS(double)
 #undef SPATIALSOFTMAX_EMPTY_METHODS
@@ -119,34 +132,51 @@ const Backend* const kBackends[] = {&kHighway, &kReference};
 }  // namespace
 
 std::span<const Backend* const> backends() { return kBackends; }
+
+std::string describe(const Backend& backend) {
+  return std::string(backend.name()) + (backend.device() == DeviceType::kCpu ? " (cpu)" : " (cuda)");
+}
 const Backend& reference_backend() { return kReference; }
 
 namespace {
 
-const Backend& choose(Op op, const core::Geometry& geom, DType dtype) {
+std::string backend_list() {
+  std::string names;
+  for (const Backend* b : backends()) names += (names.empty() ? "" : ", ") + describe(*b);
+  return names;
+}
+
+const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device device, std::string_view api_op) {
   const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
-  for (const Backend* b : backends()) {
-    if (forced && *forced) {
+  if (forced && *forced) {
+    for (const Backend* b : backends()) {
       if (b->name() != forced) continue;
+      if (b->device() != device.type) {
+        throw Error(std::string(api_op) + ": SPATIALSOFTMAX_BACKEND=" + forced + " does not run on " +
+                    device_name(device) + ", where the inputs are");
+      }
       if (std::string why = b->declines(op, geom, dtype); !why.empty()) {
         throw Error("SPATIALSOFTMAX_BACKEND=" + std::string(forced) + " declines: " + why);
       }
       return *b;
     }
-    if (b->declines(op, geom, dtype).empty()) return *b;
+    throw Error("SPATIALSOFTMAX_BACKEND = '" + std::string(forced) + "', expected one of: " + backend_list());
   }
-  if (forced && *forced) {
-    std::string names;
-    for (const Backend* b : backends()) names += (names.empty() ? "" : ", ") + std::string(b->name());
-    throw Error("SPATIALSOFTMAX_BACKEND = '" + std::string(forced) + "', expected one of: " + names);
+  std::string declined;
+  for (const Backend* b : backends()) {
+    if (b->device() != device.type) continue;
+    std::string why = b->declines(op, geom, dtype);
+    if (why.empty()) return *b;
+    declined += "; " + std::string(b->name()) + " declines: " + why;
   }
-  return kReference;
+  throw Error(std::string(api_op) + ": no backend runs on " + device_name(device) +
+              " (compiled in: " + backend_list() + ")" + declined);
 }
 
 }  // namespace
 
-const Backend& select(Op op, const core::Geometry& geom, DType dtype) {
-  const Backend& chosen = choose(op, geom, dtype);  // still checks SPATIALSOFTMAX_BACKEND
+const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device, std::string_view api_op) {
+  const Backend& chosen = choose(op, geom, dtype, device, api_op);  // still checks the device
   return is_empty(op, geom) ? kNothingToDo : chosen;
 }
 

@@ -1,0 +1,68 @@
+#include "api/outputs.h"
+
+#include "api/validate.h"
+
+namespace spatialsoftmax::api {
+
+Device common_device(std::string_view op, std::initializer_list<NamedView> inputs) {
+  const NamedView* first = nullptr;
+  for (const NamedView& input : inputs) {
+    if (!input.view) continue;
+    if (!first) {
+      first = &input;
+    } else if (input.view->device() != first->view->device()) {
+      fail(op, input.name,
+           "device: expected " + device_name(first->view->device()) + " (the device of " +
+               std::string(first->name) + "), got " + device_name(input.view->device()));
+    }
+  }
+  return first ? first->view->device() : Device::cpu();
+}
+
+Footprint::Footprint(std::string_view op, Device device, std::initializer_list<NamedView> inputs)
+    : op_(op), device_(device) {
+  for (const NamedView& input : inputs) {
+    if (!input.view) continue;
+    const auto [begin, end] = input.view->byte_range();
+    if (begin != end) ranges_.push_back({std::string(input.name), begin, end});
+  }
+}
+
+void* Footprint::place(std::string_view arg, const MutableTensorView* given, DType dtype, const Shape& shape,
+                       std::string_view shape_what, Tensor* allocated, bool zeroed) {
+  return place_impl(arg, given, {}, dtype, shape, shape_what, allocated, zeroed);
+}
+
+void* Footprint::place_over(std::string_view arg, const MutableTensorView* given, std::string_view input_name,
+                            DType dtype, const Shape& shape, std::string_view shape_what, Tensor* allocated) {
+  return place_impl(arg, given, input_name, dtype, shape, shape_what, allocated, false);
+}
+
+void* Footprint::place_impl(std::string_view arg, const MutableTensorView* given, std::string_view may_alias,
+                            DType dtype, const Shape& shape, std::string_view shape_what, Tensor* allocated,
+                            bool zeroed) {
+  if (!given) {
+    *allocated = zeroed ? Tensor(dtype, shape) : Tensor::uninitialized(dtype, shape);
+    return allocated->data();
+  }
+  const TensorView view = given->view();
+  check_dtype(op_, arg, view, dtype);
+  check_shape(op_, arg, view, shape, shape_what);
+  if (given->device() != device_) {
+    fail(op_, arg, "device: expected " + device_name(device_) + " (the inputs' device), got " +
+                       device_name(given->device()));
+  }
+  const auto [begin, end] = view.byte_range();
+  if (begin == end) return given->data();
+  if (!given->data()) fail(op_, arg, "data: expected memory for " + std::to_string(view.numel()) + " elements, got null");
+  for (const Range& r : ranges_) {
+    if (r.name == may_alias && r.begin == begin && r.end == end) continue;
+    if (begin < r.end && r.begin < end) {
+      fail(op_, arg, "memory: expected bytes apart from " + r.name + ", got an overlap with it");
+    }
+  }
+  ranges_.push_back({std::string(arg), begin, end});
+  return given->data();
+}
+
+}  // namespace spatialsoftmax::api
