@@ -3,8 +3,8 @@
 #include <cstdlib>
 
 #include "core/reference.h"
-#include "kernels/highway_kernels.h"
-#include "kernels/highway_spatial.h"
+#include "cpu/kernels.h"
+#include "cpu/spatial_soft_argmax.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::dispatch {
@@ -41,9 +41,9 @@ class ReferenceBackend final : public Backend {
 #undef SPATIALSOFTMAX_REFERENCE_METHODS
 };
 
-// The Highway kernels (src/kernels). Only float32 soft-argmax problems with a
+// The Highway kernels (src/cpu). Only float32 soft-argmax problems with a
 // temperature beyond about 1e30 either way run on the reference (the kernel's
-// float32 beta * (x - max) would lose range there; kernels::runs).
+// float32 beta * (x - max) would lose range there; cpu::runs).
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
@@ -51,30 +51,30 @@ class HighwayBackend final : public Backend {
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
 #define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                    \
-  void softmax(const core::SoftmaxProblem<T>& p) const override { kernels::softmax(p); }    \
+  void softmax(const core::SoftmaxProblem<T>& p) const override { cpu::softmax(p); }        \
   void softmax_backward(const core::SoftmaxBackwardProblem<T>& p) const override {           \
-    kernels::softmax_backward(p);                                                            \
+    cpu::softmax_backward(p);                                                                \
   }                                                                                          \
   void cross_entropy(const core::CrossEntropyProblem<T>& p) const override {                 \
-    kernels::cross_entropy(p);                                                               \
+    cpu::cross_entropy(p);                                                                   \
   }                                                                                          \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>& p) const override {          \
-    kernels::prob_minus_target(p);                                                           \
+    cpu::prob_minus_target(p);                                                               \
   }                                                                                          \
-  void kl_div(const core::KlDivProblem<T>& p) const override { kernels::kl_div(p); }         \
+  void kl_div(const core::KlDivProblem<T>& p) const override { cpu::kl_div(p); }             \
   void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p) const override {      \
-    if (!kernels::runs(p)) {                                                                 \
+    if (!cpu::runs(p)) {                                                                     \
       core::reference::spatial_soft_argmax(p);                                               \
     } else {                                                                                 \
-      kernels::spatial_soft_argmax(p);                                                       \
+      cpu::spatial_soft_argmax(p);                                                           \
     }                                                                                        \
   }                                                                                          \
   void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p)             \
       const override {                                                                       \
-    if (!kernels::runs(p)) {                                                                 \
+    if (!cpu::runs(p)) {                                                                     \
       core::reference::spatial_soft_argmax_backward(p);                                      \
     } else {                                                                                 \
-      kernels::spatial_soft_argmax_backward(p);                                              \
+      cpu::spatial_soft_argmax_backward(p);                                                  \
     }                                                                                        \
   }
   SPATIALSOFTMAX_HIGHWAY_METHODS(float)

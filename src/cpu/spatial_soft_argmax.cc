@@ -42,14 +42,14 @@
 
 // clang-format off
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kernels/highway_spatial.cc"
+#define HWY_TARGET_INCLUDE "cpu/spatial_soft_argmax.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
 // clang-format on
 
-#include "kernels/highway_spatial.h"
-#include "kernels/transpose-inl.h"
+#include "cpu/spatial_soft_argmax.h"
+#include "cpu/transpose-inl.h"
 
 #include <algorithm>
 #include <cmath>
@@ -62,9 +62,9 @@
 #include "parallel/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 namespace HWY_NAMESPACE {
-// Internal linkage: highway_kernels.cc defines its own helpers in this
+// Internal linkage: cross_entropy.cc defines its own helpers in this
 // per-target namespace.
 namespace {
 namespace hn = hwy::HWY_NAMESPACE;
@@ -727,11 +727,11 @@ void SoftArgmaxBackwardF64(const SpatialSoftArgmaxProblem<double>& pb) { Run(pb,
 
 }  // namespace
 }  // namespace HWY_NAMESPACE
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 
 HWY_EXPORT(SoftArgmaxF32);
 HWY_EXPORT(SoftArgmaxF64);
@@ -756,5 +756,5 @@ void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<double>& 
   HWY_DYNAMIC_DISPATCH(SoftArgmaxBackwardF64)(pb);
 }
 
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
 #endif  // HWY_ONCE

@@ -1,4 +1,4 @@
-// Entry points of the Highway kernels (src/kernels/highway_kernels.cc), each
+// Entry points of the Highway kernels (src/cpu/cross_entropy.cc), each
 // dispatched at run time to the best SIMD target the CPU supports.
 #pragma once
 
@@ -9,7 +9,7 @@
 
 #include "core/problems.h"
 
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 
 // From this many classes on, contiguous class vectors are processed with
 // classes in lanes (one position at a time) rather than pixels in lanes
@@ -46,4 +46,4 @@ std::string target_name(std::int64_t target);
 // the normal choice.
 void use_only_target_for_test(std::int64_t target);
 
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu

@@ -26,7 +26,7 @@
 
 // clang-format off
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kernels/highway_kernels.cc"
+#define HWY_TARGET_INCLUDE "cpu/cross_entropy.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
@@ -42,12 +42,12 @@
 #include <vector>
 
 #include "core/problems.h"
-#include "kernels/highway_kernels.h"
-#include "kernels/transpose-inl.h"
+#include "cpu/kernels.h"
+#include "cpu/transpose-inl.h"
 #include "parallel/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
@@ -1916,11 +1916,11 @@ void ProbMinusTargetF32(const ProbMinusTargetProblem<float>& pb) { ProbMinusTarg
 void ProbMinusTargetF64(const ProbMinusTargetProblem<double>& pb) { ProbMinusTargetImpl(pb); }
 
 }  // namespace HWY_NAMESPACE
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 
 HWY_EXPORT(CrossEntropyF32);
 HWY_EXPORT(CrossEntropyF64);
@@ -1994,5 +1994,5 @@ void use_only_target_for_test(std::int64_t target) {
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
 
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
 #endif  // HWY_ONCE

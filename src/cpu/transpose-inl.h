@@ -15,7 +15,7 @@
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
@@ -112,7 +112,7 @@ void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_str
 }
 
 }  // namespace HWY_NAMESPACE
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
 HWY_AFTER_NAMESPACE();
 
 #endif  // SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_ toggle

@@ -1,13 +1,13 @@
 // Entry points of the Highway spatial softmax / soft-argmax kernels
-// (src/kernels/highway_spatial.cc, SPEC.md 4), dispatched at run time to the
+// (src/cpu/spatial_soft_argmax.cc, SPEC.md 4), dispatched at run time to the
 // best SIMD target the CPU supports. Targets are listed and forced for tests
-// through kernels::supported_targets / use_only_target_for_test
-// (kernels/highway_kernels.h): Highway's chosen target is one global.
+// through cpu::supported_targets / use_only_target_for_test
+// (cpu/kernels.h): Highway's chosen target is one global.
 #pragma once
 
 #include "core/problems.h"
 
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 
 // Whether the kernels run this problem. float32 computes beta * (x - max) in
 // float32, which matches the float64 reference only while beta is a normal
@@ -25,4 +25,4 @@ void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<double>& pb);
 void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<float>& pb);
 void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<double>& pb);
 
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
