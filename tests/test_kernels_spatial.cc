@@ -30,7 +30,6 @@
 #include "core/reference.h"
 #include "dispatch/backend.h"
 #include "cpu/kernels.h"
-#include "cpu/spatial_soft_argmax.h"
 #include "spatialsoftmax/spatialsoftmax.h"
 #include "kernel_scopes.h"
 #include "test_support.h"

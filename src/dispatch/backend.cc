@@ -4,7 +4,6 @@
 
 #include "core/reference.h"
 #include "cpu/kernels.h"
-#include "cpu/spatial_soft_argmax.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::dispatch {
