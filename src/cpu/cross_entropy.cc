@@ -158,7 +158,7 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
 // element read per position and a sparse gradient, so a gather and a
 // scatter over the same blocks as the other kernels, no SIMD needed.
 template <class T>
-void NllImpl(const CrossEntropyProblem<T>& pb) {
+void nll_impl(const CrossEntropyProblem<T>& pb) {
   const Geometry& g = pb.geom;
   const std::int64_t C = g.classes;
   const bool class_first = !g.class_last && g.pixels > 1;
@@ -204,23 +204,23 @@ void NllImpl(const CrossEntropyProblem<T>& pb) {
 }
 
 template <class T>
-void CrossEntropyImpl(const CrossEntropyProblem<T>& pb) {
-  if (pb.logits_are_log_probs) return NllImpl(pb);
+void cross_entropy_impl(const CrossEntropyProblem<T>& pb) {
+  if (pb.logits_are_log_probs) return nll_impl(pb);
   const LossSetup<T> s = make_setup(pb);
   const double total = run_loss_family(s, pb.geom, pb.logits, pb.target_probs);
   if (pb.loss_sum) *pb.loss_sum = total;
 }
 
 template <class T>
-void SoftmaxImpl(const SoftmaxProblem<T>& pb) {
+void softmax_impl(const SoftmaxProblem<T>& pb) {
   const LossSetup<T> s = make_setup(pb);
   (void)run_loss_family(s, pb.geom, pb.logits, static_cast<const T*>(nullptr));
 }
 
-void CrossEntropyF32(const CrossEntropyProblem<float>& pb) { CrossEntropyImpl(pb); }
-void CrossEntropyF64(const CrossEntropyProblem<double>& pb) { CrossEntropyImpl(pb); }
-void SoftmaxF32(const SoftmaxProblem<float>& pb) { SoftmaxImpl(pb); }
-void SoftmaxF64(const SoftmaxProblem<double>& pb) { SoftmaxImpl(pb); }
+void CrossEntropyF32(const CrossEntropyProblem<float>& pb) { cross_entropy_impl(pb); }
+void CrossEntropyF64(const CrossEntropyProblem<double>& pb) { cross_entropy_impl(pb); }
+void SoftmaxF32(const SoftmaxProblem<float>& pb) { softmax_impl(pb); }
+void SoftmaxF64(const SoftmaxProblem<double>& pb) { softmax_impl(pb); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace spatialsoftmax::cpu

@@ -23,6 +23,16 @@
 //   spatial_passes-inl.h
 //   prob_minus_target.cc, softmax_backward.cc, kl_div.cc: one file each;
 //   targets.cc: the SIMD targets.
+//
+// Names. A function with a Highway descriptor or vector among its
+// parameters is a SIMD building block and is CamelCase, like Highway's own
+// ops (ExpNonPositive, LoadWide, AddUpstream); so is a per-target function
+// that HWY_EXPORT exports, named for its operation and lane type
+// (CrossEntropyF32, CountLabelsI64), as in Highway's examples. Everything
+// else (loops over arrays, the tile and row kernels, drivers, setup) is
+// snake_case like the rest of the project; the template behind a pair of
+// exports is `<operation>_impl`. Types are CamelCase, constants kCamelCase.
+//
 // Every .cc puts its code in the same per-target namespace with external
 // linkage, so a name there means one thing in all of them: two files with a
 // thread-local `Scratch<float>` of different layouts would share one symbol.

@@ -31,7 +31,7 @@ using core::Geometry;
 // (class last, tails) run the same operations in the same class order, and
 // both layouts give the same bits. Returns each lane's sum of the map.
 template <class D>
-HWY_INLINE hn::Vec<D> kl_positions(D d, const core::KlDivProblem<hn::TFromD<D>>& pb,
+HWY_INLINE hn::Vec<D> KlPositions(D d, const core::KlDivProblem<hn::TFromD<D>>& pb,
                                    std::int64_t base, std::int64_t cs) {
   using T = hn::TFromD<D>;
   using V = hn::Vec<D>;
@@ -82,7 +82,7 @@ HWY_INLINE hn::Vec<D> kl_positions(D d, const core::KlDivProblem<hn::TFromD<D>>&
 }
 
 template <class T>
-void KlDivImpl(const core::KlDivProblem<T>& pb) {
+void kl_div_impl(const core::KlDivProblem<T>& pb) {
   const hn::ScalableTag<T> d;
   const hn::CappedTag<T, 1> d1;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
@@ -96,15 +96,16 @@ void KlDivImpl(const core::KlDivProblem<T>& pb) {
     if (!g.class_last && g.pixels > 1) {
       const std::int64_t n = i0 / g.pixels, p0 = i0 % g.pixels;
       for (; j + N <= count; j += N) {
-        hn::Store(kl_positions(d, pb, g.offset(n, 0, p0 + j), g.pixels), d, lane_sums);
+        hn::Store(KlPositions(d, pb, g.offset(n, 0, p0 + j), g.pixels), d, lane_sums);
         for (std::int64_t l = 0; l < N; ++l) sum += static_cast<double>(lane_sums[l]);
       }
       for (; j < count; ++j) {
-        sum += static_cast<double>(hn::GetLane(kl_positions(d1, pb, g.offset(n, 0, p0 + j), g.pixels)));
+        sum += static_cast<double>(
+            hn::GetLane(KlPositions(d1, pb, g.offset(n, 0, p0 + j), g.pixels)));
       }
     } else {
       for (; j < count; ++j) {
-        sum += static_cast<double>(hn::GetLane(kl_positions(d1, pb, (i0 + j) * C, 1)));
+        sum += static_cast<double>(hn::GetLane(KlPositions(d1, pb, (i0 + j) * C, 1)));
       }
     }
     partial[static_cast<std::size_t>(b)] = sum;
@@ -116,8 +117,8 @@ void KlDivImpl(const core::KlDivProblem<T>& pb) {
   }
 }
 
-void KlDivF32(const core::KlDivProblem<float>& pb) { KlDivImpl(pb); }
-void KlDivF64(const core::KlDivProblem<double>& pb) { KlDivImpl(pb); }
+void KlDivF32(const core::KlDivProblem<float>& pb) { kl_div_impl(pb); }
+void KlDivF64(const core::KlDivProblem<double>& pb) { kl_div_impl(pb); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace spatialsoftmax::cpu

@@ -36,7 +36,7 @@ using Index = hwy::MakeSigned<T>;  // label lanes as wide as T's
 // subtracted all-ones masks; the caller passes blocks small enough that no
 // lane overflows.
 template <class L>
-std::int64_t CountLabelsImpl(const L* y, std::int64_t n, std::int64_t classes, bool has_ignore,
+std::int64_t count_labels_impl(const L* y, std::int64_t n, std::int64_t classes, bool has_ignore,
                              std::int64_t ignore, bool* bad) {
   constexpr std::int64_t kMax = std::numeric_limits<L>::max();
   // An ignore_index that L cannot hold matches no label; a label is never above kMax.
@@ -81,10 +81,10 @@ bool block_labels_fine(const CrossEntropyProblem<T>& pb, std::int64_t i0, std::i
   bool bad = false;
   const std::int64_t C = pb.geom.classes;
   if (pb.labels.dtype == DType::kInt32) {
-    *counted += CountLabelsImpl(static_cast<const std::int32_t*>(pb.labels.data) + i0, count, C,
+    *counted += count_labels_impl(static_cast<const std::int32_t*>(pb.labels.data) + i0, count, C,
                                 pb.has_ignore_index, pb.ignore_index, &bad);
   } else {
-    *counted += CountLabelsImpl(static_cast<const std::int64_t*>(pb.labels.data) + i0, count, C,
+    *counted += count_labels_impl(static_cast<const std::int64_t*>(pb.labels.data) + i0, count, C,
                                 pb.has_ignore_index, pb.ignore_index, &bad);
   }
   return !bad;

@@ -20,11 +20,11 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 std::int64_t CountLabelsI32(const std::int32_t* y, std::int64_t n, std::int64_t classes,
                             bool has_ignore, std::int64_t ignore, bool* bad) {
-  return CountLabelsImpl(y, n, classes, has_ignore, ignore, bad);
+  return count_labels_impl(y, n, classes, has_ignore, ignore, bad);
 }
 std::int64_t CountLabelsI64(const std::int64_t* y, std::int64_t n, std::int64_t classes,
                             bool has_ignore, std::int64_t ignore, bool* bad) {
-  return CountLabelsImpl(y, n, classes, has_ignore, ignore, bad);
+  return count_labels_impl(y, n, classes, has_ignore, ignore, bad);
 }
 
 }  // namespace HWY_NAMESPACE

@@ -20,7 +20,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // Prefetches p's cache line. hwy::Prefetch and __builtin_prefetch vanish
 // from these target-attributed functions with GCC 12 (no prefetcht0 in the
 // object file); an asm statement stays. Prefetching never faults.
-HWY_INLINE void PrefetchLine(const void* p) {
+HWY_INLINE void prefetch_line(const void* p) {
 #if HWY_ARCH_X86 && (HWY_COMPILER_GCC || HWY_COMPILER_CLANG)
   asm volatile("prefetcht0 %0" ::"m"(*static_cast<const char*>(p)));
 #else

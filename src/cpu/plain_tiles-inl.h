@@ -209,7 +209,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   const auto prefetch = [&](std::int64_t j, std::int64_t c) {
     const std::int64_t k = direct ? c * cstride + j : (j / hn::Lanes(d) * C + c) * N;
     const bool inside = direct ? j < next_count : k < next_count * C;
-    if (k % kLine < N && inside) PrefetchLine(next + k);
+    if (k % kLine < N && inside) prefetch_line(next + k);
   };
   // And its labels (the next positions), the lines of N of them per vector
   // of positions: with few classes they are as many bytes as X.
@@ -219,7 +219,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   const auto prefetch_labels = [&](std::int64_t j) {
     const std::int64_t from = j * static_cast<std::int64_t>(label_bytes);
     const std::int64_t to = std::min(from + N * static_cast<std::int64_t>(label_bytes), next_label_bytes);
-    for (std::int64_t b = from; b < to; b += 64) PrefetchLine(next_labels + b);
+    for (std::int64_t b = from; b < to; b += 64) prefetch_line(next_labels + b);
   };
 
   // Pass 2: the max and e = exp(x - max) over the copy, two vectors of

@@ -25,7 +25,7 @@ using core::ProbMinusTargetProblem;
 
 // Caffe2's gradient from P: dX = (P - target) * w_i * coef, 0 when ignored.
 template <class T>
-void ProbMinusTargetImpl(const ProbMinusTargetProblem<T>& pb) {
+void prob_minus_target_impl(const ProbMinusTargetProblem<T>& pb) {
   const hn::ScalableTag<T> d;
   const hn::RebindToSigned<decltype(d)> di;
   using V = hn::Vec<decltype(d)>;
@@ -91,8 +91,8 @@ void ProbMinusTargetImpl(const ProbMinusTargetProblem<T>& pb) {
   });
 }
 
-void ProbMinusTargetF32(const ProbMinusTargetProblem<float>& pb) { ProbMinusTargetImpl(pb); }
-void ProbMinusTargetF64(const ProbMinusTargetProblem<double>& pb) { ProbMinusTargetImpl(pb); }
+void ProbMinusTargetF32(const ProbMinusTargetProblem<float>& pb) { prob_minus_target_impl(pb); }
+void ProbMinusTargetF64(const ProbMinusTargetProblem<double>& pb) { prob_minus_target_impl(pb); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace spatialsoftmax::cpu

@@ -26,7 +26,7 @@ using core::Geometry;
 // classes in class order per lane. Class last (or P = 1): one position at a
 // time, in class order too, so that both layouts give the same bits.
 template <class T>
-void SoftmaxBackwardImpl(const core::SoftmaxBackwardProblem<T>& pb) {
+void softmax_backward_impl(const core::SoftmaxBackwardProblem<T>& pb) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
@@ -79,8 +79,12 @@ void SoftmaxBackwardImpl(const core::SoftmaxBackwardProblem<T>& pb) {
   });
 }
 
-void SoftmaxBackwardF32(const core::SoftmaxBackwardProblem<float>& pb) { SoftmaxBackwardImpl(pb); }
-void SoftmaxBackwardF64(const core::SoftmaxBackwardProblem<double>& pb) { SoftmaxBackwardImpl(pb); }
+void SoftmaxBackwardF32(const core::SoftmaxBackwardProblem<float>& pb) {
+  softmax_backward_impl(pb);
+}
+void SoftmaxBackwardF64(const core::SoftmaxBackwardProblem<double>& pb) {
+  softmax_backward_impl(pb);
+}
 
 }  // namespace HWY_NAMESPACE
 }  // namespace spatialsoftmax::cpu

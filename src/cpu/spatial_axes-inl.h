@@ -103,7 +103,7 @@ Axes make_axes(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
 // row r, row position j, pixel p = r * row + j, n pixels. Both layouts visit
 // the same pieces.
 template <class F>
-void ForEachPiece(const Axes& ax, const F& f) {
+void for_each_piece(const Axes& ax, const F& f) {
   for (std::int64_t r = 0; r < ax.pixels / ax.row; ++r) {
     for (std::int64_t j = 0; j < ax.row; j += kChunk) {
       f(r, j, r * ax.row + j, std::min(kChunk, ax.row - j));

@@ -71,7 +71,7 @@ HWY_INLINE void ForEachVector(D d, std::int64_t n, const F& f) {
 // vectors (one sum would wait on the add latency), the remaining whole vectors
 // into the first, their lanes in order, then the last elements one by one.
 template <class Step>
-double FixedOrderSum(std::int64_t n, const Step& step) {
+double fixed_order_sum(std::int64_t n, const Step& step) {
   const hn::ScalableTag<double> d;
   const hn::CappedTag<double, 1> d1;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
@@ -93,7 +93,7 @@ double FixedOrderSum(std::int64_t n, const Step& step) {
 // NaN is found as !(v == v): Highway 1.0.3's Ne is an ordered compare on
 // AVX2 / AVX-512, false for NaN.
 template <class T>
-T MaxOf(const T* x, std::int64_t n, bool& nan) {
+T max_of(const T* x, std::int64_t n, bool& nan) {
   const hn::ScalableTag<T> d;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
   auto max = hn::Set(d, -std::numeric_limits<T>::infinity());
@@ -115,14 +115,14 @@ T MaxOf(const T* x, std::int64_t n, bool& nan) {
 
 // e[i] = exp(beta * (x[i] - max)), i < n.
 template <class T>
-void ExpRow(const T* x, std::int64_t n, T max, T beta, T* e) {
+void exp_row(const T* x, std::int64_t n, T max, T beta, T* e) {
   ForEachVector(hn::ScalableTag<T>(), n, [&](auto d, std::int64_t i) {
     hn::StoreU(ExpShifted(d, hn::LoadU(d, x + i), hn::Set(d, max), hn::Set(d, beta)), d, e + i);
   });
 }
 
 template <class T>
-void Scale(T* s, std::int64_t n, T by) {
+void scale(T* s, std::int64_t n, T by) {
   ForEachVector(hn::ScalableTag<T>(), n, [&](auto d, std::int64_t i) {
     hn::StoreU(hn::Mul(hn::LoadU(d, s + i), hn::Set(d, by)), d, s + i);
   });
@@ -131,18 +131,18 @@ void Scale(T* s, std::int64_t n, T by) {
 // Pass 2 sums of one piece: e[0, n) at row positions [j, j + n) into rs
 // (Axes::sums of them); returns sum e dS (0 without dS).
 template <class T>
-double PieceSums(const Axes& ax, const T* e, const T* ds, std::int64_t j, std::int64_t n,
+double piece_sums(const Axes& ax, const T* e, const T* ds, std::int64_t j, std::int64_t n,
                  double* rs) {
-  rs[0] = FixedOrderSum(
+  rs[0] = fixed_order_sum(
       n, [&](auto d, std::int64_t i, auto acc) { return hn::Add(acc, LoadWide(d, e + i)); });
   for (int s = 1; s < ax.sums; ++s) {
     const double* t = ax.of_sum(s) + j;
-    rs[s] = FixedOrderSum(n, [&](auto d, std::int64_t i, auto acc) {
+    rs[s] = fixed_order_sum(n, [&](auto d, std::int64_t i, auto acc) {
       return hn::MulAdd(LoadWide(d, e + i), hn::LoadU(d, t + i), acc);
     });
   }
   if (!ds) return 0;
-  return FixedOrderSum(n, [&](auto d, std::int64_t i, auto acc) {
+  return fixed_order_sum(n, [&](auto d, std::int64_t i, auto acc) {
     return hn::MulAdd(LoadWide(d, e + i), LoadWide(d, ds + i), acc);
   });
 }

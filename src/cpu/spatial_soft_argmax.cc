@@ -78,7 +78,7 @@ constexpr std::int64_t kGroupBytes = 256;
 // Copies n pixels x G channels of a channel-last piece (pixel i's channels at
 // src + i * C) to channel-major dst (channel c's n pixels at dst + c * n).
 template <class T>
-void Transpose(const T* src, std::int64_t C, std::int64_t n, std::int64_t G, T* dst) {
+void transpose_channels(const T* src, std::int64_t C, std::int64_t n, std::int64_t G, T* dst) {
   transpose<true>(src, C, dst, n, n, G);
 }
 
@@ -107,7 +107,7 @@ void grow(std::vector<V>& v, std::int64_t n) {
 // d loss / d beta: whole vectors of each row into one vector sum (lanes by
 // row position), the rows' last elements into a scalar.
 template <class T>
-double BackwardRows(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, std::int64_t nc,
+double backward_rows(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, std::int64_t nc,
                     Channel& ch) {
   const hn::ScalableTag<double> d;
   const hn::CappedTag<double, 1> d1;
@@ -146,7 +146,7 @@ double BackwardRows(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, std::
 
 // Channels [nc0, nc1) (index n * C + c); d loss / d beta of channel nc into grad_beta[nc].
 template <class T>
-void ChannelsFirst(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool backward,
+void channels_first(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool backward,
                    std::int64_t nc0, std::int64_t nc1, double* grad_beta) {
   const std::int64_t P = ax.pixels;
   SpatialScratch<T>& s = spatial_scratch<T>();
@@ -160,13 +160,13 @@ void ChannelsFirst(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool b
     const T* ds = backward && pb.grad_softmax ? pb.grad_softmax + nc * P : nullptr;
     Channel ch;
     bool nan = false;
-    const T max = MaxOf(x, P, nan);
+    const T max = max_of(x, P, nan);
     ch.max = max;
     ch.bad = nan || !std::isfinite(max);
-    ForEachPiece(ax, [&](std::int64_t r, std::int64_t j, std::int64_t p, std::int64_t n) {
+    for_each_piece(ax, [&](std::int64_t r, std::int64_t j, std::int64_t p, std::int64_t n) {
       T* e = keep ? keep + p : s.e.data();
-      ExpRow(x + p, n, max, beta, e);
-      const double gs = PieceSums(ax, e, ds ? ds + p : nullptr, j, n, rs);
+      exp_row(x + p, n, max, beta, e);
+      const double gs = piece_sums(ax, e, ds ? ds + p : nullptr, j, n, rs);
       ax.outer(r, v);
       fold(ax, rs, v, ch);
       ch.gs += gs;
@@ -174,20 +174,20 @@ void ChannelsFirst(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool b
     finish(ax, ch);
     if (!backward) {
       write_outputs(pb, ax, nc, ch);
-      if (keep) Scale(keep, P, static_cast<T>(ch.inv));
+      if (keep) scale(keep, P, static_cast<T>(ch.inv));
       continue;
     }
     upstream(pb, ax, nc, ch);
-    grad_beta[nc] = BackwardRows(pb, ax, nc, ch);
+    grad_beta[nc] = backward_rows(pb, ax, nc, ch);
   }
 }
 
 // --- channel axis last: channels in lanes -----------------------------------------------
 
 // Images [n0, n1), channels [c0, c0 + G) of each. The same arithmetic as
-// ChannelsFirst, channel by channel (see the top of the file).
+// channels_first, channel by channel (see the top of the file).
 template <class T>
-void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool backward,
+void channels_last(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool backward,
                   std::int64_t n0, std::int64_t n1, std::int64_t c0, std::int64_t G,
                   double* grad_beta) {
   const hn::ScalableTag<T> dt;
@@ -232,15 +232,15 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
       ch[c].bad = std::isnan(nan[c]) || !std::isfinite(max[c]);  // nan[c]: all bits or none
     }
 
-    ForEachPiece(ax, [&](std::int64_t r, std::int64_t j, std::int64_t p, std::int64_t len) {
+    for_each_piece(ax, [&](std::int64_t r, std::int64_t j, std::int64_t p, std::int64_t len) {
       T* xs = s.xs.data();
       T* dss = s.ds.data();
-      Transpose(x + p * C, C, len, G, xs);
-      if (ds) Transpose(ds + p * C, C, len, G, dss);
+      transpose_channels(x + p * C, C, len, G, xs);
+      if (ds) transpose_channels(ds + p * C, C, len, G, dss);
       ax.outer(r, v);
       for (std::int64_t c = 0; c < G; ++c) {
-        ExpRow(xs + c * len, len, max[c], beta, s.e.data());
-        const double gs = PieceSums(ax, s.e.data(), ds ? dss + c * len : nullptr, j, len, rs);
+        exp_row(xs + c * len, len, max[c], beta, s.e.data());
+        const double gs = piece_sums(ax, s.e.data(), ds ? dss + c * len : nullptr, j, len, rs);
         fold(ax, rs, v, ch[c]);
         ch[c].gs += gs;
       }
@@ -268,7 +268,7 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
     const int pairs = ax.second ? ax.inner * (ax.inner + 1) / 2 : 0;
     const int inner = ax.first ? ax.inner : 0;
     // Rows of G: inv, mean, max, cst, kp_a, lin_a (a < inner), gp pairs; then
-    // the d loss / d beta sums: one per lane of BackwardRows, and its tail.
+    // the d loss / d beta sums: one per lane of backward_rows, and its tail.
     const std::int64_t coefficients = 4 + 2 * inner + pairs, slots = lanes + 1;
     grow(s.lanes, (coefficients + slots) * G);
     double* const inv = s.lanes.data();
@@ -294,7 +294,7 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
         for (int b = a; b < ax.inner; ++b) gp[pair[a][b] * G + c] = ch[c].gp[a][b];
       }
     }
-    const std::int64_t body = L - L % lanes;  // row positions BackwardRows takes in whole vectors
+    const std::int64_t body = L - L % lanes;  // row positions backward_rows takes in whole vectors
     T* const ebuf = s.ebuf.data();
     for (std::int64_t r = 0; r < P / L; ++r) {
       if (ax.first) {
@@ -346,7 +346,7 @@ void ChannelsLast(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool ba
 // --- problems ------------------------------------------------------------------------
 
 template <class T>
-void Run(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
+void soft_argmax_impl(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
   const core::Geometry& g = pb.geom;
   const std::int64_t N = g.batch, C = g.classes, P = g.pixels, channels = N * C;
   if (pb.grad_beta) *pb.grad_beta = 0;
@@ -362,7 +362,8 @@ void Run(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
   if (!g.class_last) {
     const std::int64_t run = std::max<std::int64_t>(1, kBlockElements / P);
     parallel::for_each_block((channels + run - 1) / run, [&](std::int64_t b) {
-      ChannelsFirst(pb, ax, backward, b * run, std::min(channels, (b + 1) * run), grad_beta.data());
+      channels_first(pb, ax, backward, b * run, std::min(channels, (b + 1) * run),
+                     grad_beta.data());
     });
   } else {
     const std::int64_t G = std::min(C, kGroupBytes / static_cast<std::int64_t>(sizeof(T)));
@@ -370,7 +371,7 @@ void Run(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
     const std::int64_t run = std::max<std::int64_t>(1, kBlockElements / (P * G));
     parallel::for_each_block((N + run - 1) / run * groups, [&](std::int64_t b) {
       const std::int64_t n0 = b / groups * run, c0 = b % groups * G;
-      ChannelsLast(pb, ax, backward, n0, std::min(N, n0 + run), c0, std::min(G, C - c0),
+      channels_last(pb, ax, backward, n0, std::min(N, n0 + run), c0, std::min(G, C - c0),
                    grad_beta.data());
     });
   }
@@ -381,10 +382,14 @@ void Run(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
   }
 }
 
-void SoftArgmaxF32(const SpatialSoftArgmaxProblem<float>& pb) { Run(pb, false); }
-void SoftArgmaxF64(const SpatialSoftArgmaxProblem<double>& pb) { Run(pb, false); }
-void SoftArgmaxBackwardF32(const SpatialSoftArgmaxProblem<float>& pb) { Run(pb, true); }
-void SoftArgmaxBackwardF64(const SpatialSoftArgmaxProblem<double>& pb) { Run(pb, true); }
+void SoftArgmaxF32(const SpatialSoftArgmaxProblem<float>& pb) { soft_argmax_impl(pb, false); }
+void SoftArgmaxF64(const SpatialSoftArgmaxProblem<double>& pb) { soft_argmax_impl(pb, false); }
+void SoftArgmaxBackwardF32(const SpatialSoftArgmaxProblem<float>& pb) {
+  soft_argmax_impl(pb, true);
+}
+void SoftArgmaxBackwardF64(const SpatialSoftArgmaxProblem<double>& pb) {
+  soft_argmax_impl(pb, true);
+}
 
 
 }  // namespace HWY_NAMESPACE
