@@ -1,5 +1,4 @@
-// KL divergence of softmax(x) from a target distribution (SPEC.md 3.5),
-// elementwise map, sum and gradient.
+// kl_div: KL(target || softmax(x)), its elementwise map, sum and gradient.
 
 // clang-format off
 #undef HWY_TARGET_INCLUDE

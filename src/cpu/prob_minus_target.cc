@@ -1,5 +1,5 @@
-// Caffe2's gradient from P (SoftmaxWithLossGradient): dX = (P - target) *
-// w_i * coef, for index or probability targets.
+// prob_minus_target: the Caffe2 operators' loss gradient from a saved P
+// (src/api/caffe2.cc).
 
 // clang-format off
 #undef HWY_TARGET_INCLUDE

@@ -1,4 +1,4 @@
-// The backward of softmax and log_softmax given their output.
+// softmax_backward: the backward of softmax and log_softmax from their output.
 
 // clang-format off
 #undef HWY_TARGET_INCLUDE

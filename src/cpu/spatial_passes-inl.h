@@ -24,8 +24,6 @@ namespace spatialsoftmax::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// --- vector helpers ------------------------------------------------------------------
-
 // T values at p, as many as D has float64 lanes, widened to float64.
 template <class D, class T>
 HWY_INLINE hn::Vec<D> LoadWide(D d, const T* p) {

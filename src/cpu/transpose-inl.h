@@ -1,13 +1,13 @@
 // Transposes between a position-major tile (element c of position j at
-// j * C + c) and its class- or channel-major copy, per SIMD target: included
-// by the kernel files inside Highway's foreach_target loop.
+// j * C + c) and its class- or channel-major copy, per SIMD target, and the
+// plain tiles' class-last copies built on them.
 
 // Per-target include guard, as Highway's own -inl headers do it.
-#if defined(SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_) == defined(HWY_TARGET_TOGGLE)
-#ifdef SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_
-#undef SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_
+#if defined(SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
+#undef SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
 #else
-#define SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_
+#define SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
 #endif
 
 #include <cstdint>
@@ -166,4 +166,4 @@ void class_last_inputs(const T* x, std::int64_t count, std::int64_t C, T* xs, st
 }  // namespace spatialsoftmax::cpu
 HWY_AFTER_NAMESPACE();
 
-#endif  // SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_ toggle
+#endif  // SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_ toggle
