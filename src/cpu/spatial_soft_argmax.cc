@@ -26,9 +26,10 @@
 // equal outputs (tests/test_properties.cc, LayoutTest): every sum has one
 // order, fixed by the pixel index, the target and the shape.
 //
-// Precision. float32: exp in float32 (Highway's Exp, <= 1 ulp; 0 below -104,
-// so values under FLT_MIN may flush, as SPEC.md 5 allows), every sum over
-// pixels and the backward per element in float64, rounded to float32 once.
+// Precision. float32: exp in float32 (Highway's Exp, math-inl.h's
+// ExpShifted: at most 1.03 ulp, measured; 0 below -104, so values under
+// FLT_MIN may flush, as SPEC.md 5 allows), every sum over pixels and the
+// backward per element in float64, rounded to float32 once.
 // float64: everything in float64.
 //
 // Determinism. Blocks are runs of channels (channel first) or runs of images
