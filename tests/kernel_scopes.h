@@ -4,17 +4,17 @@
 
 #include <cstdint>
 
-#include "kernels/highway_kernels.h"
+#include "cpu/kernels.h"
 #include "spatialsoftmax/threads.h"
 
 namespace spatialsoftmax::testing {
 
 // Dispatches the Highway kernels to one target only (one of
-// kernels::supported_targets()).
+// cpu::supported_targets()).
 class ScopedTarget {
  public:
-  explicit ScopedTarget(std::int64_t target) { kernels::use_only_target_for_test(target); }
-  ~ScopedTarget() { kernels::use_only_target_for_test(0); }
+  explicit ScopedTarget(std::int64_t target) { cpu::use_only_target_for_test(target); }
+  ~ScopedTarget() { cpu::use_only_target_for_test(0); }
   ScopedTarget(const ScopedTarget&) = delete;
   ScopedTarget& operator=(const ScopedTarget&) = delete;
 };

@@ -127,9 +127,9 @@ TEST_P(LargeClassSums, RowsPathWithinSpecTolerance) { check(ClassAxis::kLast); }
 
 TEST_P(LargeClassSums, TilePathWithinSpecTolerance) { check(ClassAxis::kFirst); }
 
-INSTANTIATE_TEST_SUITE_P(Targets, LargeClassSums, ::testing::ValuesIn(kernels::supported_targets()),
+INSTANTIATE_TEST_SUITE_P(Targets, LargeClassSums, ::testing::ValuesIn(cpu::supported_targets()),
                          [](const ::testing::TestParamInfo<std::int64_t>& param_info) {
-                           return kernels::target_name(param_info.param);
+                           return cpu::target_name(param_info.param);
                          });
 
 }  // namespace

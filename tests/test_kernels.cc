@@ -1,4 +1,4 @@
-// The Highway kernels (src/kernels/highway_kernels.cc) against the scalar
+// The Highway kernels (src/cpu/cross_entropy.cc) against the scalar
 // reference, for every SIMD target this CPU supports (SPEC.md 3 and 5):
 //  1. randomized shapes, layouts, strides, dtypes and options through the
 //     public API (cross_entropy forward / backward / fused, softmax,
@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "dispatch/backend.h"
-#include "kernels/highway_kernels.h"
+#include "cpu/kernels.h"
 #include "spatialsoftmax/spatialsoftmax.h"
 #include "kernel_scopes.h"
 #include "test_support.h"
@@ -48,9 +48,9 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // The class counts of the acceptance list: lane-count edges of every target
 // (4, 8 and 16 float lanes; 2, 4 and 8 double lanes), the row kernel's
-// threshold (kernels::kRowClasses, 256) and large C.
+// threshold (cpu::kRowClasses, 256) and large C.
 constexpr std::int64_t kClassCounts[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 19, 31, 63, 64, 65, 150, 255, 256, 300};
-static_assert(kernels::kRowClasses == 256, "kClassCounts straddles the row threshold");
+static_assert(cpu::kRowClasses == 256, "kClassCounts straddles the row threshold");
 
 // --- scoped settings ------------------------------------------------------------
 
@@ -91,7 +91,7 @@ using testing::ScopedThreads;
 
 std::string target_label(std::int64_t target) {
   std::ostringstream out;
-  out << "SIMD target " << kernels::target_name(target) << " (0x" << std::hex << target << ")";
+  out << "SIMD target " << cpu::target_name(target) << " (0x" << std::hex << target << ")";
   return out.str();
 }
 
@@ -110,7 +110,7 @@ std::int64_t dispatched_target() {
 // Runs `body` once per supported SIMD target, with that target forced and
 // named in every failure.
 void for_each_target(const std::function<void(std::int64_t)>& body) {
-  const std::vector<std::int64_t> targets = kernels::supported_targets();
+  const std::vector<std::int64_t> targets = cpu::supported_targets();
   ASSERT_FALSE(targets.empty());
   for (std::int64_t t : targets) {
     SCOPED_TRACE(target_label(t));
@@ -901,25 +901,25 @@ TEST(HighwayVsReferenceCaffe2, SoftmaxWithLossAndGradient) {
 // --- 2. the best target is used ---------------------------------------------------
 
 TEST(KernelTargets, ListedBestFirstWithNames) {
-  const std::vector<std::int64_t> targets = kernels::supported_targets();
+  const std::vector<std::int64_t> targets = cpu::supported_targets();
   ASSERT_FALSE(targets.empty());
   std::string names;
   for (std::size_t k = 0; k < targets.size(); ++k) {
     EXPECT_EQ(targets[k] & (targets[k] - 1), 0) << "not a single target bit: " << targets[k];
-    EXPECT_FALSE(kernels::target_name(targets[k]).empty());
+    EXPECT_FALSE(cpu::target_name(targets[k]).empty());
     if (k > 0) {
       EXPECT_GT(targets[k], targets[k - 1]) << "not best first (a lower bit is better)";
     }
-    names += " " + kernels::target_name(targets[k]);
+    names += " " + cpu::target_name(targets[k]);
   }
   ::testing::Test::RecordProperty("simd_targets", names);
   std::printf("SIMD targets compiled in and supported here, best first:%s\n", names.c_str());
 }
 
 TEST(KernelTargets, BestTargetIsUsed) {
-  const std::vector<std::int64_t> targets = kernels::supported_targets();
+  const std::vector<std::int64_t> targets = cpu::supported_targets();
   ASSERT_FALSE(targets.empty());
-  const std::int64_t active = kernels::active_target();
+  const std::int64_t active = cpu::active_target();
   EXPECT_EQ(active, targets.front());
 
   // What HWY_DYNAMIC_DISPATCH really picks, after a highway call.
@@ -953,7 +953,7 @@ TEST(KernelTargets, TestHookDispatchesToEachTargetAndRestores) {
     EXPECT_EQ(dispatched_target(), target);
   });
   (void)softmax(x);
-  EXPECT_EQ(dispatched_target(), kernels::active_target()) << "use_only_target_for_test(0) did not restore";
+  EXPECT_EQ(dispatched_target(), cpu::active_target()) << "use_only_target_for_test(0) did not restore";
 }
 
 // --- 5. the default backend is highway (test_conformance runs on it) --------------
@@ -1550,7 +1550,7 @@ TEST(SingleClass, Caffe2OperatorsGiveZeroLossAndGradient) {
 
 // --- the label scan ----------------------------------------------------------------
 
-// kernels::count_labels on every target against a plain loop: lengths around
+// cpu::count_labels on every target against a plain loop: lengths around
 // the lane counts, both label types, labels in range, ignored, negative and
 // too large, an ignore_index the label type cannot hold, one bad label at
 // every position of a short run.
@@ -1587,7 +1587,7 @@ void check_count_labels(std::mt19937_64& rng) {
           }
           bool want_bad = false, got_bad = true;
           const std::int64_t want = oracle(y, C, ignore, &want_bad);
-          const std::int64_t got = kernels::count_labels(y.data(), n, C, ignore, &got_bad);
+          const std::int64_t got = cpu::count_labels(y.data(), n, C, ignore, &got_bad);
           EXPECT_EQ(got, want) << "n " << n << ", C " << C << ", bad kind " << bad_kind;
           EXPECT_EQ(got_bad, want_bad) << "n " << n << ", C " << C << ", bad kind " << bad_kind;
         }

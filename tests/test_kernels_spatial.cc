@@ -1,4 +1,4 @@
-// The Highway spatial soft-argmax kernels (src/kernels/highway_spatial.cc)
+// The Highway spatial soft-argmax kernels (src/cpu/spatial_soft_argmax.cc)
 // against the float64 scalar reference (core::reference), once per SIMD target
 // this CPU supports (the test names carry the target), SPEC.md 4 and 5:
 //  1. randomized shapes: channels 1..40, spatial rank 0..8 (mostly 0..4), sizes
@@ -29,8 +29,7 @@
 #include "core/problems.h"
 #include "core/reference.h"
 #include "dispatch/backend.h"
-#include "kernels/highway_kernels.h"
-#include "kernels/highway_spatial.h"
+#include "cpu/kernels.h"
 #include "spatialsoftmax/spatialsoftmax.h"
 #include "kernel_scopes.h"
 #include "test_support.h"
@@ -197,7 +196,7 @@ Outputs run(const Inputs& in, bool backward, int mask, bool reference) {
     }
   }
   if (!reference) {
-    backward ? kernels::spatial_soft_argmax_backward(pb) : kernels::spatial_soft_argmax(pb);
+    backward ? cpu::spatial_soft_argmax_backward(pb) : cpu::spatial_soft_argmax(pb);
   }
   // The extra element past each output must be untouched.
   const auto out = [&](const std::vector<T>& v) {
@@ -428,7 +427,7 @@ TEST_P(SpatialKernelTest, RandomShapesMatchTheFloat64Reference) {
   }
   // Measured errors, as a multiple of the tolerance and as max |got - ref|.
   for (const auto& [name, r] : {std::pair{"float32", &f32}, std::pair{"float64", &f64}}) {
-    std::cout << kernels::target_name(GetParam()) << " " << name << " worst error / tolerance"
+    std::cout << cpu::target_name(GetParam()) << " " << name << " worst error / tolerance"
               << " (max abs error): softmax " << r->softmax.ratio << " (" << r->softmax.abs_error
               << "), keypoints " << r->keypoints.ratio << " (" << r->keypoints.abs_error
               << "), covariance " << r->covariance.ratio << " (" << r->covariance.abs_error
@@ -805,7 +804,7 @@ TEST_P(SpatialKernelTest, TemperaturesAtTheFloat32Limits) {
     const Inputs in = make_inputs(c);
     core::SpatialSoftArgmaxProblem<float> pb;
     pb.beta = beta;
-    EXPECT_EQ(kernels::runs(pb), beta >= 0x1p-100 && beta <= 0x1p100) << beta;
+    EXPECT_EQ(cpu::runs(pb), beta >= 0x1p-100 && beta <= 0x1p100) << beta;
     const SpatialSoftArgmaxOptions o = api_options(c, beta, TemperatureMode::kMultiply);
     const SpatialSoftArgmaxResult r = spatial_soft_argmax(dense(in, in.x), o);
     const Outputs ref = run_reference(in, false, kKeypoints | kSoftmax);
@@ -816,9 +815,9 @@ TEST_P(SpatialKernelTest, TemperaturesAtTheFloat32Limits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Targets, SpatialKernelTest,
-                         ::testing::ValuesIn(kernels::supported_targets()),
+                         ::testing::ValuesIn(cpu::supported_targets()),
                          [](const ::testing::TestParamInfo<std::int64_t>& param_info) {
-                           return kernels::target_name(param_info.param);
+                           return cpu::target_name(param_info.param);
                          });
 
 }  // namespace

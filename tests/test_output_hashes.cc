@@ -310,7 +310,7 @@ std::vector<Problem> problems() {
 // --- the table ----------------------------------------------------------------
 
 std::string key_of(std::int64_t target, const std::string& problem) {
-  return kernels::target_name(target) + " | " + problem;
+  return cpu::target_name(target) + " | " + problem;
 }
 
 std::map<std::string, std::string> read_table() {
@@ -342,11 +342,11 @@ TEST(OutputHashes, EveryOutputBitwiseAsRecordedOnEveryTargetAndThreadCount) {
   written << "# Bitwise output hashes of tests/test_output_hashes.cc: target | problem = FNV-1a 64.\n";
   int checked = 0;
   std::vector<std::string> unrecorded_targets;
-  for (const std::int64_t target : kernels::supported_targets()) {
+  for (const std::int64_t target : cpu::supported_targets()) {
     ScopedTarget only(target);
     const bool recorded = table.count(key_of(target, all.front().name)) > 0;
     if (!recorded && !write_to) {
-      unrecorded_targets.push_back(kernels::target_name(target));
+      unrecorded_targets.push_back(cpu::target_name(target));
       continue;
     }
     for (const Problem& p : all) {

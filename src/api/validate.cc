@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/highway_kernels.h"
+#include "cpu/kernels.h"
 #include "parallel/thread_pool.h"
 
 #include <cmath>
@@ -149,7 +149,7 @@ ScanBlock scan_block(const L* y, std::int64_t begin, std::int64_t end, std::int6
     // Without weights the total is a count, taken by a SIMD kernel; the
     // first bad label is looked for below only if there is one.
     bool bad = false;
-    const std::int64_t valid = kernels::count_labels(
+    const std::int64_t valid = cpu::count_labels(
         y + begin, end - begin, classes, has_ignore ? std::optional<std::int64_t>(ignore) : std::nullopt, &bad);
     if (!bad) {
       out.total = static_cast<double>(valid);

@@ -3,8 +3,7 @@
 #include <cstdlib>
 
 #include "core/reference.h"
-#include "kernels/highway_kernels.h"
-#include "kernels/highway_spatial.h"
+#include "cpu/kernels.h"
 #include "parallel/thread_pool.h"
 #include "spatialsoftmax/error.h"
 
@@ -46,10 +45,10 @@ class ReferenceBackend final : public Backend {
 #undef SPATIALSOFTMAX_REFERENCE_METHODS
 };
 
-// The Highway kernels (src/kernels), on the context's thread count. Only
+// The Highway kernels (src/cpu), on the context's thread count. Only
 // float32 soft-argmax problems with a temperature beyond about 1e30 either
 // way run on the reference (the kernel's float32 beta * (x - max) would lose
-// range there; kernels::runs).
+// range there; cpu::runs).
 class HighwayBackend final : public Backend {
  public:
   std::string_view name() const override { return "highway"; }
@@ -60,34 +59,34 @@ class HighwayBackend final : public Backend {
 #define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                                       \
   void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {                    \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::softmax(p);                                                                                        \
+    cpu::softmax(p);                                                                                        \
   }                                                                                                             \
   void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c) const override {   \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::softmax_backward(p);                                                                               \
+    cpu::softmax_backward(p);                                                                               \
   }                                                                                                             \
   void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c) const override {         \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::cross_entropy(p);                                                                                  \
+    cpu::cross_entropy(p);                                                                                  \
   }                                                                                                             \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c) const override {  \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::prob_minus_target(p);                                                                              \
+    cpu::prob_minus_target(p);                                                                              \
   }                                                                                                             \
   void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {                       \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::kl_div(p);                                                                                         \
+    cpu::kl_div(p);                                                                                         \
   }                                                                                                             \
   void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c) const override { \
-    if (!kernels::runs(p)) return core::reference::spatial_soft_argmax(p);                                      \
+    if (!cpu::runs(p)) return core::reference::spatial_soft_argmax(p);                                      \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::spatial_soft_argmax(p);                                                                            \
+    cpu::spatial_soft_argmax(p);                                                                            \
   }                                                                                                             \
   void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c)     \
       const override {                                                                                          \
-    if (!kernels::runs(p)) return core::reference::spatial_soft_argmax_backward(p);                             \
+    if (!cpu::runs(p)) return core::reference::spatial_soft_argmax_backward(p);                             \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    kernels::spatial_soft_argmax_backward(p);                                                                   \
+    cpu::spatial_soft_argmax_backward(p);                                                                   \
   }
   SPATIALSOFTMAX_HIGHWAY_METHODS(float)
   SPATIALSOFTMAX_HIGHWAY_METHODS(double)

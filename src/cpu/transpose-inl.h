@@ -1,13 +1,13 @@
 // Transposes between a position-major tile (element c of position j at
-// j * C + c) and its class- or channel-major copy, per SIMD target: included
-// by the kernel files inside Highway's foreach_target loop.
+// j * C + c) and its class- or channel-major copy, per SIMD target, and the
+// plain tiles' class-last copies built on them.
 
 // Per-target include guard, as Highway's own -inl headers do it.
-#if defined(SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_) == defined(HWY_TARGET_TOGGLE)
-#ifdef SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_
-#undef SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_
+#if defined(SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
+#undef SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
 #else
-#define SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_
+#define SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
 #endif
 
 #include <cstdint>
@@ -15,7 +15,7 @@
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
-namespace spatialsoftmax::kernels {
+namespace spatialsoftmax::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
@@ -111,8 +111,59 @@ void transpose(const T* in, std::int64_t in_stride, T* out, std::int64_t out_str
                                [](auto, auto v, std::int64_t, std::int64_t) { return v; });
 }
 
+// Pass 3 of a class-last tile: out[j * C + c] = value(d, e, j, c) for the
+// class-major e (row stride W), by transpose_blocks, or for 2 or 3 classes
+// by interleaving stores of whole vectors of positions.
+template <class T, class Value>
+void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int64_t C, T* out,
+                        const Value& value) {
+  std::int64_t j0 = 0;
+#if HWY_TARGET != HWY_SCALAR
+  if (C == 2 || C == 3) {
+    const hn::ScalableTag<T> d;
+    const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+    for (; j0 + N <= count; j0 += N) {
+      const auto v0 = value(d, hn::LoadU(d, e + j0), j0, 0);
+      const auto v1 = value(d, hn::LoadU(d, e + W + j0), j0, 1);
+      if (C == 2) {
+        hn::StoreInterleaved2(v0, v1, d, out + j0 * C);
+      } else {
+        hn::StoreInterleaved3(v0, v1, value(d, hn::LoadU(d, e + 2 * W + j0), j0, 2), d, out + j0 * C);
+      }
+    }
+  }
+#endif
+  const auto shifted = [&](auto dd, auto v, std::int64_t j, std::int64_t c) { return value(dd, v, j + j0, c); };
+  transpose_blocks<false>(e + j0, W, out + j0 * C, C, C, count - j0, shifted);
+}
+
+// The class-major copy xs (row stride W) of `count` class-last positions at
+// x (x[j * C + c]), the inverse of class_last_outputs: 2 or 3 classes by
+// deinterleaving loads of whole vectors of positions, else transpose_blocks.
+template <class T>
+void class_last_inputs(const T* x, std::int64_t count, std::int64_t C, T* xs, std::int64_t W) {
+  std::int64_t done = 0;
+  if (C == 2 || C == 3) {
+    const hn::ScalableTag<T> d;
+    const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+    for (; done + N <= count; done += N) {
+      const T* from = x + done * C;
+      hn::Vec<decltype(d)> v0, v1, v2;
+      if (C == 2) {
+        hn::LoadInterleaved2(d, from, v0, v1);
+      } else {
+        hn::LoadInterleaved3(d, from, v0, v1, v2);
+        hn::StoreU(v2, d, xs + 2 * W + done);
+      }
+      hn::StoreU(v0, d, xs + done);
+      hn::StoreU(v1, d, xs + W + done);
+    }
+  }
+  transpose<true>(x + done * C, C, xs + done, W, count - done, C);
+}
+
 }  // namespace HWY_NAMESPACE
-}  // namespace spatialsoftmax::kernels
+}  // namespace spatialsoftmax::cpu
 HWY_AFTER_NAMESPACE();
 
-#endif  // SPATIALSOFTMAX_KERNELS_TRANSPOSE_INL_H_ toggle
+#endif  // SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_ toggle

@@ -1,0 +1,49 @@
+// Prefetches and streaming stores of the loss family, per SIMD target.
+
+#if defined(SPATIALSOFTMAX_CPU_MEMORY_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SPATIALSOFTMAX_CPU_MEMORY_INL_H_
+#undef SPATIALSOFTMAX_CPU_MEMORY_INL_H_
+#else
+#define SPATIALSOFTMAX_CPU_MEMORY_INL_H_
+#endif
+
+#include <cstdint>
+
+#include <hwy/cache_control.h>
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace spatialsoftmax::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Prefetches p's cache line. hwy::Prefetch and __builtin_prefetch vanish
+// from these target-attributed functions with GCC 12 (no prefetcht0 in the
+// object file); an asm statement stays. Prefetching never faults.
+HWY_INLINE void prefetch_line(const void* p) {
+#if HWY_ARCH_X86 && (HWY_COMPILER_GCC || HWY_COMPILER_CLANG)
+  asm volatile("prefetcht0 %0" ::"m"(*static_cast<const char*>(p)));
+#else
+  hwy::Prefetch(static_cast<const char*>(p));
+#endif
+}
+
+// dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
+// vector, plain stores at the edges.
+template <class T>
+void stream_copy(const T* src, T* dst, std::int64_t n) {
+  const hn::ScalableTag<T> d;
+  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
+  std::int64_t i = 0;
+  for (; i < n && reinterpret_cast<std::uintptr_t>(dst + i) % align != 0; ++i) dst[i] = src[i];
+  for (; i + N <= n; i += N) hn::Stream(hn::LoadU(d, src + i), d, dst + i);
+  for (; i < n; ++i) dst[i] = src[i];
+  hwy::FlushStream();
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace spatialsoftmax::cpu
+HWY_AFTER_NAMESPACE();
+
+#endif  // SPATIALSOFTMAX_CPU_MEMORY_INL_H_ toggle
