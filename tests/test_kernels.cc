@@ -1550,61 +1550,6 @@ TEST(SingleClass, Caffe2OperatorsGiveZeroLossAndGradient) {
 
 // --- the label scan ----------------------------------------------------------------
 
-// cpu::count_labels on every target against a plain loop: lengths around
-// the lane counts, both label types, labels in range, ignored, negative and
-// too large, an ignore_index the label type cannot hold, one bad label at
-// every position of a short run.
-template <class L>
-void check_count_labels(std::mt19937_64& rng) {
-  const auto oracle = [](const std::vector<L>& y, std::int64_t C, std::optional<std::int64_t> ignore,
-                         bool* bad) {
-    std::int64_t valid = 0;
-    *bad = false;
-    for (L label : y) {
-      if (ignore && static_cast<std::int64_t>(label) == *ignore) continue;
-      if (label < 0 || label >= C) {
-        *bad = true;
-      } else {
-        ++valid;
-      }
-    }
-    return valid;
-  };
-  const std::optional<std::int64_t> ignores[] = {std::nullopt, -100, 255, 3, std::int64_t{1} << 40};
-  for (std::int64_t n : {0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000}) {
-    for (std::int64_t C : {1, 2, 19, 256}) {
-      for (const auto& ignore : ignores) {
-        for (int bad_kind = 0; bad_kind < 3; ++bad_kind) {  // none, negative, >= C
-          std::vector<L> y(static_cast<std::size_t>(n));
-          std::uniform_int_distribution<std::int64_t> label(0, C - 1), pick(0, 9);
-          for (L& v : y) {
-            v = static_cast<L>(label(rng));
-            if (ignore && *ignore < (std::int64_t{1} << 31) && pick(rng) == 0) v = static_cast<L>(*ignore);
-          }
-          if (bad_kind > 0 && n > 0) {
-            const L wrong = bad_kind == 1 ? L(-7) : static_cast<L>(C + 2);
-            if (!(ignore && static_cast<std::int64_t>(wrong) == *ignore)) y[static_cast<std::size_t>(rng() % n)] = wrong;
-          }
-          bool want_bad = false, got_bad = true;
-          const std::int64_t want = oracle(y, C, ignore, &want_bad);
-          const std::int64_t got = cpu::count_labels(y.data(), n, C, ignore, &got_bad);
-          EXPECT_EQ(got, want) << "n " << n << ", C " << C << ", bad kind " << bad_kind;
-          EXPECT_EQ(got_bad, want_bad) << "n " << n << ", C " << C << ", bad kind " << bad_kind;
-        }
-      }
-    }
-  }
-}
-
-TEST(LabelScan, CountsAndFindsBadLabelsOnEveryTarget) {
-  std::mt19937_64 rng(99);
-  for_each_target([&](std::int64_t) {
-    check_count_labels<std::int32_t>(rng);
-    check_count_labels<std::int64_t>(rng);
-  });
-}
-
-
 // The labels checked inside the kernels (forward passes, and backward ones
 // whose mean's denominator is M): a bad label raises the API's error naming
 // the first one, on every kernel path, target, label type and backend.

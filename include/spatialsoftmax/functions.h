@@ -21,9 +21,6 @@
 
 namespace spatialsoftmax {
 
-// Spatial rank k of (N, C, d1..dk) is limited to this.
-inline constexpr int kMaxSpatialRank = 8;
-
 // --- softmax over the class axis -------------------------------------------
 Tensor softmax(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirst,
                const ExecutionContext& context = {});

@@ -6,5 +6,6 @@
 #include "spatialsoftmax/functions.h"
 #include "spatialsoftmax/npy.h"
 #include "spatialsoftmax/options.h"
+#include "spatialsoftmax/shapes.h"
 #include "spatialsoftmax/tensor.h"
 #include "spatialsoftmax/threads.h"

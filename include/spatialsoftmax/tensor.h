@@ -14,6 +14,11 @@
 
 namespace spatialsoftmax {
 
+// The spatial rank k of the library's (N, C, d1..dk) tensors is at most
+// this: the one limit that the API, the operators' shape inference and the
+// kernels' per-axis arrays all use.
+inline constexpr int kMaxSpatialRank = 8;
+
 enum class DType { kFloat32, kFloat64, kInt32, kInt64 };
 
 std::string_view dtype_name(DType dtype);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/cross_entropy.h"
+#include "api/labels.h"
 #include "api/outputs.h"
 #include "api/validate.h"
 #include "dispatch/backend.h"
@@ -31,11 +32,11 @@ void check_common_args(std::string_view op, float scale, const std::string& orde
   }
 }
 
-// X (N, D, H, W) float; T (N, H, W) int32; weight (N, H, W). Returns the
-// per-pixel map shape (N, H, W).
-api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
-                                      const TensorView& T,
-                                      const std::optional<TensorView>& weight) {
+constexpr std::string_view kPixelWeightShape = "((N, H, W): one weight per pixel)";
+
+// X (N, D, H, W) float; T (N, H, W) int32. The weights and the labels'
+// values are checked by the caller, once.
+api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X, const TensorView& T) {
   if (X.rank() != 4) {
     fail(op, "X", "rank: expected 4 (N, D, H, W), got " + std::to_string(X.rank()) +
                       " with shape " + shape_string(X.shape()));
@@ -49,10 +50,6 @@ api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
                       " with shape " + shape_string(T.shape()));
   }
   api::check_shape(op, "T", T, info.map_shape, "((N, H, W) of X)");
-  if (weight) {
-    api::check_weights(op, "weight_tensor", *weight, info.map_shape,
-                       "((N, H, W): one weight per pixel)", X.dtype());
-  }
   return info;
 }
 
@@ -80,13 +77,13 @@ LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
                                       const std::optional<TensorView>& weight,
                                       const SpatialSoftmaxWithLossArgs& args) {
   check_common_args(kSpatial, args.scale, args.order);
-  check_spatial_inputs(kSpatial, X, T, weight);
+  check_spatial_inputs(kSpatial, X, T);
   CrossEntropyOptions options = CrossEntropyOptions::caffe2_spatial();
   options.pixel_weight = weight;
   options.reduction = Reduction::kSum;
   options.want_prob = true;
-  api::CrossEntropyRun run =
-      api::run_cross_entropy({kSpatial, "X", "T"}, X, T, options, {}, api::Pass::kForward);
+  api::CrossEntropyRun run = api::run_cross_entropy({kSpatial, "X", "T", "weight_tensor", kPixelWeightShape}, X, T,
+                                                    options, {}, api::Pass::kForward);
   const double L = run.loss_sum, Wt = run.denominator;
   double loss;
   if (args.variant == Variant::kCpu) {
@@ -102,18 +99,20 @@ Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView&
                                           const TensorView& P, const TensorView& d_loss,
                                           const SpatialSoftmaxWithLossArgs& args) {
   check_common_args(kSpatialGrad, args.scale, args.order);
-  const api::ClassTensor info = check_spatial_inputs(kSpatialGrad, X, T, weight);
+  const api::ClassTensor info = check_spatial_inputs(kSpatialGrad, X, T);
+  if (weight) api::check_weights(kSpatialGrad, "weight_tensor", *weight, info.map_shape, kPixelWeightShape, X.dtype());
   api::check_dtype(kSpatialGrad, "P", P, X.dtype());
   api::check_shape(kSpatialGrad, "P", P, X.shape(), "(X's shape)");
   const double g = api::first_element(kSpatialGrad, "d_loss", d_loss);
-  const Dense labels(T), w(weight), prob(P);
-  const core::Labels y{labels.raw(), DType::kInt32};
-  const double Wt = api::scan_labels(kSpatialGrad, "T", T, y, info.geom.classes, -1, nullptr,
-                                     w.raw(), X.dtype());
-  const double coef = Wt > 0 ? args.scale / Wt * g : g;
   const TensorView* weight_view = weight ? &*weight : nullptr;
   const Device device =
       api::common_device(kSpatialGrad, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}, {"P", &P}, {"d_loss", &d_loss}});
+  const Dense labels(T), w(weight), prob(P);
+  const core::Labels y{labels.raw(), DType::kInt32};
+  // Caffe2's total weight: the pixel weights of the labels that are not -1.
+  const double Wt = api::scan_labels({kSpatialGrad, "T", T, y, info.geom.classes, -1}, nullptr, w.raw(), X.dtype(),
+                                     device, {});
+  const double coef = Wt > 0 ? args.scale / Wt * g : g;
   Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
@@ -156,8 +155,9 @@ std::int64_t product(const Shape& s, std::size_t from, std::size_t to) {
   return p;
 }
 
-// Checks T for label_prob 0 (int32, N labels in [0, D)) or 1 (rows of
-// probabilities, each >= 0 and summing to 1 within 1e-5).
+// Checks T for label_prob 0 (int32, N labels; their values are checked by
+// the caller, once) or 1 (rows of probabilities, each >= 0 and summing to 1
+// within 1e-5).
 void check_softmax_targets(std::string_view op, const TensorView& X, const TensorView& T,
                            const Coerced& c, int label_prob, const Dense& dense) {
   const std::int64_t N = c.geom.batch, D = c.geom.classes;
@@ -174,7 +174,6 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
       fail(op, "T", "shape: expected " + std::to_string(N) + " labels (X's dims before axis " +
                         std::to_string(axis) + "), got " + shape_string(T.shape()));
     }
-    api::check_labels(op, "T", T, {dense.raw(), DType::kInt32}, D, std::nullopt);
     return;
   }
   api::check_dtype(op, "T", T, X.dtype());
@@ -206,22 +205,7 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
   });
 }
 
-Dense check_row_weights(std::string_view op, const std::optional<TensorView>& weight,
-                        const Coerced& c, DType dtype) {
-  if (!weight) return Dense();
-  api::check_weights(op, "weight_tensor", *weight, {c.geom.batch}, "(one weight per row)", dtype);
-  return Dense(*weight);
-}
-
-double row_total_weight(const Dense& weight, std::int64_t rows, DType dtype) {
-  if (!weight.present()) return static_cast<double>(rows);
-  double total = 0;
-  for (std::int64_t i = 0; i < rows; ++i) {
-    total += dtype == DType::kFloat32 ? static_cast<double>(weight.get<float>()[i])
-                                      : weight.get<double>()[i];
-  }
-  return total;
-}
+constexpr std::string_view kRowWeightShape = "(one weight per row)";
 
 // A dense 2-D (N, D) view of a dense tensor.
 TensorView as_2d(const Dense& dense, DType dtype, const core::Geometry& g) {
@@ -237,11 +221,10 @@ LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
   const Coerced c = coerce(kSoftmax, X, args.axis);
   const Dense x(X), target(T);
   check_softmax_targets(kSoftmax, X, T, c, args.label_prob, target);
-  const Dense w = check_row_weights(kSoftmax, weight, c, X.dtype());
   CrossEntropyOptions options;
   options.reduction = Reduction::kSum;
   options.want_prob = true;
-  if (weight) options.pixel_weight = TensorView(w.raw(), X.dtype(), {c.geom.batch});
+  options.pixel_weight = weight;  // (N): the 2-D view's positions
   if (args.label_prob != 0) {
     // Caffe2 floors the probabilities in label_prob mode (CUDA at FLT_MIN).
     options.prob_floor = args.variant == Variant::kCpu ? 1e-20 : 1.1754943508222875e-38;
@@ -249,11 +232,12 @@ LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
   const TensorView targets = args.label_prob != 0
                                  ? as_2d(target, X.dtype(), c.geom)
                                  : TensorView(target.raw(), DType::kInt32, {c.geom.batch});
-  api::CrossEntropyRun run = api::run_cross_entropy({kSoftmax, "X", "T"}, as_2d(x, X.dtype(), c.geom),
-                                                    targets, options, {}, api::Pass::kForward);
-  const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu
-                        ? static_cast<double>(c.geom.batch)
-                        : row_total_weight(w, c.geom.batch, X.dtype());
+  api::CrossEntropyRun run =
+      api::run_cross_entropy({kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom),
+                             targets, options, {}, api::Pass::kForward);
+  const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu ? static_cast<double>(c.geom.batch)
+                    : weight                                                     ? run.pixel_weight_sum
+                                                                                 : static_cast<double>(c.geom.batch);
   const double loss = Wt != 0 ? args.scale * run.loss_sum / Wt : 0.0;
   // P has X's shape (Caffe2's shape inference claims (N, D); the run gives X's).
   Tensor prob(X.dtype(), X.shape());
@@ -268,7 +252,9 @@ Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
   const Coerced c = coerce(kSoftmaxGrad, X, args.axis);
   const Dense target(T);
   check_softmax_targets(kSoftmaxGrad, X, T, c, args.label_prob, target);
-  const Dense w = check_row_weights(kSoftmaxGrad, weight, c, X.dtype());
+  const double weight_sum =
+      weight ? api::check_weights(kSoftmaxGrad, "weight_tensor", *weight, {c.geom.batch}, kRowWeightShape, X.dtype())
+             : static_cast<double>(c.geom.batch);
   api::check_dtype(kSoftmaxGrad, "P", P, X.dtype());
   if (checked_numel(P.shape(), "P") != c.geom.batch * c.geom.classes) {
     fail(kSoftmaxGrad, "P", "shape: expected " + shape_string(X.shape()) + " (X's shape), got " +
@@ -276,15 +262,17 @@ Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
   }
   const double g = api::first_element(kSoftmaxGrad, "d_loss", d_loss);
   const bool cpu = args.variant == Variant::kCpu;
-  const double Wt = args.average_by_batch_size && cpu
-                        ? static_cast<double>(c.geom.batch)
-                        : row_total_weight(w, c.geom.batch, X.dtype());
+  const double Wt = args.average_by_batch_size && cpu ? static_cast<double>(c.geom.batch) : weight_sum;
   // CPU: no d_loss factor when the total weight is 0; CUDA always applies it.
   const double coef = Wt > 0 ? args.scale / Wt * g : (cpu ? 1.0 : g);
-  const Dense prob(P);
   const TensorView* weight_view = weight ? &*weight : nullptr;
   const Device device =
       api::common_device(kSoftmaxGrad, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}, {"P", &P}, {"d_loss", &d_loss}});
+  if (args.label_prob == 0) {
+    (void)api::scan_labels({kSoftmaxGrad, "T", T, {target.raw(), DType::kInt32}, c.geom.classes, std::nullopt},
+                           nullptr, nullptr, X.dtype(), device, {});
+  }
+  const Dense prob(P), w(weight);
   Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "api/cross_entropy.h"
+#include "api/labels.h"
 #include "api/outputs.h"
 #include "api/validate.h"
 #include "dispatch/backend.h"
@@ -79,9 +80,10 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   if (options.class_weight) {
     check_weights(op, "class_weight", *options.class_weight, {C}, "(one per class)", dtype);
   }
+  double pixel_weight_sum = 0;
   if (options.pixel_weight) {
-    check_weights(op, "pixel_weight", *options.pixel_weight, info.map_shape,
-                  "(one per position: (N, d1..dk))", dtype);
+    pixel_weight_sum = check_weights(op, names.pixel_weight, *options.pixel_weight, info.map_shape,
+                                     names.pixel_weight_shape, dtype);
   }
 
   const TensorView* class_weight_view = options.class_weight ? &*options.class_weight : nullptr;
@@ -89,7 +91,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const auto grad_view = [](const std::optional<TensorView>& g) { return g ? &*g : nullptr; };
   const std::initializer_list<NamedView> inputs = {
       {names.logits, &logits},           {targets_name, &targets},
-      {"class_weight", class_weight_view}, {"pixel_weight", pixel_weight_view},
+      {"class_weight", class_weight_view}, {names.pixel_weight, pixel_weight_view},
       {"grad_loss", grad_view(grads.loss)}, {"grad_prob", grad_view(grads.prob)},
       {"grad_log_prob", grad_view(grads.log_prob)}, {"grad_entropy", grad_view(grads.entropy)}};
   const Device device = common_device(op, inputs);
@@ -142,10 +144,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   // Nor into the caller's views: a bad label must leave them as they were.
   const bool kernel_checks_labels = !soft && !weighted && !denominator_first && !writes_over_logits && !into;
   core::LabelCheck label_check;
-  const auto scan = [&] {
-    return scan_labels(op, targets_name, targets, labels, C, ignore_index, class_weight.raw(),
-                       pixel_weight.raw(), dtype);
-  };
+  const LabelArg label_arg{op, targets_name, targets, labels, C, ignore_index};
   double index_denominator = 0;
   if (kernel_checks_labels) {
     // M for a backward mean, which comes here only without ignore_index (every
@@ -153,7 +152,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     // count, and sum and none do not use it.
     index_denominator = static_cast<double>(info.geom.positions());
   } else if (!soft) {
-    index_denominator = scan();
+    index_denominator = scan_labels(label_arg, class_weight.raw(), pixel_weight.raw(), dtype, device, context);
   }
 
   // The mean's denominator depends only on targets and weights, so it is known
@@ -161,17 +160,9 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   CrossEntropyRun run;
   const std::int64_t M = info.geom.positions();
   run.denominator = index_denominator;
+  run.pixel_weight_sum = pixel_weight_sum;
   if (soft) {  // sum_i a_i, or M: class weights never enter it (SPEC.md 3.3)
-    run.denominator = static_cast<double>(M);
-    if (pixel_weight.present()) {
-      visit_float(dtype, [&](auto tag) {
-        using T = decltype(tag);
-        const T* a = pixel_weight.get<T>();
-        double denominator = 0;
-        for (std::int64_t i = 0; i < M; ++i) denominator += static_cast<double>(a[i]);
-        run.denominator = denominator;
-      });
-    }
+    run.denominator = pixel_weight.present() ? pixel_weight_sum : static_cast<double>(M);
   }
   if (options.reduction == Reduction::kMean) {
     grad_scale = run.denominator > 0 ? grad_scale / run.denominator : 0.0;
@@ -234,8 +225,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     pb.target_probs = soft ? target.get<T>() : nullptr;
     pb.class_weight = class_weight.get<T>();
     pb.pixel_weight = pixel_weight.get<T>();
-    pb.has_ignore_index = ignore_index.has_value();
-    pb.ignore_index = ignore_index.value_or(0);
+    pb.has_ignore_index = core::ignore_index_can_match(labels.dtype, ignore_index);
+    pb.ignore_index = pb.has_ignore_index ? *ignore_index : 0;
     pb.label_smoothing = static_cast<T>(options.label_smoothing);
     pb.prob_floor = static_cast<T>(options.prob_floor);
     pb.zero_target_log_is_zero = options.zero_target_log == ZeroTargetLog::kZero;
@@ -258,10 +249,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     dispatch::select(dispatch::Op::kCrossEntropy, info.geom, dtype, device, op).cross_entropy(pb, context);
   });
   if (kernel_checks_labels) {
-    if (label_check.bad) {
-      (void)scan();  // throws, naming the first bad label
-      fail(op, targets_name, "internal error: the kernel found a bad label that the scan did not");
-    }
+    if (label_check.first_bad >= 0) fail_label(label_arg, label_check.first_bad);
     run.denominator = static_cast<double>(label_check.counted);
   }
 

@@ -15,17 +15,21 @@ struct CrossEntropyRun {
   CrossEntropyResult result;
   double loss_sum = 0;     // sum_i l_i
   double denominator = 0;  // sum_i e_i (index targets) or sum_i a_i (soft)
+  double pixel_weight_sum = 0;  // sum_i a_i over every position (Caffe2's rows)
 };
 
-// grad_over_logits (fused pass only): the dense tensor behind `logits`,
-// whose storage receives dX and is moved into the result.
-// How the caller names itself and its two main inputs in error messages.
+// How the caller names itself and its inputs in error messages (Caffe2's
+// operators call the pixel weights weight_tensor, one per pixel or row).
 struct LossArgNames {
   std::string_view op;
   std::string_view logits = "logits";
   std::string_view targets = "targets";
+  std::string_view pixel_weight = "pixel_weight";
+  std::string_view pixel_weight_shape = "(one per position: (N, d1..dk))";
 };
 
+// grad_over_logits (fused pass only): the dense tensor behind `logits`,
+// whose storage receives dX and is moved into the result.
 // into: the _into forms' views; an output is computed where a view is given
 // (the options' want_* flags are not read), and result then holds nothing.
 CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,

@@ -1,10 +1,6 @@
 #include "api/validate.h"
 
-#include <algorithm>
-#include <vector>
-
-#include "cpu/kernels.h"
-#include "parallel/thread_pool.h"
+#include "spatialsoftmax/shapes.h"
 
 #include <cmath>
 #include <limits>
@@ -33,44 +29,11 @@ std::string format_value(double v) {
 
 ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
                                  ClassAxis axis, int min_spatial_rank, bool allow_no_classes) {
-  if (!is_floating(x.dtype())) {
-    fail(op, arg, "dtype: expected float32 or float64, got " + std::string(dtype_name(x.dtype())));
-  }
-  const int rank = x.rank();
-  const int min_rank = 2 + min_spatial_rank;
-  const int max_rank = 2 + core::kMaxSpatialRank;
-  if (rank < min_rank || rank > max_rank) {
-    fail(op, arg,
-         "rank: expected " + std::to_string(min_rank) + " to " + std::to_string(max_rank) +
-             " ((N, C, d1..dk) with k <= 8), got " + std::to_string(rank) + " with shape " +
-             shape_string(x.shape()));
-  }
-  check_enum(op, "class_axis", static_cast<int>(axis), 2);
-  const std::string what = std::string(op) + ": " + std::string(arg);
-  const std::int64_t numel = checked_numel(x.shape(), what);
-  // Outputs of this shape are allocated in bytes: that count must fit too.
-  if (numel > std::numeric_limits<std::int64_t>::max() / 8) {
-    throw Error(what + ": byte size of shape " + shape_string(x.shape()) +
-                " overflows int64, expected at most 2^60 elements");
-  }
+  ClassShape shape = class_shape(op, arg, x.dtype(), x.shape(), axis, min_spatial_rank, allow_no_classes);
   ClassTensor info;
-  const int class_dim = axis == ClassAxis::kFirst ? 1 : rank - 1;
-  info.geom.batch = x.dim(0);
-  info.geom.classes = x.dim(class_dim);
-  info.geom.class_last = axis == ClassAxis::kLast;
-  info.geom.pixels = 1;
-  info.map_shape.push_back(x.dim(0));
-  for (int d = 1; d < rank; ++d) {
-    if (d == class_dim) continue;
-    info.spatial_dims.push_back(x.dim(d));
-    info.map_shape.push_back(x.dim(d));
-    info.geom.pixels *= x.dim(d);
-  }
-  if (info.geom.classes == 0 && !allow_no_classes) {
-    fail(op, arg,
-         "class dim " + std::to_string(class_dim) + ": expected C >= 1, got 0 (shape " +
-             shape_string(x.shape()) + ")");
-  }
+  info.geom = {shape.batch, shape.classes, shape.pixels, axis == ClassAxis::kLast};
+  info.map_shape = std::move(shape.map_shape);
+  info.spatial_dims = std::move(shape.spatial_dims);
   return info;
 }
 
@@ -108,18 +71,21 @@ void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
            shape_string(t.shape()) + " (" + detail + ")");
 }
 
-void check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
-                   const Shape& expected, std::string_view expected_what, DType dtype) {
+double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
+                     const Shape& expected, std::string_view expected_what, DType dtype) {
   check_shape(op, arg, weights, expected, expected_what);
   check_dtype(op, arg, weights, dtype);
   const std::int64_t n = weights.numel();
+  double sum = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     const double w = weights.at(i);
     if (!std::isfinite(w) || w < 0) {
       fail(op, std::string(arg) + "[flat index " + std::to_string(i) + "]",
            "= " + format_value(w) + ", expected finite and >= 0");
     }
+    sum += w;
   }
+  return sum;
 }
 
 Dense::Dense(const TensorView& view) : present_(true) {
@@ -129,109 +95,6 @@ Dense::Dense(const TensorView& view) : present_(true) {
     copy_ = Tensor::copy_of(view);
     data_ = copy_.data();
   }
-}
-
-namespace {
-
-constexpr std::int64_t kScanBlock = 1 << 16;
-
-struct ScanBlock {
-  std::int64_t first_bad = -1;
-  double total = 0;
-};
-
-// The positions [begin, end) of one block; L the label type, W the weights'.
-template <class L, class W>
-ScanBlock scan_block(const L* y, std::int64_t begin, std::int64_t end, std::int64_t classes,
-                     bool has_ignore, std::int64_t ignore, const W* w, const W* a) {
-  ScanBlock out;
-  if (!w && !a) {
-    // Without weights the total is a count, taken by a SIMD kernel; the
-    // first bad label is looked for below only if there is one.
-    bool bad = false;
-    const std::int64_t valid = cpu::count_labels(
-        y + begin, end - begin, classes, has_ignore ? std::optional<std::int64_t>(ignore) : std::nullopt, &bad);
-    if (!bad) {
-      out.total = static_cast<double>(valid);
-      return out;
-    }
-  }
-  for (std::int64_t i = begin; i < end; ++i) {
-    const auto label = static_cast<std::int64_t>(y[i]);
-    if (has_ignore && label == ignore) continue;
-    if (label < 0 || label >= classes) {
-      out.first_bad = i;
-      return out;
-    }
-    out.total += (a ? static_cast<double>(a[i]) : 1.0) * (w ? static_cast<double>(w[label]) : 1.0);
-  }
-  return out;
-}
-
-template <class L, class W>
-ScanBlock scan_all(const L* y, std::int64_t n, std::int64_t classes,
-                   std::optional<std::int64_t> ignore, const W* w, const W* a) {
-  const std::int64_t blocks = (n + kScanBlock - 1) / kScanBlock;
-  std::vector<ScanBlock> partial(static_cast<std::size_t>(blocks));
-  parallel::for_each_block(blocks, [&](std::int64_t b) {
-    partial[static_cast<std::size_t>(b)] =
-        scan_block(y, b * kScanBlock, std::min(n, (b + 1) * kScanBlock), classes,
-                   ignore.has_value(), ignore.value_or(0), w, a);
-  });
-  ScanBlock out;
-  for (const ScanBlock& p : partial) {
-    if (p.first_bad >= 0) return p;
-    out.total += p.total;
-  }
-  return out;
-}
-
-template <class L>
-ScanBlock scan_typed(const L* y, std::int64_t n, std::int64_t classes,
-                     std::optional<std::int64_t> ignore, const void* w, const void* a,
-                     DType weight_dtype) {
-  if (weight_dtype == DType::kFloat64) {
-    return scan_all(y, n, classes, ignore, static_cast<const double*>(w),
-                    static_cast<const double*>(a));
-  }
-  return scan_all(y, n, classes, ignore, static_cast<const float*>(w),
-                  static_cast<const float*>(a));
-}
-
-}  // namespace
-
-double scan_labels(std::string_view op, std::string_view arg, const TensorView& labels,
-                   const core::Labels& dense, std::int64_t classes,
-                   std::optional<std::int64_t> ignore_index, const void* class_weight,
-                   const void* pixel_weight, DType weight_dtype) {
-  const std::int64_t n = checked_numel(labels.shape(), arg);
-  const ScanBlock result =
-      dense.dtype == DType::kInt32
-          ? scan_typed(static_cast<const std::int32_t*>(dense.data), n, classes, ignore_index,
-                       class_weight, pixel_weight, weight_dtype)
-          : scan_typed(static_cast<const std::int64_t*>(dense.data), n, classes, ignore_index,
-                       class_weight, pixel_weight, weight_dtype);
-  if (result.first_bad < 0) return result.total;
-  // Multi-index of the offending flat index, for the message.
-  const std::int64_t i = result.first_bad;
-  std::string index;
-  std::int64_t rest = i;
-  for (int d = labels.rank() - 1; d >= 0; --d) {
-    const std::int64_t dim = labels.shape()[static_cast<std::size_t>(d)];
-    index = std::to_string(rest % dim) + (index.empty() ? "" : ", ") + index;
-    rest /= dim;
-  }
-  fail(op, std::string(arg) + "[" + index + "]",
-       "(flat index " + std::to_string(i) + ") = " + std::to_string(dense[i]) +
-           ", expected in [0, " + std::to_string(classes) + ") or ignore_index (" +
-           (ignore_index ? std::to_string(*ignore_index) : std::string("unset")) + ")");
-}
-
-void check_labels(std::string_view op, std::string_view arg, const TensorView& labels,
-                  const core::Labels& dense, std::int64_t classes,
-                  std::optional<std::int64_t> ignore_index) {
-  (void)scan_labels(op, arg, labels, dense, classes, ignore_index, nullptr, nullptr,
-                    DType::kFloat32);
 }
 
 double first_element(std::string_view op, std::string_view arg, const TensorView& t) {

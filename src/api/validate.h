@@ -22,9 +22,8 @@ struct ClassTensor {
   Shape spatial_dims;  // d1..dk
 };
 
-// Checks a float tensor of rank 2 + k, k in [min_spatial_rank, 8], C >= 1
-// (C = 0 too if allow_no_classes: the spatial softmax has nothing to do then)
-// and an element count that fits int64.
+// class_shape (spatialsoftmax/shapes.h) of a view, as the kernels' geometry
+// (allow_no_classes: the spatial softmax has nothing to do at C = 0).
 ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
                                  ClassAxis axis, int min_spatial_rank = 0,
                                  bool allow_no_classes = false);
@@ -40,7 +39,8 @@ void check_index_dtype(std::string_view op, std::string_view arg, const TensorVi
 void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
                  const Shape& expected, std::string_view expected_what);
 // Class or pixel weights: shape, dtype, every value finite and >= 0.
-void check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
+// Returns their sum, in float64 and element order (a mean's denominator).
+double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
                    const Shape& expected, std::string_view expected_what, DType dtype);
 
 // A contiguous pointer to a view's data: the view itself when it is dense,
@@ -64,22 +64,6 @@ class Dense {
   const void* data_ = nullptr;
   bool present_ = false;
 };
-
-// Checks every label is ignore_index (if set) or in [0, classes); the first
-// offending one is reported with its multi-index, flat index and value.
-void check_labels(std::string_view op, std::string_view arg, const TensorView& labels,
-                  const core::Labels& dense, std::int64_t classes,
-                  std::optional<std::int64_t> ignore_index);
-
-// check_labels, and in the same pass the total weight of the positions not
-// ignored: sum_i a_i * w_{y_i} (a: pixel weights, w: class weights, both
-// optional, of `weight_dtype`). One pass in parallel over fixed blocks of
-// positions, partial sums combined in block order: deterministic for any
-// thread count.
-double scan_labels(std::string_view op, std::string_view arg, const TensorView& labels,
-                   const core::Labels& dense, std::int64_t classes,
-                   std::optional<std::int64_t> ignore_index, const void* class_weight,
-                   const void* pixel_weight, DType weight_dtype);
 
 // A scalar upstream gradient: a tensor of `dtype` with exactly one element.
 double scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype);

@@ -8,12 +8,12 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
+#include <optional>
 
 #include "spatialsoftmax/tensor.h"
 
 namespace spatialsoftmax::core {
-
-inline constexpr int kMaxSpatialRank = 8;
 
 // Dense layout of an X-shaped tensor: N batches, C classes, P pixels per batch
 // (P = d1*...*dk), class axis at 1 or last. Position i = n * P + p.
@@ -47,14 +47,46 @@ struct Labels {
   }
 };
 
-// Index labels that the kernel checks as it reads them, in place of the
-// API's scan before it (one read of the labels less). Out: how many count
-// toward the mean (not ignore_index, in [0, C)) and whether any is out of
-// range; a kernel that finds one may leave its outputs unwritten, as the API
-// then raises the error.
+// An ignore_index that the labels' type cannot hold (int32 labels and
+// ignore_index 2^40) matches no label. The API applies this rule once, when
+// it fills a problem: has_ignore_index there implies that ignore_index fits
+// the label type, so every backend may compare labels with it in their own
+// type.
+inline bool ignore_index_can_match(DType label_dtype, std::optional<std::int64_t> ignore_index) {
+  if (!ignore_index) return false;
+  return label_dtype != DType::kInt32 || (*ignore_index >= std::numeric_limits<std::int32_t>::min() &&
+                                          *ignore_index <= std::numeric_limits<std::int32_t>::max());
+}
+
+// The check of index labels: each must be the ignore_index or in [0, C),
+// and the first flat index where one is neither is reported (-1: none), so
+// that the API can name it without looking again.
+//
+// LabelScanProblem is the check on its own, before a kernel runs, and it
+// sums in the same pass the total weight of the labels that are not
+// ignored, sum_i a_i * w_{y_i} (a: pixel weights, w: class weights, absent
+// ones 1): the mean's denominator. The order of that sum is fixed by the
+// problem alone, never by the thread count.
+template <class T>
+struct LabelScanProblem {
+  Labels labels;
+  std::int64_t count = 0;  // labels[0, count)
+  std::int64_t classes = 0;
+  bool has_ignore_index = false;
+  std::int64_t ignore_index = 0;
+  const T* class_weight = nullptr;  // (C)
+  const T* pixel_weight = nullptr;  // (count)
+  double* total = nullptr;          // set to 0 by the caller
+  std::int64_t* first_bad = nullptr;  // set to -1 by the caller
+};
+
+// The same check inside a loss kernel, which checks each block of labels as
+// it reads them (one read of the labels less). Out: how many labels count
+// toward the mean, and the first bad one; a kernel that finds one may leave
+// its outputs unwritten, as the API then raises the error.
 struct LabelCheck {
   std::int64_t counted = 0;
-  bool bad = false;
+  std::int64_t first_bad = -1;
 };
 
 // Softmax over the class axis; any subset of the three outputs.

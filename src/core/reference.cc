@@ -105,7 +105,7 @@ void cross_entropy(const CrossEntropyProblem<T>& pb) {
       const std::int64_t y = pb.labels[i];
       if (pb.has_ignore_index && y == pb.ignore_index) continue;
       if (y < 0 || y >= C) {
-        pb.label_check->bad = true;
+        pb.label_check->first_bad = i;
         return;
       }
       ++pb.label_check->counted;
@@ -204,6 +204,22 @@ void cross_entropy(const CrossEntropyProblem<T>& pb) {
     }
   }
   if (pb.loss_sum) *pb.loss_sum = loss_sum;
+}
+
+template <class T>
+void scan_labels(const LabelScanProblem<T>& pb) {
+  double total = 0;
+  for (std::int64_t i = 0; i < pb.count; ++i) {
+    const std::int64_t y = pb.labels[i];
+    if (pb.has_ignore_index && y == pb.ignore_index) continue;
+    if (y < 0 || y >= pb.classes) {
+      *pb.first_bad = i;
+      return;
+    }
+    total += static_cast<double>(weight_or_one(pb.pixel_weight, i)) *
+             static_cast<double>(weight_or_one(pb.class_weight, y));
+  }
+  *pb.total = total;
 }
 
 template <class T>
@@ -371,6 +387,7 @@ void spatial_soft_argmax_backward(const SpatialSoftArgmaxProblem<T>& pb) {
   template void softmax<T>(const SoftmaxProblem<T>&);                                 \
   template void softmax_backward<T>(const SoftmaxBackwardProblem<T>&);                \
   template void cross_entropy<T>(const CrossEntropyProblem<T>&);                      \
+  template void scan_labels<T>(const LabelScanProblem<T>&);                           \
   template void prob_minus_target<T>(const ProbMinusTargetProblem<T>&);               \
   template void kl_div<T>(const KlDivProblem<T>&);                                    \
   template void spatial_soft_argmax<T>(const SpatialSoftArgmaxProblem<T>&);           \

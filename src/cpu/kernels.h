@@ -28,7 +28,7 @@
 // parameters is a SIMD building block and is CamelCase, like Highway's own
 // ops (ExpNonPositive, LoadWide, AddUpstream); so is a per-target function
 // that HWY_EXPORT exports, named for its operation and lane type
-// (CrossEntropyF32, CountLabelsI64), as in Highway's examples. Everything
+// (CrossEntropyF32, ScanLabelsF64), as in Highway's examples. Everything
 // else (loops over arrays, the tile and row kernels, drivers, setup) is
 // snake_case like the rest of the project; the template behind a pair of
 // exports is `<operation>_impl`. Types are CamelCase, constants kCamelCase.
@@ -39,7 +39,6 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,13 +79,10 @@ void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<double>& pb);
 void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<float>& pb);
 void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<double>& pb);
 
-// Of the labels y[0, n): how many are not ignore_index and in [0, classes),
-// and (*bad) whether any other is out of range. One block of the API's label
-// check: the count builds up in lanes of the label type, so n < 2^31.
-std::int64_t count_labels(const std::int32_t* y, std::int64_t n, std::int64_t classes,
-                          std::optional<std::int64_t> ignore, bool* bad);
-std::int64_t count_labels(const std::int64_t* y, std::int64_t n, std::int64_t classes,
-                          std::optional<std::int64_t> ignore, bool* bad);
+// The label check and the labels' total weight (core::LabelScanProblem),
+// in fixed blocks of labels whose totals are added in block order.
+void scan_labels(const core::LabelScanProblem<float>& pb);
+void scan_labels(const core::LabelScanProblem<double>& pb);
 
 // SIMD targets compiled in that this CPU supports, best first (Highway's
 // target bits), and the one the kernels dispatch to now. Highway's chosen

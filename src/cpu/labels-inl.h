@@ -1,7 +1,8 @@
 // The label scan: counting the labels that count toward the mean and
-// finding those out of range, for the API's check (labels.cc) and for the
-// checks inside the loss kernels (CrossEntropyProblem::label_check), which
-// scan each block's labels just before the block reads them.
+// finding the first out of range, for the scan on its own (labels.cc,
+// core::LabelScanProblem) and for the checks inside the loss kernels
+// (CrossEntropyProblem::label_check), which scan each block's labels just
+// before the block reads them.
 
 #if defined(SPATIALSOFTMAX_CPU_LABELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SPATIALSOFTMAX_CPU_LABELS_INL_H_
@@ -30,18 +31,16 @@ using core::LabelCheck;
 template <class T>
 using Index = hwy::MakeSigned<T>;  // label lanes as wide as T's
 
-// The label scan of the API's checks without weights: how many of
-// y[0, n) count toward the mean (not ignore_index, in [0, classes)), and
-// whether any other is out of range. Counts build up in the lanes as
-// subtracted all-ones masks; the caller passes blocks small enough that no
-// lane overflows.
+// How many of y[0, n) count toward the mean (not ignore_index, in
+// [0, classes)), and whether any other is out of range. Counts build up in
+// the lanes as subtracted all-ones masks; the caller passes blocks small
+// enough that no lane overflows. has_ignore implies that L holds ignore
+// (core::ignore_index_can_match).
 template <class L>
 std::int64_t count_labels_impl(const L* y, std::int64_t n, std::int64_t classes, bool has_ignore,
-                             std::int64_t ignore, bool* bad) {
+                               std::int64_t ignore, bool* bad) {
   constexpr std::int64_t kMax = std::numeric_limits<L>::max();
-  // An ignore_index that L cannot hold matches no label; a label is never above kMax.
-  has_ignore = has_ignore && ignore >= std::numeric_limits<L>::min() && ignore <= kMax;
-  const L highest = static_cast<L>(std::min(classes - 1, kMax));
+  const L highest = static_cast<L>(std::min(classes - 1, kMax));  // a label is never above kMax
   const auto counts_scalar = [&](L label) { return !(has_ignore && label == static_cast<L>(ignore)); };
   const auto in_range_scalar = [&](L label) { return label >= 0 && label <= highest; };
   std::int64_t valid = 0, i = 0;
@@ -71,48 +70,62 @@ std::int64_t count_labels_impl(const L* y, std::int64_t n, std::int64_t classes,
   return valid;
 }
 
+// The index of the first label of y[0, n) that is neither ignore_index nor
+// in [0, classes), or -1. Plain loop: it runs only once a block is known to
+// hold one.
+template <class L>
+std::int64_t first_bad_label(const L* y, std::int64_t n, std::int64_t classes, bool has_ignore,
+                             std::int64_t ignore) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto label = static_cast<std::int64_t>(y[i]);
+    if (has_ignore && label == ignore) continue;
+    if (label < 0 || label >= classes) return i;
+  }
+  return -1;
+}
+
 // The in-kernel label check (CrossEntropyProblem::label_check) of one block
 // of work, positions [i0, i0 + count), just before the block reads them, so
-// that the labels come from memory once. Adds to *counted; false if a label
-// is out of range (the block is then skipped).
-template <class T>
-bool block_labels_fine(const CrossEntropyProblem<T>& pb, std::int64_t i0, std::int64_t count,
-                       std::int64_t* counted) {
+// that the labels come from memory once. Adds to *counted; returns the flat
+// index of the block's first bad label, or -1 (the block then runs).
+template <class T, class L>
+std::int64_t block_first_bad(const CrossEntropyProblem<T>& pb, const L* y, std::int64_t i0,
+                             std::int64_t count, std::int64_t* counted) {
   bool bad = false;
-  const std::int64_t C = pb.geom.classes;
-  if (pb.labels.dtype == DType::kInt32) {
-    *counted += count_labels_impl(static_cast<const std::int32_t*>(pb.labels.data) + i0, count, C,
-                                pb.has_ignore_index, pb.ignore_index, &bad);
-  } else {
-    *counted += count_labels_impl(static_cast<const std::int64_t*>(pb.labels.data) + i0, count, C,
-                                pb.has_ignore_index, pb.ignore_index, &bad);
-  }
-  return !bad;
+  *counted += count_labels_impl(y + i0, count, pb.geom.classes, pb.has_ignore_index, pb.ignore_index, &bad);
+  if (!bad) return -1;
+  return i0 + first_bad_label(y + i0, count, pb.geom.classes, pb.has_ignore_index, pb.ignore_index);
 }
 
 // Per-block results of the label check, combined after the blocks ran.
 struct BlockLabelChecks {
   LabelCheck* out = nullptr;  // null: no check
   std::vector<std::int64_t> counted;
-  std::vector<char> bad;
+  std::vector<std::int64_t> first_bad;
 
   BlockLabelChecks(LabelCheck* check, std::int64_t blocks) : out(check) {
     if (!out) return;
     counted.assign(static_cast<std::size_t>(blocks), 0);
-    bad.assign(static_cast<std::size_t>(blocks), 0);
+    first_bad.assign(static_cast<std::size_t>(blocks), -1);
   }
   // Whether block b may run.
   template <class T>
   bool pass(const CrossEntropyProblem<T>* pb, std::int64_t b, std::int64_t i0, std::int64_t count) {
     if (!out) return true;
     const auto k = static_cast<std::size_t>(b);
-    bad[k] = !block_labels_fine(*pb, i0, count, &counted[k]);
-    return !bad[k];
+    first_bad[k] = pb->labels.dtype == DType::kInt32
+                       ? block_first_bad(*pb, static_cast<const std::int32_t*>(pb->labels.data), i0, count, &counted[k])
+                       : block_first_bad(*pb, static_cast<const std::int64_t*>(pb->labels.data), i0, count, &counted[k]);
+    return first_bad[k] < 0;
   }
+  // Blocks may cover positions out of order (tiles of class-first images),
+  // so the first bad label is the least index any block found.
   void finish() {
     if (!out) return;
     for (std::int64_t c : counted) out->counted += c;
-    for (char b : bad) out->bad = out->bad || b;
+    for (std::int64_t i : first_bad) {
+      if (i >= 0 && (out->first_bad < 0 || i < out->first_bad)) out->first_bad = i;
+    }
   }
 };
 

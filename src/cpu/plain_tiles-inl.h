@@ -98,10 +98,9 @@ void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary
                      std::int64_t i0, std::int64_t count, std::int64_t width, PlainScratch<T>& sc) {
   Index<T>* label = sc.label.data();
   Index<T>* offset = sc.label_offset.data();
-  // Labels were checked to be in [0, C) or the ignore_index; one that L
-  // cannot hold matches none.
-  const bool ignore_fits = static_cast<std::int64_t>(static_cast<L>(pb.ignore_index)) == pb.ignore_index;
-  const L ignore = pb.has_ignore_index && ignore_fits ? static_cast<L>(pb.ignore_index) : L(-1);
+  // Labels were checked to be in [0, C) or the ignore_index, which L holds
+  // (core::ignore_index_can_match).
+  const L ignore = pb.has_ignore_index ? static_cast<L>(pb.ignore_index) : L(-1);
   for (std::int64_t j = 0; j < count; ++j) {  // no branches: the compiler vectorizes it
     const L y = labels[i0 + j];
     const bool valid = y != ignore && y >= 0;  // a label < 0 is the ignore_index

@@ -25,7 +25,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using core::SpatialSoftArgmaxProblem;
 
-constexpr int kMaxK = core::kMaxSpatialRank;
+constexpr int kMaxK = kMaxSpatialRank;
 // Pass 2 takes a row in pieces of at most kChunk pixels, so a piece's e (and
 // the channel-last copy of a group) stays in L1 / L2.
 constexpr std::int64_t kChunk = 2048;

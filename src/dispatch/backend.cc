@@ -27,6 +27,9 @@ class ReferenceBackend final : public Backend {
   void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext&) const override {           \
     core::reference::cross_entropy(p);                                                                          \
   }                                                                                                             \
+  void scan_labels(const core::LabelScanProblem<T>& p, const ExecutionContext&) const override {                \
+    core::reference::scan_labels(p);                                                                            \
+  }                                                                                                             \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext&) const override {    \
     core::reference::prob_minus_target(p);                                                                      \
   }                                                                                                             \
@@ -67,7 +70,11 @@ class HighwayBackend final : public Backend {
   }                                                                                                             \
   void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c) const override {         \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::cross_entropy(p);                                                                                  \
+    cpu::cross_entropy(p);                                                                                      \
+  }                                                                                                             \
+  void scan_labels(const core::LabelScanProblem<T>& p, const ExecutionContext& c) const override {              \
+    const parallel::ThreadCount threads(c.num_threads);                                                         \
+    cpu::scan_labels(p);                                                                                        \
   }                                                                                                             \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c) const override {  \
     const parallel::ThreadCount threads(c.num_threads);                                                         \
@@ -106,6 +113,7 @@ class NothingToDo final : public Backend {
   void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const override {}                        \
   void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&) const override {}       \
   void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&) const override {}             \
+  void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override {}                  \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) const override {}      \
   void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {}                           \
   void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const override {}  \

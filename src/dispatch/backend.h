@@ -20,6 +20,7 @@ enum class Op {
   kSoftmax,
   kSoftmaxBackward,
   kCrossEntropy,
+  kScanLabels,
   kProbMinusTarget,
   kKlDiv,
   kSpatialSoftArgmax,
@@ -39,6 +40,7 @@ class Backend {
   virtual void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const = 0;                 \
   virtual void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&) const = 0; \
   virtual void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&) const = 0;       \
+  virtual void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const = 0;           \
   virtual void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) const = 0; \
   virtual void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const = 0;                     \
   virtual void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const = 0; \
