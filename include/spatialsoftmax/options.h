@@ -23,14 +23,6 @@ enum class ZeroWeightMean { kNaN, kZero };
 // (optax's safe variant).
 enum class ZeroTargetLog { kIeee, kZero };
 
-// Parse and print option values as the CLI and case files spell them
-// ("NCHW"/"NHWC", "none"/"sum"/"mean"/"batchmean", ...). Throw Error naming
-// `what` on an unknown value.
-ClassAxis parse_layout(std::string_view text, std::string_view what);
-Reduction parse_reduction(std::string_view text, std::string_view what);
-std::string_view to_string(Reduction reduction);
-std::string_view to_string(ClassAxis axis);
-
 struct CrossEntropyOptions {
   ClassAxis class_axis = ClassAxis::kFirst;
   // Class weights, shape (C), same dtype as the logits, finite and >= 0.
@@ -82,5 +74,25 @@ struct SpatialSoftArgmaxOptions {
   bool want_softmax = false;
   bool want_covariance = false;
 };
+
+// Every option value spelled as text (the operators' string arguments, the
+// CLI, case files): "NCHW"/"NHWC", "none"/"sum"/"mean"/"batchmean",
+// "nan"/"zero", "ieee"/"zero", "divide"/"multiply", "normalized"/"pixel",
+// "center"/"minus_one". These are the only parsers of those words; an
+// unknown one is an Error "<what>: '<text>', expected a, b or c".
+ClassAxis parse_layout(std::string_view text, std::string_view what);
+Reduction parse_reduction(std::string_view text, std::string_view what);
+ZeroWeightMean parse_zero_weight_mean(std::string_view text, std::string_view what);
+ZeroTargetLog parse_zero_target_log(std::string_view text, std::string_view what);
+TemperatureMode parse_temperature_mode(std::string_view text, std::string_view what);
+Coordinates parse_coordinates(std::string_view text, std::string_view what);
+SingletonCoordinate parse_singleton_coordinate(std::string_view text, std::string_view what);
+std::string_view to_string(ClassAxis axis);
+std::string_view to_string(Reduction reduction);
+std::string_view to_string(ZeroWeightMean value);
+std::string_view to_string(ZeroTargetLog value);
+std::string_view to_string(TemperatureMode value);
+std::string_view to_string(Coordinates value);
+std::string_view to_string(SingletonCoordinate value);
 
 }  // namespace spatialsoftmax

@@ -129,8 +129,7 @@ std::vector<Case> make_cases(const BenchOptions& o) {
   std::vector<std::string> layouts;
   for (std::string l : split(o.layouts, ',')) {
     for (char& ch : l) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-    if (l != "NCHW" && l != "NHWC") throw Error("--layouts: '" + l + "', expected NCHW and/or NHWC");
-    layouts.push_back(l);
+    layouts.emplace_back(to_string(parse_layout(l, "--layouts")));
   }
   if (layouts.empty()) throw Error("--layouts is empty");
   std::vector<Case> cases;
@@ -408,7 +407,7 @@ void run_ours(const BenchOptions& o, const std::vector<Case>& cases, const std::
               const Log& progress) {
   const int saved_threads = num_threads();
   for (const Case& c : cases) {
-    const bool last = c.layout == "NHWC";
+    const bool last = parse_layout(c.layout, "layout") == ClassAxis::kLast;
     Shape stored = c.shape;
     if (last && c.shape.size() > 2) {
       stored.erase(stored.begin() + 1);

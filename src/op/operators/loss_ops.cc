@@ -16,29 +16,15 @@ const ApiArgs kCeGradApiArgs = {{"logits", 0},       {"targets", 1},   {"class_w
 
 constexpr const char* kOrderDoc = "\"NCHW\": class axis 1; \"NHWC\": class axis last";
 
-ZeroWeightMean zero_weight_mean_arg(const Args& args) {
-  const std::string v = args.get_string("zero_weight_mean");
-  if (v == "nan") return ZeroWeightMean::kNaN;
-  if (v == "zero") return ZeroWeightMean::kZero;
-  throw Error("argument 'zero_weight_mean': '" + v + "', expected nan or zero");
-}
-
-ZeroTargetLog zero_target_log_arg(const Args& args) {
-  const std::string v = args.get_string("zero_target_log");
-  if (v == "ieee") return ZeroTargetLog::kIeee;
-  if (v == "zero") return ZeroTargetLog::kZero;
-  throw Error("argument 'zero_target_log': '" + v + "', expected ieee or zero");
-}
-
 CrossEntropyOptions ce_options(const Args& args) {
   CrossEntropyOptions o;
   o.class_axis = order_arg(args);
   o.reduction = reduction_arg(args, false);
   if (args.has("ignore_index")) o.ignore_index = args.get_int("ignore_index");
   o.label_smoothing = args.get_float("label_smoothing");
-  o.zero_weight_mean = zero_weight_mean_arg(args);
+  o.zero_weight_mean = parse_zero_weight_mean(args.get_string("zero_weight_mean"), "argument 'zero_weight_mean'");
   o.prob_floor = args.get_float("prob_floor");
-  o.zero_target_log = zero_target_log_arg(args);
+  o.zero_target_log = parse_zero_target_log(args.get_string("zero_target_log"), "argument 'zero_target_log'");
   return o;
 }
 
@@ -70,12 +56,12 @@ OpSchema& ce_args(OpSchema& s) {
       });
 }
 
-void infer_ce_inputs(const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-  const ClassAxis axis = order_arg(args);
+// Returns X's (N, d1..dk).
+Shape infer_ce_inputs(const OperatorDef& def, const Args& args, const TensorSpecs& in) {
   const TensorSpec& x = spec(def, in, 0);
-  expect_class_tensor(def, x, axis, "X");
+  const ClassShape logits = class_spec(def, x, order_arg(args), "X");
   const TensorSpec& t = spec(def, in, 1);
-  const Shape positions = map_shape(x.shape, axis);
+  const Shape& positions = logits.map_shape;
   if (is_floating(t.dtype)) {
     expect_dtype(def, t, x.dtype, "targets");
     expect_shape(def, t, x.shape, "targets", "(probability targets: X's shape)");
@@ -83,15 +69,15 @@ void infer_ce_inputs(const OperatorDef& def, const Args& args, const TensorSpecs
     expect_index(def, t, "targets");
     expect_shape(def, t, positions, "targets", "(class indices: (N, d1..dk))");
   }
-  const std::int64_t classes = x.shape[axis == ClassAxis::kFirst ? 1 : x.shape.size() - 1];
   if (in.size() > 2 && in[2]) {
     expect_dtype(def, *in[2], x.dtype, "class_weight");
-    expect_shape(def, *in[2], {classes}, "class_weight", "(one per class)");
+    expect_shape(def, *in[2], {logits.classes}, "class_weight", "(one per class)");
   }
   if (in.size() > 3 && in[3]) {
     expect_dtype(def, *in[3], x.dtype, "pixel_weight");
     expect_shape(def, *in[3], positions, "pixel_weight", "(one per position)");
   }
+  return positions;
 }
 
 }  // namespace
@@ -110,9 +96,8 @@ void register_loss_operators() {
               .optional_output("log_prob", "log-softmax, X's shape")
               .optional_output("entropy", "per-position entropy (N, d1..dk)"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-        infer_ce_inputs(def, args, in);
+        const Shape positions = infer_ce_inputs(def, args, in);
         const TensorSpec& x = *in[0];
-        const Shape positions = map_shape(x.shape, order_arg(args));
         const TensorSpec loss = reduction_arg(args, false) == Reduction::kNone
                                     ? TensorSpec{x.dtype, positions}
                                     : scalar_spec(x.dtype);
@@ -143,9 +128,8 @@ void register_loss_operators() {
               .optional_input("d_entropy", "gradient of entropy")
               .output("dX", "X's shape"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-        infer_ce_inputs(def, args, in);
+        const Shape positions = infer_ce_inputs(def, args, in);
         const TensorSpec& x = *in[0];
-        const Shape positions = map_shape(x.shape, order_arg(args));
         const bool map = reduction_arg(args, false) == Reduction::kNone;
         expect_upstream(def, in, 4, x.dtype, "d_loss", map ? std::optional(positions) : std::nullopt);
         expect_upstream(def, in, 5, x.dtype, "d_prob", x.shape);
@@ -196,7 +180,7 @@ void register_loss_operators() {
   };
   auto infer_kl_inputs = [](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
     const TensorSpec& x = spec(def, in, 0);
-    expect_class_tensor(def, x, order_arg(args), "X");
+    (void)class_spec(def, x, order_arg(args), "X");
     expect_dtype(def, spec(def, in, 1), x.dtype, "target");
     expect_shape(def, spec(def, in, 1), x.shape, "target", "(X's shape)");
   };

@@ -43,30 +43,29 @@ CrossEntropyOptions onnx_options(const OpRun& r, std::size_t weight_input) {
 }
 
 // (N, C, d1..dk) scores, (N, d1..dk) labels, optional (C) weights.
-void infer_loss_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_t weight_input,
-                       const char* x_name, const char* label_name, const char* weight_name) {
+ClassShape infer_loss_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_t weight_input,
+                             const char* x_name, const char* label_name, const char* weight_name) {
   const TensorSpec& x = spec(def, in, 0);
-  expect_class_tensor(def, x, ClassAxis::kFirst, x_name);
+  ClassShape scores = class_spec(def, x, ClassAxis::kFirst, x_name);
   const TensorSpec& y = spec(def, in, 1);
   expect_index(def, y, label_name);
-  expect_shape(def, y, map_shape(x.shape, ClassAxis::kFirst), label_name, "((N, d1..dk) of the scores)");
+  expect_shape(def, y, scores.map_shape, label_name, "((N, d1..dk) of the scores)");
   if (weight_input < in.size() && in[weight_input]) {
     expect_dtype(def, *in[weight_input], x.dtype, weight_name);
-    expect_shape(def, *in[weight_input], {x.shape[1]}, weight_name, "(one per class)");
+    expect_shape(def, *in[weight_input], {scores.classes}, weight_name, "(one per class)");
   }
+  return scores;
 }
 
 // The loss map's shape for reduction none, else nothing (a scalar loss).
-std::optional<Shape> loss_map(const Args& args, const TensorSpec& x) {
-  if (reduction_arg(args, false) == Reduction::kNone) return map_shape(x.shape, ClassAxis::kFirst);
+std::optional<Shape> loss_map(const Args& args, const ClassShape& scores) {
+  if (reduction_arg(args, false) == Reduction::kNone) return scores.map_shape;
   return std::nullopt;
 }
 
-TensorSpec loss_spec(const Args& args, const TensorSpec& x) {
-  if (reduction_arg(args, false) == Reduction::kNone) {
-    return TensorSpec{x.dtype, map_shape(x.shape, ClassAxis::kFirst)};
-  }
-  return scalar_spec(x.dtype);
+TensorSpec loss_spec(const Args& args, DType dtype, const ClassShape& scores) {
+  const std::optional<Shape> map = loss_map(args, scores);
+  return map ? TensorSpec{dtype, *map} : scalar_spec(dtype);
 }
 
 }  // namespace
@@ -82,8 +81,8 @@ void register_onnx_operators() {
                 .output("output", "the loss: scalar, or (N, d1..dk) for reduction none")
                 .optional_output("log_prob", "log_softmax(scores), the scores' shape"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-        infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
-        return TensorSpecs{loss_spec(args, *in[0]), *in[0]};
+        const ClassShape scores = infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
+        return TensorSpecs{loss_spec(args, in[0]->dtype, scores), *in[0]};
       });
   add_cpu_operator("SoftmaxCrossEntropyLoss", [](OpRun& r) {
     CrossEntropyOptions o = onnx_options(r, 2);
@@ -103,8 +102,8 @@ void register_onnx_operators() {
                 .optional_input("d_log_prob", "gradient of log_prob")
                 .output("d_scores", "the scores' shape"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-        infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
-        expect_upstream(def, in, 3, in[0]->dtype, "d_output", loss_map(args, *in[0]));
+        const ClassShape scores = infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
+        expect_upstream(def, in, 3, in[0]->dtype, "d_output", loss_map(args, scores));
         expect_upstream(def, in, 4, in[0]->dtype, "d_log_prob", in[0]->shape);
         return TensorSpecs{*in[0]};
       });
@@ -135,8 +134,8 @@ void register_onnx_operators() {
                 .optional_input("weight", "class weights (C)")
                 .output("loss", "scalar, or (N, d1..dk) for reduction none"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-        infer_loss_inputs(def, in, 2, "input", "target", "weight");
-        return TensorSpecs{loss_spec(args, *in[0])};
+        const ClassShape input = infer_loss_inputs(def, in, 2, "input", "target", "weight");
+        return TensorSpecs{loss_spec(args, in[0]->dtype, input)};
       });
   add_cpu_operator("NegativeLogLikelihoodLoss", [](OpRun& r) {
     r.set_output(0, nll_loss(r.input(0), r.input(1), onnx_options(r, 2)));
@@ -150,8 +149,8 @@ void register_onnx_operators() {
                 .optional_input("weight", "class weights (C)")
                 .output("d_input", "the input's shape"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
-        infer_loss_inputs(def, in, 3, "input", "target", "weight");
-        expect_upstream(def, in, 2, in[0]->dtype, "d_loss", loss_map(args, *in[0]));
+        const ClassShape input = infer_loss_inputs(def, in, 3, "input", "target", "weight");
+        expect_upstream(def, in, 2, in[0]->dtype, "d_loss", loss_map(args, input));
         return TensorSpecs{*in[0]};
       });
   add_cpu_operator("NegativeLogLikelihoodLossGradient", [](OpRun& r) {

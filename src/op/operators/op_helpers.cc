@@ -171,29 +171,12 @@ void expect_shape(const OperatorDef& def, const TensorSpec& s, const Shape& shap
   }
 }
 
-Shape map_shape(const Shape& x, ClassAxis axis) {
-  Shape out;
-  const std::size_t class_dim = axis == ClassAxis::kFirst ? 1 : x.size() - 1;
-  for (std::size_t d = 0; d < x.size(); ++d) {
-    if (d != class_dim) out.push_back(x[d]);
-  }
-  return out;
-}
-
-void expect_class_tensor(const OperatorDef& def, const TensorSpec& x, ClassAxis axis,
-                         const std::string& name, int min_spatial_rank) {
-  expect_float(def, x, name);
-  const int rank = static_cast<int>(x.shape.size());
-  if (rank < 2 + min_spatial_rank || rank > 10) {
-    infer_fail(def, name + " rank: expected " + std::to_string(2 + min_spatial_rank) +
-                        " to 10, got " + std::to_string(rank) + " (shape " +
-                        shape_string(x.shape) + ")");
-  }
-  checked_numel(x.shape, describe(def) + ": " + name);
-  const std::int64_t classes = x.shape[axis == ClassAxis::kFirst ? 1 : x.shape.size() - 1];
-  if (classes < 1 && min_spatial_rank == 0) {
-    infer_fail(def, name + " class dim: expected C >= 1, got " + std::to_string(classes));
-  }
+// The API's own rule (class_shape), with the operator named as shape
+// inference names it.
+ClassShape class_spec(const OperatorDef& def, const TensorSpec& x, ClassAxis axis, const std::string& name,
+                      int min_spatial_rank, bool allow_no_classes) {
+  return class_shape(describe(def) + ": shape inference", name, x.dtype, x.shape, axis, min_spatial_rank,
+                     allow_no_classes);
 }
 
 TensorSpec scalar_spec(DType dtype) { return TensorSpec{dtype, {}}; }

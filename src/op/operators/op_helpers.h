@@ -15,6 +15,7 @@
 #include "spatialsoftmax/op/registry.h"
 #include "spatialsoftmax/op/schema.h"
 #include "spatialsoftmax/options.h"
+#include "spatialsoftmax/shapes.h"
 
 namespace spatialsoftmax::op::detail {
 
@@ -83,11 +84,11 @@ void expect_index(const OperatorDef& def, const TensorSpec& s, const std::string
 void expect_dtype(const OperatorDef& def, const TensorSpec& s, DType dtype, const std::string& name);
 void expect_shape(const OperatorDef& def, const TensorSpec& s, const Shape& shape,
                   const std::string& name, const std::string& what);
-// (N, d1..dk): X's shape without the class axis.
-Shape map_shape(const Shape& x, ClassAxis axis);
-// Class-axis input of rank 2..10 with C >= 1 (min_spatial_rank as the API).
-void expect_class_tensor(const OperatorDef& def, const TensorSpec& x, ClassAxis axis,
-                         const std::string& name, int min_spatial_rank = 0);
+// A class-axis input, checked by the API's own rule (class_shape: dtype,
+// rank, sizes, C >= 1 unless allow_no_classes); its map_shape is
+// (N, d1..dk).
+ClassShape class_spec(const OperatorDef& def, const TensorSpec& x, ClassAxis axis, const std::string& name,
+                      int min_spatial_rank = 0, bool allow_no_classes = false);
 TensorSpec scalar_spec(DType dtype);
 // Upstream gradient input i of a gradient op, if given: `dtype`, and `map`'s
 // shape when the loss is a map (reduction none), else one element.

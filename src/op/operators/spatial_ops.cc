@@ -10,30 +10,10 @@ SpatialSoftArgmaxOptions spatial_options(const Args& args) {
   SpatialSoftArgmaxOptions o;
   o.channel_axis = order_arg(args);
   o.temperature = args.get_float("temperature");
-  const std::string mode = args.get_string("temperature_mode");
-  if (mode == "divide") {
-    o.temperature_mode = TemperatureMode::kDivide;
-  } else if (mode == "multiply") {
-    o.temperature_mode = TemperatureMode::kMultiply;
-  } else {
-    throw Error("argument 'temperature_mode': '" + mode + "', expected divide or multiply");
-  }
-  const std::string coords = args.get_string("coordinates");
-  if (coords == "normalized") {
-    o.coordinates = Coordinates::kNormalized;
-  } else if (coords == "pixel") {
-    o.coordinates = Coordinates::kPixel;
-  } else {
-    throw Error("argument 'coordinates': '" + coords + "', expected normalized or pixel");
-  }
-  const std::string single = args.get_string("singleton_coordinate");
-  if (single == "center") {
-    o.singleton_coordinate = SingletonCoordinate::kCenter;
-  } else if (single == "minus_one") {
-    o.singleton_coordinate = SingletonCoordinate::kMinusOne;
-  } else {
-    throw Error("argument 'singleton_coordinate': '" + single + "', expected center or minus_one");
-  }
+  o.temperature_mode = parse_temperature_mode(args.get_string("temperature_mode"), "argument 'temperature_mode'");
+  o.coordinates = parse_coordinates(args.get_string("coordinates"), "argument 'coordinates'");
+  o.singleton_coordinate =
+      parse_singleton_coordinate(args.get_string("singleton_coordinate"), "argument 'singleton_coordinate'");
   return o;
 }
 
@@ -58,19 +38,9 @@ OpSchema& spatial_args(OpSchema& s) {
       });
 }
 
-void infer_spatial_input(const OperatorDef& def, const Args& args, const TensorSpec& x) {
-  expect_float(def, x, "X");
-  const int rank = static_cast<int>(x.shape.size());
-  if (rank < 3 || rank > 10) {
-    infer_fail(def, "X rank: expected 3 to 10 ((N, C, d1..dk), k >= 1), got " + std::to_string(rank));
-  }
-  (void)order_arg(args);
-}
-
-// (N, C) and k of X.
-std::pair<Shape, std::int64_t> channels(const Shape& x, ClassAxis axis) {
-  const std::int64_t c = x[axis == ClassAxis::kFirst ? 1 : x.size() - 1];
-  return {{x[0], c}, static_cast<std::int64_t>(x.size()) - 2};
+// X as the spatial ops take it: k >= 1, and C = 0 has nothing to do.
+ClassShape infer_spatial_input(const OperatorDef& def, const Args& args, const TensorSpec& x) {
+  return class_spec(def, x, order_arg(args), "X", 1, true);
 }
 
 }  // namespace
@@ -97,10 +67,10 @@ void register_spatial_operators() {
                    .optional_output("covariance", "(N, C, k, k)"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         const TensorSpec& x = spec(def, in, 0);
-        infer_spatial_input(def, args, x);
-        auto [nc, k] = channels(x.shape, order_arg(args));
-        return TensorSpecs{TensorSpec{x.dtype, {nc[0], nc[1], k}}, x,
-                           TensorSpec{x.dtype, {nc[0], nc[1], k, k}}};
+        const ClassShape c = infer_spatial_input(def, args, x);
+        const auto k = static_cast<std::int64_t>(c.spatial_dims.size());
+        return TensorSpecs{TensorSpec{x.dtype, {c.batch, c.classes, k}}, x,
+                           TensorSpec{x.dtype, {c.batch, c.classes, k, k}}};
       });
   add_cpu_operator("SpatialSoftArgmax", [](OpRun& r) {
     SpatialSoftArgmaxOptions o = spatial_options(r.args());
@@ -122,9 +92,9 @@ void register_spatial_operators() {
                    .output("dX", "X's shape"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         const TensorSpec& x = spec(def, in, 0);
-        infer_spatial_input(def, args, x);
-        auto [nc, k] = channels(x.shape, order_arg(args));
-        const Shape expected[] = {{nc[0], nc[1], k}, x.shape, {nc[0], nc[1], k, k}};
+        const ClassShape c = infer_spatial_input(def, args, x);
+        const auto k = static_cast<std::int64_t>(c.spatial_dims.size());
+        const Shape expected[] = {{c.batch, c.classes, k}, x.shape, {c.batch, c.classes, k, k}};
         const char* names[] = {"d_keypoints", "d_S", "d_covariance"};
         for (std::size_t i = 1; i < in.size() && i < 4; ++i) {
           if (!in[i]) continue;
