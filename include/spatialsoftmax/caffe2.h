@@ -39,19 +39,47 @@ struct LossOutputs {
 // (N, H, W) one per pixel.
 LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
                                       const std::optional<TensorView>& weight,
-                                      const SpatialSoftmaxWithLossArgs& args = {});
+                                      const SpatialSoftmaxWithLossArgs& args = {},
+                                      const ExecutionContext& context = {});
 // The gradient from the supplied P (X gives only the shape); d_loss is a
 // tensor whose first element is used.
 Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
                                           const std::optional<TensorView>& weight,
                                           const TensorView& P, const TensorView& d_loss,
-                                          const SpatialSoftmaxWithLossArgs& args = {});
+                                          const SpatialSoftmaxWithLossArgs& args = {},
+                                          const ExecutionContext& context = {});
 
 LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
                               const std::optional<TensorView>& weight,
-                              const SoftmaxWithLossArgs& args = {});
+                              const SoftmaxWithLossArgs& args = {}, const ExecutionContext& context = {});
 Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
                                   const std::optional<TensorView>& weight, const TensorView& P,
-                                  const TensorView& d_loss, const SoftmaxWithLossArgs& args = {});
+                                  const TensorView& d_loss, const SoftmaxWithLossArgs& args = {},
+                                  const ExecutionContext& context = {});
+
+// --- into caller-provided outputs ------------------------------------------
+// The same four functions writing into the caller's dense views, checked as
+// every _into form is (dtype, shape, device, null data, no byte shared with
+// an input or the other output) before anything is written. P has X's shape,
+// avg_loss is a scalar of X's dtype. dX may be exactly P's memory (Caffe2
+// runs the gradient in place over P); any other overlap is refused.
+struct LossOutputViews {
+  MutableTensorView prob;
+  MutableTensorView loss;
+};
+void spatial_softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                                    const LossOutputViews& outputs, const SpatialSoftmaxWithLossArgs& args = {},
+                                    const ExecutionContext& context = {});
+void spatial_softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T,
+                                             const std::optional<TensorView>& weight, const TensorView& P,
+                                             const TensorView& d_loss, const MutableTensorView& dX,
+                                             const SpatialSoftmaxWithLossArgs& args = {},
+                                             const ExecutionContext& context = {});
+void softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                            const LossOutputViews& outputs, const SoftmaxWithLossArgs& args = {},
+                            const ExecutionContext& context = {});
+void softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                                     const TensorView& P, const TensorView& d_loss, const MutableTensorView& dX,
+                                     const SoftmaxWithLossArgs& args = {}, const ExecutionContext& context = {});
 
 }  // namespace spatialsoftmax::caffe2

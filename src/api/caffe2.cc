@@ -2,7 +2,7 @@
 // expressed through the shared cross-entropy driver plus Caffe2's own rules
 // for scale and the total weight.
 #include <cmath>
-#include <cstring>
+#include <initializer_list>
 #include <string>
 
 #include "api/cross_entropy.h"
@@ -22,6 +22,7 @@ constexpr std::string_view kSpatial = "SpatialSoftmaxWithLoss";
 constexpr std::string_view kSpatialGrad = "SpatialSoftmaxWithLossGradient";
 constexpr std::string_view kSoftmax = "SoftmaxWithLoss";
 constexpr std::string_view kSoftmaxGrad = "SoftmaxWithLossGradient";
+
 
 void check_common_args(std::string_view op, float scale, const std::string& order) {
   if (!(scale >= 0) || !std::isfinite(scale)) {
@@ -53,11 +54,12 @@ api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X, 
   return info;
 }
 
-// Sum of pixel weights over labels != -1 (Caffe2's total weight).
+// dX = (P - target) * w_i * coef (0 where the label is -1 if
+// ignore_minus_one), written to dx.
 template <class T>
 void run_prob_minus_target(std::string_view op, Device device, const core::Geometry& geom, const Dense& prob,
                            core::Labels labels, const T* target_probs, const Dense& weight, bool ignore_minus_one,
-                           double coef, Tensor& dx) {
+                           double coef, void* dx, const ExecutionContext& context) {
   core::ProbMinusTargetProblem<T> pb;
   pb.geom = geom;
   pb.prob = prob.get<T>();
@@ -67,23 +69,61 @@ void run_prob_minus_target(std::string_view op, Device device, const core::Geome
   pb.has_ignore_index = ignore_minus_one;
   pb.ignore_index = -1;
   pb.coef = static_cast<T>(coef);
-  pb.grad_logits = dx.data_as<T>();
-  dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op).prob_minus_target(pb, {});
+  pb.grad_logits = static_cast<T*>(dx);
+  dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op).prob_minus_target(pb, context);
 }
 
-}  // namespace
+// The gradients' inputs, as their messages name them.
+struct GradientInputs {
+  const TensorView& X;
+  const TensorView& T;
+  const std::optional<TensorView>& weight;
+  const TensorView& P;
+  const TensorView& d_loss;
+};
 
-LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
-                                      const std::optional<TensorView>& weight,
-                                      const SpatialSoftmaxWithLossArgs& args) {
-  check_common_args(kSpatial, args.scale, args.order);
-  check_spatial_inputs(kSpatial, X, T);
+// Where dX goes: the caller's view (checked; it may be exactly P's memory,
+// as Caffe2 runs the gradient in place over P) or a new tensor in *allocated.
+void* place_dx(std::string_view op, const GradientInputs& in, const MutableTensorView* into, Tensor* allocated) {
+  const TensorView* weight_view = in.weight ? &*in.weight : nullptr;
+  const std::initializer_list<api::NamedView> inputs = {
+      {"X", &in.X}, {"T", &in.T}, {"weight_tensor", weight_view}, {"P", &in.P}, {"d_loss", &in.d_loss}};
+  api::Footprint footprint(op, api::common_device(op, inputs), inputs);
+  return footprint.place_over("dX", into, "P", in.X.dtype(), in.X.shape(), "(X's shape)", allocated);
+}
+
+// The forward's scalar avg_loss: the caller's view, or a new scalar.
+void write_loss(double loss, DType dtype, const LossOutputViews* into, Tensor* out) {
+  if (!into) {
+    *out = Tensor::scalar(dtype, loss);
+    return;
+  }
+  // run_cross_entropy checked the view and wrote the plain sum there;
+  // Caffe2's normalization replaces it.
+  api::visit_float(dtype, [&](auto tag) {
+    using F = decltype(tag);
+    *static_cast<F*>(into->loss.data()) = static_cast<F>(loss);
+  });
+}
+
+LossOutputs run_spatial(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                        const SpatialSoftmaxWithLossArgs& args, const LossOutputViews* into,
+                        const ExecutionContext& context) {
+  const std::string_view op = kSpatial;
+  check_common_args(op, args.scale, args.order);
+  check_spatial_inputs(op, X, T);
   CrossEntropyOptions options = CrossEntropyOptions::caffe2_spatial();
   options.pixel_weight = weight;
   options.reduction = Reduction::kSum;
   options.want_prob = true;
-  api::CrossEntropyRun run = api::run_cross_entropy({kSpatial, "X", "T", "weight_tensor", kPixelWeightShape}, X, T,
-                                                    options, {}, api::Pass::kForward);
+  CrossEntropyOutputs views;
+  if (into) {
+    views.prob = into->prob;
+    views.loss = into->loss;
+  }
+  api::CrossEntropyRun run = api::run_cross_entropy({op, "X", "T", "weight_tensor", kPixelWeightShape}, X, T, options,
+                                                    {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr,
+                                                    context);
   const double L = run.loss_sum, Wt = run.denominator;
   double loss;
   if (args.variant == Variant::kCpu) {
@@ -91,34 +131,63 @@ LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
   } else {
     loss = Wt > 0 ? args.scale * L / Wt : L;
   }
-  return {std::move(run.result.prob), Tensor::scalar(X.dtype(), loss)};
+  LossOutputs out{std::move(run.result.prob), {}};
+  write_loss(loss, X.dtype(), into, &out.loss);
+  return out;
+}
+
+Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLossArgs& args,
+                            const MutableTensorView* into, const ExecutionContext& context) {
+  const std::string_view op = kSpatialGrad;
+  const TensorView &X = in.X, &T = in.T, &P = in.P;
+  check_common_args(op, args.scale, args.order);
+  const api::ClassTensor info = check_spatial_inputs(op, X, T);
+  if (in.weight) api::check_weights(op, "weight_tensor", *in.weight, info.map_shape, kPixelWeightShape, X.dtype());
+  api::check_dtype(op, "P", P, X.dtype());
+  api::check_shape(op, "P", P, X.shape(), "(X's shape)");
+  const double g = api::first_element(op, "d_loss", in.d_loss);
+  Tensor dx;
+  void* dx_data = place_dx(op, in, into, &dx);
+  const Device device = P.device();
+  const Dense labels(T), w(in.weight), prob(P);
+  const core::Labels y{labels.raw(), DType::kInt32};
+  // Caffe2's total weight: the pixel weights of the labels that are not -1.
+  const double Wt =
+      api::scan_labels({op, "T", T, y, info.geom.classes, -1}, nullptr, w.raw(), X.dtype(), device, context);
+  const double coef = Wt > 0 ? args.scale / Wt * g : g;
+  api::visit_float(X.dtype(), [&](auto tag) {
+    using F = decltype(tag);
+    run_prob_minus_target<F>(op, device, info.geom, prob, y, nullptr, w, true, coef, dx_data, context);
+  });
+  return dx;
+}
+
+}  // namespace
+
+LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
+                                      const std::optional<TensorView>& weight, const SpatialSoftmaxWithLossArgs& args,
+                                      const ExecutionContext& context) {
+  return run_spatial(X, T, weight, args, nullptr, context);
 }
 
 Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
-                                          const std::optional<TensorView>& weight,
-                                          const TensorView& P, const TensorView& d_loss,
-                                          const SpatialSoftmaxWithLossArgs& args) {
-  check_common_args(kSpatialGrad, args.scale, args.order);
-  const api::ClassTensor info = check_spatial_inputs(kSpatialGrad, X, T);
-  if (weight) api::check_weights(kSpatialGrad, "weight_tensor", *weight, info.map_shape, kPixelWeightShape, X.dtype());
-  api::check_dtype(kSpatialGrad, "P", P, X.dtype());
-  api::check_shape(kSpatialGrad, "P", P, X.shape(), "(X's shape)");
-  const double g = api::first_element(kSpatialGrad, "d_loss", d_loss);
-  const TensorView* weight_view = weight ? &*weight : nullptr;
-  const Device device =
-      api::common_device(kSpatialGrad, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}, {"P", &P}, {"d_loss", &d_loss}});
-  const Dense labels(T), w(weight), prob(P);
-  const core::Labels y{labels.raw(), DType::kInt32};
-  // Caffe2's total weight: the pixel weights of the labels that are not -1.
-  const double Wt = api::scan_labels({kSpatialGrad, "T", T, y, info.geom.classes, -1}, nullptr, w.raw(), X.dtype(),
-                                     device, {});
-  const double coef = Wt > 0 ? args.scale / Wt * g : g;
-  Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
-  api::visit_float(X.dtype(), [&](auto tag) {
-    using F = decltype(tag);
-    run_prob_minus_target<F>(kSpatialGrad, device, info.geom, prob, y, nullptr, w, true, coef, dx);
-  });
-  return dx;
+                                          const std::optional<TensorView>& weight, const TensorView& P,
+                                          const TensorView& d_loss, const SpatialSoftmaxWithLossArgs& args,
+                                          const ExecutionContext& context) {
+  return run_spatial_gradient({X, T, weight, P, d_loss}, args, nullptr, context);
+}
+
+void spatial_softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                                    const LossOutputViews& outputs, const SpatialSoftmaxWithLossArgs& args,
+                                    const ExecutionContext& context) {
+  run_spatial(X, T, weight, args, &outputs, context);
+}
+
+void spatial_softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T,
+                                             const std::optional<TensorView>& weight, const TensorView& P,
+                                             const TensorView& d_loss, const MutableTensorView& dX,
+                                             const SpatialSoftmaxWithLossArgs& args, const ExecutionContext& context) {
+  run_spatial_gradient({X, T, weight, P, d_loss}, args, &dX, context);
 }
 
 namespace {
@@ -214,9 +283,10 @@ TensorView as_2d(const Dense& dense, DType dtype, const core::Geometry& g) {
 
 }  // namespace
 
-LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
-                              const std::optional<TensorView>& weight,
-                              const SoftmaxWithLossArgs& args) {
+namespace {
+
+LossOutputs run_softmax(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                        const SoftmaxWithLossArgs& args, const LossOutputViews* into, const ExecutionContext& context) {
   check_common_args(kSoftmax, args.scale, args.order);
   const Coerced c = coerce(kSoftmax, X, args.axis);
   const Dense x(X), target(T);
@@ -232,55 +302,90 @@ LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
   const TensorView targets = args.label_prob != 0
                                  ? as_2d(target, X.dtype(), c.geom)
                                  : TensorView(target.raw(), DType::kInt32, {c.geom.batch});
+  // P has X's shape (Caffe2's shape inference claims (N, D)); the run sees
+  // it as the 2-D (N, D) that it computes over.
+  CrossEntropyOutputs views;
+  if (into) {
+    api::check_shape(kSoftmax, "prob", into->prob.view(), X.shape(), "(X's shape)");
+    views.prob = MutableTensorView(into->prob.data(), into->prob.dtype(), {c.geom.batch, c.geom.classes},
+                                   into->prob.device());
+    views.loss = into->loss;
+  }
   api::CrossEntropyRun run =
       api::run_cross_entropy({kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom),
-                             targets, options, {}, api::Pass::kForward);
+                             targets, options, {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr,
+                             context);
   const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu ? static_cast<double>(c.geom.batch)
                     : weight                                                     ? run.pixel_weight_sum
                                                                                  : static_cast<double>(c.geom.batch);
   const double loss = Wt != 0 ? args.scale * run.loss_sum / Wt : 0.0;
-  // P has X's shape (Caffe2's shape inference claims (N, D); the run gives X's).
-  Tensor prob(X.dtype(), X.shape());
-  if (prob.nbytes()) std::memcpy(prob.data(), run.result.prob.data(), prob.nbytes());
-  return {std::move(prob), Tensor::scalar(X.dtype(), loss)};
+  LossOutputs out{std::move(run.result.prob), {}};
+  if (!into) out.prob.reshape(X.shape());
+  write_loss(loss, X.dtype(), into, &out.loss);
+  return out;
 }
 
-Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
-                                  const std::optional<TensorView>& weight, const TensorView& P,
-                                  const TensorView& d_loss, const SoftmaxWithLossArgs& args) {
+Tensor run_softmax_gradient(const GradientInputs& in, const SoftmaxWithLossArgs& args, const MutableTensorView* into,
+                            const ExecutionContext& context) {
+  const TensorView &X = in.X, &T = in.T, &P = in.P;
   check_common_args(kSoftmaxGrad, args.scale, args.order);
   const Coerced c = coerce(kSoftmaxGrad, X, args.axis);
   const Dense target(T);
   check_softmax_targets(kSoftmaxGrad, X, T, c, args.label_prob, target);
   const double weight_sum =
-      weight ? api::check_weights(kSoftmaxGrad, "weight_tensor", *weight, {c.geom.batch}, kRowWeightShape, X.dtype())
-             : static_cast<double>(c.geom.batch);
+      in.weight
+          ? api::check_weights(kSoftmaxGrad, "weight_tensor", *in.weight, {c.geom.batch}, kRowWeightShape, X.dtype())
+          : static_cast<double>(c.geom.batch);
   api::check_dtype(kSoftmaxGrad, "P", P, X.dtype());
   if (checked_numel(P.shape(), "P") != c.geom.batch * c.geom.classes) {
     fail(kSoftmaxGrad, "P", "shape: expected " + shape_string(X.shape()) + " (X's shape), got " +
                                 shape_string(P.shape()));
   }
-  const double g = api::first_element(kSoftmaxGrad, "d_loss", d_loss);
+  const double g = api::first_element(kSoftmaxGrad, "d_loss", in.d_loss);
   const bool cpu = args.variant == Variant::kCpu;
   const double Wt = args.average_by_batch_size && cpu ? static_cast<double>(c.geom.batch) : weight_sum;
   // CPU: no d_loss factor when the total weight is 0; CUDA always applies it.
   const double coef = Wt > 0 ? args.scale / Wt * g : (cpu ? 1.0 : g);
-  const TensorView* weight_view = weight ? &*weight : nullptr;
-  const Device device =
-      api::common_device(kSoftmaxGrad, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}, {"P", &P}, {"d_loss", &d_loss}});
+  Tensor dx;
+  void* dx_data = place_dx(kSoftmaxGrad, in, into, &dx);
+  const Device device = P.device();
   if (args.label_prob == 0) {
     (void)api::scan_labels({kSoftmaxGrad, "T", T, {target.raw(), DType::kInt32}, c.geom.classes, std::nullopt},
-                           nullptr, nullptr, X.dtype(), device, {});
+                           nullptr, nullptr, X.dtype(), device, context);
   }
-  const Dense prob(P), w(weight);
-  Tensor dx = Tensor::uninitialized(X.dtype(), X.shape());  // written in full
+  const Dense prob(P), w(in.weight);
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* soft = args.label_prob != 0 ? target.get<F>() : nullptr;
     run_prob_minus_target<F>(kSoftmaxGrad, device, c.geom, prob, {target.raw(), DType::kInt32}, soft, w, false,
-                             coef, dx);
+                             coef, dx_data, context);
   });
   return dx;
+}
+
+}  // namespace
+
+LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                              const SoftmaxWithLossArgs& args, const ExecutionContext& context) {
+  return run_softmax(X, T, weight, args, nullptr, context);
+}
+
+Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                                  const TensorView& P, const TensorView& d_loss, const SoftmaxWithLossArgs& args,
+                                  const ExecutionContext& context) {
+  return run_softmax_gradient({X, T, weight, P, d_loss}, args, nullptr, context);
+}
+
+void softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                            const LossOutputViews& outputs, const SoftmaxWithLossArgs& args,
+                            const ExecutionContext& context) {
+  run_softmax(X, T, weight, args, &outputs, context);
+}
+
+void softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+                                     const TensorView& P, const TensorView& d_loss, const MutableTensorView& dX,
+                                     const SoftmaxWithLossArgs& args, const ExecutionContext& context) {
+  run_softmax_gradient({X, T, weight, P, d_loss}, args, &dX, context);
 }
 
 }  // namespace spatialsoftmax::caffe2
