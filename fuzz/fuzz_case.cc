@@ -21,7 +21,7 @@
 #include <system_error>
 #include <vector>
 
-#include "cases/case_runner.h"
+#include "cli/case_runner.h"
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/npy.h"
 

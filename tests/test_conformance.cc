@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cases/case_runner.h"
+#include "cli/case_runner.h"
 #include "conformance_tolerance.h"
 #include "test_support.h"
 

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "cases/case_runner.h"
+#include "cli/case_runner.h"
 #include "conformance_tolerance.h"
 #include "op_test_helpers.h"
 

@@ -26,8 +26,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/problems.h"
-#include "core/reference.h"
+#include "reference/problems.h"
+#include "reference/reference.h"
 #include "dispatch/backend.h"
 #include "cpu/kernels.h"
 #include "spatialsoftmax/spatialsoftmax.h"

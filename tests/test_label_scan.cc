@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "core/problems.h"
-#include "core/reference.h"
+#include "reference/problems.h"
+#include "reference/reference.h"
 #include "cpu/kernels.h"
 #include "kernel_scopes.h"
 #include "spatialsoftmax/functions.h"

@@ -168,7 +168,7 @@ class Tensor {
 
  private:
   // Returns the storage to the allocator; large blocks are kept for reuse
-  // (src/core/tensor.cc).
+  // (src/base/tensor.cc).
   struct AlignedFree {
     std::size_t bytes;  // no initializer: it would keep this nested type from
                         // being default-constructible inside Tensor

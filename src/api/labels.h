@@ -10,7 +10,7 @@
 #include <optional>
 #include <string_view>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "spatialsoftmax/device.h"
 #include "spatialsoftmax/tensor.h"
 

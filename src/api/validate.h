@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/options.h"
 #include "spatialsoftmax/tensor.h"

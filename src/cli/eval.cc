@@ -5,7 +5,7 @@
 #include <map>
 #include <vector>
 
-#include "cases/case_runner.h"
+#include "cli/case_runner.h"
 #include "cli/commands.h"
 #include "spatialsoftmax/npy.h"
 

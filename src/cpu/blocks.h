@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "parallel/thread_pool.h"
 
 namespace spatialsoftmax::cpu {

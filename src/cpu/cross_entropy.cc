@@ -29,7 +29,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
 #include "cpu/labels-inl.h"

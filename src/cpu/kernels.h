@@ -42,7 +42,7 @@
 #include <string>
 #include <vector>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 
 namespace spatialsoftmax::cpu {
 

@@ -11,7 +11,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
 #include "cpu/math-inl.h"

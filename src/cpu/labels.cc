@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "cpu/kernels.h"
 #include "cpu/labels-inl.h"
 #include "parallel/thread_pool.h"

@@ -15,7 +15,7 @@
 
 #include <hwy/highway.h>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "cpu/labels-inl.h"
 
 HWY_BEFORE_NAMESPACE();

@@ -15,7 +15,7 @@
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/loss_setup-inl.h"
 #include "cpu/math-inl.h"

@@ -16,7 +16,7 @@
 
 #include <hwy/highway.h>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {

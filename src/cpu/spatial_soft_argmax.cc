@@ -55,7 +55,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "cpu/kernels.h"
 #include "cpu/spatial_axes-inl.h"
 #include "cpu/spatial_passes-inl.h"

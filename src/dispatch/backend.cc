@@ -2,7 +2,7 @@
 
 #include <cstdlib>
 
-#include "core/reference.h"
+#include "reference/reference.h"
 #include "cpu/kernels.h"
 #include "parallel/thread_pool.h"
 #include "spatialsoftmax/error.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/problems.h"
+#include "reference/problems.h"
 #include "spatialsoftmax/device.h"
 
 namespace spatialsoftmax::dispatch {

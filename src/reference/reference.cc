@@ -1,4 +1,4 @@
-#include "core/reference.h"
+#include "reference/reference.h"
 
 #include <cmath>
 #include <limits>

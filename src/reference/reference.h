@@ -3,7 +3,7 @@
 // against, so it favours the obvious formula over speed.
 #pragma once
 
-#include "core/problems.h"
+#include "reference/problems.h"
 
 namespace spatialsoftmax::core::reference {
 

@@ -1,4 +1,4 @@
-#include "cases/case_runner.h"
+#include "cli/case_runner.h"
 
 #include <algorithm>
 #include <cstdint>
