@@ -1,6 +1,6 @@
-// Caffe2's operators with their exact semantics (SPEC.md section 2):
+// Caffe2's operators with their exact semantics (docs/semantics.md section 2):
 // SpatialSoftmaxWithLoss, SoftmaxWithLoss and their gradients. The defects of
-// Caffe2 listed in SPEC.md 2.4 items 3-5 are fixed; everything else,
+// Caffe2 listed in docs/semantics.md 2.4 items 3-5 are fixed; everything else,
 // including the unscaled CPU forward, is kept.
 #pragma once
 

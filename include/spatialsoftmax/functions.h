@@ -1,5 +1,5 @@
 // The loss family: softmax, log_softmax, cross-entropy, NLL, KL divergence and
-// the spatial soft-argmax, each with its gradient. SPEC.md sections 3-5.
+// the spatial soft-argmax, each with its gradient. docs/semantics.md sections 3-5.
 //
 // Every function validates all of its arguments first and throws
 // spatialsoftmax::Error before computing anything. Inputs are never written.
@@ -147,7 +147,7 @@ void kl_div_backward_into(const TensorView& logits, const TensorView& target, co
                           const MutableTensorView& grad_logits, const KlDivOptions& options = {},
                           const ExecutionContext& context = {});
 
-// --- spatial softmax and soft-argmax keypoints (SPEC.md 4) ------------------
+// --- spatial softmax and soft-argmax keypoints (docs/semantics.md 4) ------------------
 struct SpatialSoftArgmaxResult {
   Tensor keypoints;   // (N, C, k), fastest spatial axis first
   Tensor softmax;     // if want_softmax: the input's shape and layout

@@ -1,4 +1,4 @@
-// Options of the loss family (SPEC.md section 3 and 4).
+// Options of the loss family (docs/semantics.md section 3 and 4).
 #pragma once
 
 #include <cstdint>

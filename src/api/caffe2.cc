@@ -1,4 +1,4 @@
-// Caffe2's SpatialSoftmaxWithLoss and SoftmaxWithLoss (SPEC.md section 2),
+// Caffe2's SpatialSoftmaxWithLoss and SoftmaxWithLoss (docs/semantics.md section 2),
 // expressed through the shared cross-entropy driver plus Caffe2's own rules
 // for scale and the total weight.
 #include <cmath>

@@ -161,7 +161,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const std::int64_t M = info.geom.positions();
   run.denominator = index_denominator;
   run.pixel_weight_sum = pixel_weight_sum;
-  if (soft) {  // sum_i a_i, or M: class weights never enter it (SPEC.md 3.3)
+  if (soft) {  // sum_i a_i, or M: class weights never enter it (docs/semantics.md 3.3)
     run.denominator = pixel_weight.present() ? pixel_weight_sum : static_cast<double>(M);
   }
   if (options.reduction == Reduction::kMean) {

@@ -22,7 +22,7 @@ namespace {
 
 namespace c2 = spatialsoftmax::caffe2;
 
-// SPEC.md section 5 tolerances, float32 against a float64 reference.
+// docs/semantics.md section 5 tolerances, float32 against a float64 reference.
 constexpr double kProbAtol = 1e-6;
 constexpr double kProbRtol = 1e-5;
 constexpr double kGradAtolScale = 1e-6;  // times max |reference dX|

@@ -64,7 +64,7 @@ void softmax_backward(const core::SoftmaxBackwardProblem<double>& pb);
 void kl_div(const core::KlDivProblem<float>& pb);
 void kl_div(const core::KlDivProblem<double>& pb);
 
-// The spatial softmax / soft-argmax (SPEC.md 4). runs: whether the kernels
+// The spatial softmax / soft-argmax (docs/semantics.md 4). runs: whether the kernels
 // run this problem. float32 computes beta * (x - max) in float32, which
 // matches the float64 reference only while beta is a normal float32 far from
 // overflow: beta in [2^-100, 2^100], i.e. temperatures between about 1e-30

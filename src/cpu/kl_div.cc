@@ -23,7 +23,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using core::Geometry;
 
-// KL(target || softmax(x)) elementwise (SPEC.md 3.5) and its gradient
+// KL(target || softmax(x)) elementwise (docs/semantics.md 3.5) and its gradient
 // dX_c = q_c * sum_j r_j tau_j - r_c tau_c, for the positions in the lanes of
 // `d` whose class c sits at base + c * cs (+ lane). Generic over the vector
 // type so that full vectors of pixels (class first) and one-lane vectors

@@ -35,7 +35,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // then hold n + 127, the exponent field of 2^n. Clamping x at -88 makes
 // n >= -127, so below x = -87.68 (n = -127) the exponent field is 0 and the
 // result exactly 0, with no select; in (-87.68, -87.34) results are
-// subnormal (SPEC.md 5 allows their flush). Max error over [ln FLT_MIN, 0]
+// subnormal (docs/semantics.md 5 allows their flush). Max error over [ln FLT_MIN, 0]
 // = [-87.34, 0]: 1.26 ulp on AVX3 and AVX2, 1.28 ulp on the others.
 // float64: Highway's Exp (0 below about -745). Max error over
 // [ln DBL_MIN, 0] = [-708.4, 0]: 1.01 ulp on AVX3 and AVX2, 0.98 ulp on the
@@ -72,7 +72,7 @@ HWY_INLINE V ExpNonPositive(D d, V x) {
 }
 
 // log(x), the kernels' log: Highway's Log with NaN passing through, as
-// Highway's Log does not promise NaN in, NaN out (nor inf), which SPEC.md 5
+// Highway's Log does not promise NaN in, NaN out (nor inf), which docs/semantics.md 5
 // requires of a position with a NaN or +inf logit (its sum is NaN). Lanes:
 // float32, float64. Valid range: (0, FLT_MAX] or (0, DBL_MAX], subnormals
 // included; Log(0) is -105.4 (float32) or -746.5 (float64), not -inf, and
@@ -92,7 +92,7 @@ HWY_INLINE V LogKeepNaN(D d, V x) {
 // also serves kl_div.cc's exp of log targets. Lanes: float32, float64.
 // Valid range of the product: [-inf, ln(FLT_MAX) = 88.72] (float32; beyond,
 // +inf) or [-inf, 709.78] (float64); 0 below about -104 (float32) or -745
-// (float64), and subnormal above that up to FLT_MIN or DBL_MIN (SPEC.md 5
+// (float64), and subnormal above that up to FLT_MIN or DBL_MIN (docs/semantics.md 5
 // allows their flush). Max error, float32 over [ln FLT_MIN, 0] = [-87.34,
 // 0], where the spatial kernels' products lie: 1.03 ulp on AVX3 and AVX2,
 // 0.99 ulp on the others; over [0, 88.72]: 1.02 and 0.98 ulp. float64 over

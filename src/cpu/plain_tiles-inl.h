@@ -38,7 +38,7 @@ using core::Geometry;
 //   power of two apart (a 512 x 1024 image) share cache sets and would evict
 //   each other between passes;
 // - pass 2 keeps e in the copy and checks for NaN once per position (a NaN
-//   makes every output of its position NaN, SPEC.md 5), not per element;
+//   makes every output of its position NaN, docs/semantics.md 5), not per element;
 // - pass 3 writes dX = e * (k2 / sum) - k2 * onehot row by row, with
 //   streaming stores when the outputs would not stay in the cache anyway.
 template <class T>

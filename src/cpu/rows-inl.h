@@ -31,7 +31,7 @@ using core::CrossEntropyProblem;
 
 // Sums over a position's classes add vectors within blocks and the blocks'
 // totals in float64. One float32 chain per lane over 10^6 classes drifts
-// past SPEC.md 5's tolerance (issue 10, item 13): once a lane holds the
+// past docs/semantics.md 5's tolerance (issue 10, item 13): once a lane holds the
 // max's e = 1, every term below half its ulp is lost. run_row's blocks hold
 // kRowSumChain terms per chain (two chains of N lanes), for one SumOfLanes
 // per block; rows of up to one block sum exactly as one chain did.

@@ -39,7 +39,7 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // --- the spatial axes as rows ------------------------------------------------------
 
-// Component a = 0 is the fastest axis (SPEC.md 4).
+// Component a = 0 is the fastest axis (docs/semantics.md 4).
 struct Axes {
   int k = 0;
   int inner = 0;            // components 0..inner-1 vary within a row

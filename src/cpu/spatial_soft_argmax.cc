@@ -1,4 +1,4 @@
-// The spatial softmax and soft-argmax (SPEC.md 4) as Highway kernels, written
+// The spatial softmax and soft-argmax (docs/semantics.md 4) as Highway kernels, written
 // once and compiled for every target of HWY_TARGETS; the best one the CPU
 // supports is chosen at run time (foreach_target + HWY_DYNAMIC_DISPATCH). No
 // -march flag is used.
@@ -13,7 +13,7 @@
 // pixels, vary within a row: their coordinates and products are tables of one
 // row. The slower axes are constant along a row and enter once per row (fold),
 // so per pixel pass 2 is a few dot products of e with tables, for any k.
-// In the backward, h_p (SPEC.md 4) is written as a quadratic in d_a = u_a - E_a;
+// In the backward, h_p (docs/semantics.md 4) is written as a quadratic in d_a = u_a - E_a;
 // the parts that are constant per channel cancel in h_p - sum_q S_q h_q, and
 // that mean is sum S dS + sum_ab G_ab cov_ab, known after pass 2: pass 3 is a
 // single pass.
@@ -28,7 +28,7 @@
 //
 // Precision. float32: exp in float32 (Highway's Exp, math-inl.h's
 // ExpShifted: at most 1.03 ulp, measured; 0 below -104, so values under
-// FLT_MIN may flush, as SPEC.md 5 allows), every sum over pixels and the
+// FLT_MIN may flush, as docs/semantics.md 5 allows), every sum over pixels and the
 // backward per element in float64, rounded to float32 once.
 // float64: everything in float64.
 //

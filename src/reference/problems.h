@@ -109,7 +109,7 @@ struct SoftmaxBackwardProblem {
   T* grad_logits = nullptr;
 };
 
-// Cross-entropy, forward and/or backward in one pass (SPEC.md 3.2-3.4, 3.6).
+// Cross-entropy, forward and/or backward in one pass (docs/semantics.md 3.2-3.4, 3.6).
 // Labels are already validated; the mean's denominator is resolved by the
 // caller into grad_loss_scale.
 template <class T>
@@ -160,7 +160,7 @@ struct ProbMinusTargetProblem {
   T* grad_logits = nullptr;
 };
 
-// KL(target || softmax(logits)) elementwise (SPEC.md 3.5).
+// KL(target || softmax(logits)) elementwise (docs/semantics.md 3.5).
 template <class T>
 struct KlDivProblem {
   Geometry geom;
@@ -175,7 +175,7 @@ struct KlDivProblem {
 };
 
 // Softmax over the pixels of every (n, channel) and its expected coordinates
-// (SPEC.md 4). In Geometry, `classes` are the channels.
+// (docs/semantics.md 4). In Geometry, `classes` are the channels.
 template <class T>
 struct SpatialSoftArgmaxProblem {
   Geometry geom;

@@ -7,7 +7,7 @@
 namespace spatialsoftmax::core::reference {
 namespace {
 
-// The softmax of one position's class vector, in T (SPEC.md 5): subtract the
+// The softmax of one position's class vector, in T (docs/semantics.md 5): subtract the
 // max, sum exp in class order, logp = x - m - log(s) (never log(p), so logp is
 // finite whenever x is). A NaN anywhere, a +inf, or all -inf make every entry
 // NaN through the arithmetic itself (inf - inf, 0 / 0).

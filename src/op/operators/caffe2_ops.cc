@@ -1,5 +1,5 @@
 // Caffe2's SpatialSoftmaxWithLoss and SoftmaxWithLoss with their gradients
-// (SPEC.md section 2), over the caffe2:: functions of the public API.
+// (docs/semantics.md section 2), over the caffe2:: functions of the public API.
 #include "op/operators/op_helpers.h"
 #include "spatialsoftmax/caffe2.h"
 
@@ -9,7 +9,7 @@ namespace {
 namespace c2 = spatialsoftmax::caffe2;
 
 constexpr const char* kVariantDoc =
-    "\"cpu\" or \"cuda\": which Caffe2 implementation's semantics (SPEC.md 2.4)";
+    "\"cpu\" or \"cuda\": which Caffe2 implementation's semantics (docs/semantics.md 2.4)";
 
 c2::Variant variant_arg(const Args& args) {
   const std::string v = args.get_string("caffe2_variant");

@@ -86,7 +86,7 @@ void register_loss_operators() {
   // --- CrossEntropy ----------------------------------------------------------
   ce_args(add_schema("CrossEntropy")
               .doc("Softmax cross-entropy over the class axis with class and pixel weights, "
-                   "ignore_index, label smoothing, index or probability targets (SPEC.md 3).")
+                   "ignore_index, label smoothing, index or probability targets (docs/semantics.md 3).")
               .input("X", "logits (N, C, d1..dk) or (N, d1..dk, C)")
               .input("targets", "int32/int64 (N, d1..dk) class indices, or probabilities (X's shape)")
               .optional_input("class_weight", "(C)")

@@ -1,5 +1,5 @@
 // ONNX SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss (opset 13,
-// SPEC.md 3.7), with gradient operators of our own. Optional inputs may be
+// docs/semantics.md 3.7), with gradient operators of our own. Optional inputs may be
 // skipped by an empty name, as in ONNX.
 #include "op/operators/op_helpers.h"
 #include "spatialsoftmax/functions.h"

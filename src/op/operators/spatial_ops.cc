@@ -1,5 +1,5 @@
 // The spatial softmax over d1..dk per channel and its soft-argmax keypoints
-// (SPEC.md 4) as operators, with one gradient operator for both.
+// (docs/semantics.md 4) as operators, with one gradient operator for both.
 #include "op/operators/op_helpers.h"
 #include "spatialsoftmax/functions.h"
 
