@@ -8,13 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "kernel_scopes.h"
 #include "spatialsoftmax/spatialsoftmax.h"
+#include "test_support.h"
 
 namespace spatialsoftmax::testing {
 namespace {
@@ -59,11 +58,8 @@ bool close(double got, double want, double atol, double rtol) {
   return std::fabs(got - want) <= atol + rtol * std::fabs(want);
 }
 
-class LargeClassSums : public ::testing::TestWithParam<std::int64_t> {
+class LargeClassSums : public PerTarget {
  protected:
-  void SetUp() override { target_ = std::make_unique<ScopedTarget>(GetParam()); }
-  void TearDown() override { target_.reset(); }
-
   // Runs cross_entropy (reduction none, with P and the entropy) on the
   // positions, class-last (the rows path) or class-first with the positions
   // as pixels (the tile path), and checks every output against the oracle.
@@ -118,19 +114,13 @@ class LargeClassSums : public ::testing::TestWithParam<std::int64_t> {
           << "P of position " << i << ", class " << worst << " (its worst class)";
     }
   }
-
- private:
-  std::unique_ptr<ScopedTarget> target_;
 };
 
 TEST_P(LargeClassSums, RowsPathWithinSpecTolerance) { check(ClassAxis::kLast); }
 
 TEST_P(LargeClassSums, TilePathWithinSpecTolerance) { check(ClassAxis::kFirst); }
 
-INSTANTIATE_TEST_SUITE_P(Targets, LargeClassSums, ::testing::ValuesIn(cpu::supported_targets()),
-                         [](const ::testing::TestParamInfo<std::int64_t>& param_info) {
-                           return cpu::target_name(param_info.param);
-                         });
+SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(LargeClassSums);
 
 }  // namespace
 }  // namespace spatialsoftmax::testing

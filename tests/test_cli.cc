@@ -18,7 +18,6 @@
 
 #include <gtest/gtest.h>
 
-#include "conformance_tolerance.h"
 #include "test_support.h"
 
 namespace spatialsoftmax::testing {

@@ -16,7 +16,6 @@
 #include <gtest/gtest.h>
 
 #include "cli/case_runner.h"
-#include "conformance_tolerance.h"
 #include "test_support.h"
 
 namespace spatialsoftmax::testing {

@@ -7,7 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
+#include <optional>
 
 #include "spatialsoftmax/caffe2.h"
 #include "spatialsoftmax/spatialsoftmax.h"
@@ -21,16 +21,17 @@ constexpr std::int64_t kHugeC = std::int64_t{1} << 36;
 class EmptyWork : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    setenv("SPATIALSOFTMAX_BACKEND", GetParam(), 1);
+    backend_.emplace(GetParam());
     start_ = std::chrono::steady_clock::now();
   }
   void TearDown() override {
-    unsetenv("SPATIALSOFTMAX_BACKEND");
+    backend_.reset();
     // A guard against the minutes-long loop, not a timing test.
     EXPECT_LT(std::chrono::steady_clock::now() - start_, std::chrono::seconds(10));
   }
   const float* no_floats_ = nullptr;
   const std::int64_t* no_labels_ = nullptr;
+  std::optional<ScopedBackend> backend_;
   std::chrono::steady_clock::time_point start_;
 };
 

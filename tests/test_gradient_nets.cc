@@ -16,8 +16,7 @@
 #include <vector>
 
 #include "cli/case_runner.h"
-#include "conformance_tolerance.h"
-#include "op_test_helpers.h"
+#include "test_support.h"
 
 namespace spatialsoftmax::op {
 namespace {

@@ -17,326 +17,20 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <limits>
-#include <memory>
 #include <random>
-#include <sstream>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "reference/problems.h"
-#include "reference/reference.h"
-#include "dispatch/backend.h"
 #include "cpu/kernels.h"
+#include "dispatch/backend.h"
+#include "kernel_test_support.h"
+#include "reference/problems.h"
 #include "spatialsoftmax/spatialsoftmax.h"
-#include "kernel_scopes.h"
 #include "test_support.h"
 
-namespace spatialsoftmax {
+namespace spatialsoftmax::testing::spatial {
 namespace {
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr double kInf = std::numeric_limits<double>::infinity();
-// Written into every output before a run: an element left unwritten shows.
-constexpr double kPoison = 12345.0;
-
-using testing::ScopedTarget;
-using testing::ScopedThreads;
-
-// --- one problem, its inputs in float64 ------------------------------------------------
-
-struct Case {
-  DType dtype = DType::kFloat32;
-  bool channel_last = false;
-  std::int64_t batch = 1, channels = 1;
-  std::vector<std::int64_t> dims;  // d1..dk
-  double beta = 1;
-  bool pixel = false;      // pixel coordinates, else normalized
-  bool minus_one = false;  // normalized, an axis of length 1: -1 (else 0)
-  double lo = -8, hi = 8;  // logits uniform in [lo, hi)
-  std::uint64_t seed = 1;
-
-  int k() const { return static_cast<int>(dims.size()); }
-  std::int64_t pixels() const {
-    std::int64_t p = 1;
-    for (std::int64_t d : dims) p *= d;
-    return p;
-  }
-  std::int64_t elements() const { return batch * channels * pixels(); }
-  Shape shape() const {
-    Shape s{batch};
-    if (!channel_last) s.push_back(channels);
-    s.insert(s.end(), dims.begin(), dims.end());
-    if (channel_last) s.push_back(channels);
-    return s;
-  }
-  // The keypoints' unit: SPEC.md 5 scales their atol by max(d) for pixel coordinates.
-  double scale() const {
-    double s = 1;
-    for (std::int64_t d : dims) s = std::max(s, pixel ? static_cast<double>(d) : 1.0);
-    return s;
-  }
-  std::string str() const {
-    std::ostringstream o;
-    o << dtype_name(dtype) << (channel_last ? " channel-last" : " channel-first") << " N=" << batch
-      << " C=" << channels << " dims=(";
-    for (std::size_t i = 0; i < dims.size(); ++i) o << (i ? "," : "") << dims[i];
-    o << ") beta=" << beta
-      << (pixel       ? " pixel"
-          : minus_one ? " normalized(-1)"
-                      : " normalized")
-      << " logits [" << lo << ", " << hi << ") seed " << seed;
-    return o.str();
-  }
-};
-
-double round_to(DType dtype, double v) {
-  return dtype == DType::kFloat32 ? static_cast<double>(static_cast<float>(v)) : v;
-}
-
-// Inputs in memory order (core::Geometry::offset); a float32 case holds float32
-// values, so the float64 reference sees the same numbers.
-struct Inputs {
-  Case c;
-  core::Geometry geom;
-  std::vector<std::vector<double>> coord;
-  std::vector<double> x, gk, gs, gc;
-};
-
-Inputs make_inputs(const Case& c) {
-  Inputs in;
-  in.c = c;
-  in.geom.batch = c.batch;
-  in.geom.classes = c.channels;
-  in.geom.pixels = c.pixels();
-  in.geom.class_last = c.channel_last;
-  for (std::int64_t length : c.dims) {
-    std::vector<double> u(static_cast<std::size_t>(length));
-    for (std::int64_t j = 0; j < length; ++j) {
-      const double jd = static_cast<double>(j);
-      if (c.pixel) {
-        u[j] = jd;
-      } else if (length == 1) {
-        u[j] = c.minus_one ? -1.0 : 0.0;
-      } else {
-        u[j] = -1.0 + 2.0 * jd / static_cast<double>(length - 1);
-      }
-    }
-    in.coord.push_back(std::move(u));
-  }
-  std::mt19937_64 rng(c.seed);
-  std::uniform_real_distribution<double> logit(c.lo, c.hi), grad(-1, 1);
-  const std::int64_t NC = c.batch * c.channels, k = c.k();
-  auto fill = [&](std::vector<double>& v, std::int64_t n,
-                  std::uniform_real_distribution<double>& u) {
-    v.resize(static_cast<std::size_t>(n));
-    for (double& e : v) e = round_to(c.dtype, u(rng));
-  };
-  fill(in.x, c.elements(), logit);
-  fill(in.gk, NC * k, grad);
-  fill(in.gs, c.elements(), grad);
-  fill(in.gc, NC * k * k, grad);
-  return in;
-}
-
-// Forward outputs wanted (bits), upstream gradients given (bits).
-enum : int { kKeypoints = 1, kSoftmax = 2, kCovariance = 4, kBeta = 8 };
-
-struct Outputs {
-  std::vector<double> keypoints, softmax, covariance, grad_input;
-  double grad_beta = kPoison;
-};
-
-template <class T>
-std::vector<T> as(const std::vector<double>& v) {
-  return std::vector<T>(v.begin(), v.end());
-}
-
-// Runs the forward (backward = false: `mask` of kKeypoints...) or the backward
-// (`mask` of the upstream gradients given, plus kBeta), with the reference in
-// float64 or with the kernels in T.
-template <class T>
-Outputs run(const Inputs& in, bool backward, int mask, bool reference) {
-  const std::int64_t NC = in.geom.batch * in.geom.classes, k = in.c.k();
-  const std::int64_t E = in.geom.elements();
-  const std::vector<T> x = as<T>(in.x), gk = as<T>(in.gk), gs = as<T>(in.gs), gc = as<T>(in.gc);
-  std::vector<T> kp, sm, cov, gi;
-  double grad_beta = kPoison;
-  core::SpatialSoftArgmaxProblem<T> pb;
-  pb.geom = in.geom;
-  pb.spatial_rank = in.c.k();
-  for (int a = 0; a < in.c.k(); ++a) {
-    pb.dims[a] = in.c.dims[static_cast<std::size_t>(a)];
-    pb.coordinate[a] = in.coord[static_cast<std::size_t>(a)].data();
-  }
-  pb.beta = in.c.beta;
-  pb.input = x.data();
-  const T poison = static_cast<T>(kPoison);
-  if (!backward) {
-    kp.assign(mask & kKeypoints ? NC * k + 1 : 0, poison);
-    sm.assign(mask & kSoftmax ? E + 1 : 0, poison);
-    cov.assign(mask & kCovariance ? NC * k * k + 1 : 0, poison);
-    pb.keypoints = kp.empty() ? nullptr : kp.data();
-    pb.softmax = sm.empty() ? nullptr : sm.data();
-    pb.covariance = cov.empty() ? nullptr : cov.data();
-  } else {
-    gi.assign(E + 1, poison);
-    pb.grad_input = gi.data();
-    if (mask & kKeypoints) pb.grad_keypoints = gk.data();
-    if (mask & kSoftmax) pb.grad_softmax = gs.data();
-    if (mask & kCovariance) pb.grad_covariance = gc.data();
-    if (mask & kBeta) pb.grad_beta = &grad_beta;
-  }
-  if constexpr (std::is_same_v<T, double>) {
-    if (reference) {
-      backward ? core::reference::spatial_soft_argmax_backward(pb)
-               : core::reference::spatial_soft_argmax(pb);
-    }
-  }
-  if (!reference) {
-    backward ? cpu::spatial_soft_argmax_backward(pb) : cpu::spatial_soft_argmax(pb);
-  }
-  // The extra element past each output must be untouched.
-  const auto out = [&](const std::vector<T>& v) {
-    if (v.empty()) return std::vector<double>();
-    EXPECT_EQ(v.back(), poison) << "written past the end";
-    return std::vector<double>(v.begin(), v.end() - 1);
-  };
-  Outputs o;
-  o.keypoints = out(kp);
-  o.softmax = out(sm);
-  o.covariance = out(cov);
-  o.grad_input = out(gi);
-  o.grad_beta = grad_beta;
-  return o;
-}
-
-Outputs run_reference(const Inputs& in, bool backward, int mask) {
-  return run<double>(in, backward, mask, true);
-}
-Outputs run_kernel(const Inputs& in, bool backward, int mask) {
-  return in.c.dtype == DType::kFloat32 ? run<float>(in, backward, mask, false)
-                                       : run<double>(in, backward, mask, false);
-}
-
-// --- tolerances (SPEC.md 5) and comparisons ---------------------------------------------
-
-struct Tol {
-  double atol = 0, rtol = 0;
-};
-
-double unit(DType dtype) { return dtype == DType::kFloat32 ? 1e-5 : 1e-12; }
-
-// S: atol 1e-6, rtol 1e-5 (float32). Keypoints: atol 1e-5 times the coordinate
-// unit. The covariance has no line in SPEC.md 5: the keypoints' atol times the
-// unit once more (it is quadratic in the coordinates). dX: atol 1e-6 max|ref dX|.
-// float64: 1e-12 in place of 1e-5 and 1e-6.
-Tol softmax_tol(const Case& c) {
-  return {c.dtype == DType::kFloat32 ? 1e-6 : 1e-12, unit(c.dtype)};
-}
-Tol keypoint_tol(const Case& c) { return {unit(c.dtype) * c.scale(), unit(c.dtype)}; }
-Tol covariance_tol(const Case& c) { return {unit(c.dtype) * c.scale() * c.scale(), unit(c.dtype)}; }
-Tol grad_tol(const Case& c, const std::vector<double>& want) {
-  double m = 0;
-  for (double v : want) {
-    if (std::isfinite(v)) m = std::max(m, std::abs(v));
-  }
-  return {(c.dtype == DType::kFloat32 ? 1e-6 : 1e-12) * m, unit(c.dtype)};
-}
-// d loss / d beta sums dz (x - max) over every element, so its error is
-// relative to sum |dz (x - max)|, dz = ref dX / beta.
-Tol grad_beta_tol(const Inputs& in, const std::vector<double>& ref_dx) {
-  const core::Geometry& g = in.geom;
-  double magnitude = 0;
-  for (std::int64_t n = 0; n < g.batch; ++n) {
-    for (std::int64_t c = 0; c < g.classes; ++c) {
-      double max = -kInf;
-      for (std::int64_t p = 0; p < g.pixels; ++p) max = std::max(max, in.x[g.offset(n, c, p)]);
-      for (std::int64_t p = 0; p < g.pixels; ++p) {
-        const std::int64_t o = g.offset(n, c, p);
-        const double term = ref_dx[o] / in.c.beta * (in.x[o] - max);
-        if (std::isfinite(term)) magnitude += std::abs(term);
-      }
-    }
-  }
-  return {unit(in.c.dtype) * magnitude, unit(in.c.dtype)};
-}
-
-bool close(double got, double want, const Tol& t) {
-  if (std::isnan(want)) return std::isnan(got);
-  if (std::isinf(want)) return got == want;
-  return std::abs(got - want) <= t.atol + t.rtol * std::abs(want);
-}
-
-// The largest error seen, as a multiple of the tolerance, per output kind.
-struct Worst {
-  double ratio = 0, abs_error = 0;
-};
-
-void expect_close(const std::vector<double>& got, const std::vector<double>& want, const Tol& t,
-                  const std::string& what, Worst* worst = nullptr) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (worst && std::isfinite(want[i])) {
-      const double err = std::abs(got[i] - want[i]);
-      worst->abs_error = std::max(worst->abs_error, err);
-      worst->ratio = std::max(worst->ratio, err / (t.atol + t.rtol * std::abs(want[i])));
-    }
-    if (close(got[i], want[i], t)) continue;
-    std::ostringstream o;
-    o.precision(17);
-    o << what << ": element " << i << " of " << got.size() << ": got " << got[i] << ", expected "
-      << want[i] << " (atol " << t.atol << ", rtol " << t.rtol << ")";
-    ADD_FAILURE() << o.str();
-    return;
-  }
-}
-
-struct Report {
-  Worst softmax, keypoints, covariance, grad, grad_beta;
-};
-
-// The kernel's forward with outputs `mask` against the reference's (all outputs).
-void check_forward(const Inputs& in, int mask, const Outputs& ref, Report* report = nullptr) {
-  SCOPED_TRACE(in.c.str() + ", outputs " + std::to_string(mask));
-  const Outputs got = run_kernel(in, false, mask);
-  if (mask & kKeypoints) {
-    expect_close(got.keypoints, ref.keypoints, keypoint_tol(in.c), "keypoints",
-                 report ? &report->keypoints : nullptr);
-  }
-  if (mask & kSoftmax) {
-    expect_close(got.softmax, ref.softmax, softmax_tol(in.c), "softmax",
-                 report ? &report->softmax : nullptr);
-  }
-  if (mask & kCovariance) {
-    expect_close(got.covariance, ref.covariance, covariance_tol(in.c), "covariance",
-                 report ? &report->covariance : nullptr);
-  }
-}
-
-// The kernel's backward from the upstream gradients `grads` against the reference.
-void check_backward(const Inputs& in, int grads, Report* report = nullptr) {
-  SCOPED_TRACE(in.c.str() + ", upstream " + std::to_string(grads));
-  const Outputs ref_b = run_reference(in, true, grads);
-  const Outputs got_b = run_kernel(in, true, grads);
-  expect_close(got_b.grad_input, ref_b.grad_input, grad_tol(in.c, ref_b.grad_input), "grad_input",
-               report ? &report->grad : nullptr);
-  if (grads & kBeta) {
-    expect_close({got_b.grad_beta}, {ref_b.grad_beta}, grad_beta_tol(in, ref_b.grad_input),
-                 "grad_beta", report ? &report->grad_beta : nullptr);
-  } else {
-    EXPECT_EQ(got_b.grad_beta, kPoison) << "grad_beta written though not asked for";
-  }
-}
-
-constexpr int kAllOutputs = kKeypoints | kSoftmax | kCovariance;
-
-void check_case(const Inputs& in, int mask, int grads, Report* report = nullptr) {
-  check_forward(in, mask, run_reference(in, false, kAllOutputs), report);
-  check_backward(in, grads, report);
-}
 
 // --- cases ------------------------------------------------------------------------------
 
@@ -406,14 +100,7 @@ std::vector<Case> fixed_cases() {
   return cases;
 }
 
-class SpatialKernelTest : public ::testing::TestWithParam<std::int64_t> {
- protected:
-  void SetUp() override { target_ = std::make_unique<ScopedTarget>(GetParam()); }
-  void TearDown() override { target_.reset(); }
-
- private:
-  std::unique_ptr<ScopedTarget> target_;
-};
+class SpatialKernelTest : public PerTarget {};
 
 TEST_P(SpatialKernelTest, RandomShapesMatchTheFloat64Reference) {
   Report f32, f64;
@@ -636,11 +323,6 @@ Tensor dense(const Inputs& in, const std::vector<double>& memory_order) {
 
 // A view of `t` whose batch axis runs backwards and whose last axis has
 // stride 2; the storage between holds NaN.
-struct Strided {
-  Tensor storage;
-  TensorView view;
-};
-
 Strided spread(const Tensor& t) {
   const Shape& shape = t.shape();
   Shape padded = shape;
@@ -746,7 +428,7 @@ TEST_P(SpatialKernelTest, StridedInputsThroughTheApi) {
                      "grad_input");
         const double dbeta_dt =
             mode == TemperatureMode::kDivide ? -1 / (temperature * temperature) : 1.0;
-        Tol t = grad_beta_tol(in, ref_b.grad_input);
+        Tolerance t = grad_beta_tol(in, ref_b.grad_input);
         t.atol *= std::abs(dbeta_dt);
         expect_close({b.grad_temperature}, {ref_b.grad_beta * dbeta_dt}, t, "grad_temperature");
       }
@@ -814,11 +496,7 @@ TEST_P(SpatialKernelTest, TemperaturesAtTheFloat32Limits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, SpatialKernelTest,
-                         ::testing::ValuesIn(cpu::supported_targets()),
-                         [](const ::testing::TestParamInfo<std::int64_t>& param_info) {
-                           return cpu::target_name(param_info.param);
-                         });
+SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(SpatialKernelTest);
 
 }  // namespace
-}  // namespace spatialsoftmax
+}  // namespace spatialsoftmax::testing::spatial

@@ -15,14 +15,11 @@
 #include "reference/problems.h"
 #include "reference/reference.h"
 #include "cpu/kernels.h"
-#include "kernel_scopes.h"
 #include "spatialsoftmax/functions.h"
 #include "test_support.h"
 
 namespace spatialsoftmax {
 namespace {
-
-using testing::ScopedTarget;
 
 struct Scanned {
   double total = 0;
@@ -124,19 +121,15 @@ void check_scans(Runner runner, std::mt19937_64& rng) {
   }
 }
 
-class LabelScanOnTarget : public ::testing::TestWithParam<std::int64_t> {};
+class LabelScanOnTarget : public testing::PerTarget {};
 
 TEST_P(LabelScanOnTarget, MatchesAPlainLoop) {
-  ScopedTarget only(GetParam());
   std::mt19937_64 rng(99);
   check_scans<std::int32_t>(Runner::kCpu, rng);
   check_scans<std::int64_t>(Runner::kCpu, rng);
 }
 
-INSTANTIATE_TEST_SUITE_P(Targets, LabelScanOnTarget, ::testing::ValuesIn(cpu::supported_targets()),
-                         [](const ::testing::TestParamInfo<std::int64_t>& target) {
-                           return cpu::target_name(target.param);
-                         });
+SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(LabelScanOnTarget);
 
 TEST(LabelScanReference, MatchesAPlainLoop) {
   std::mt19937_64 rng(7);

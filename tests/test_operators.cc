@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "op_test_helpers.h"
+#include "test_support.h"
 
 namespace spatialsoftmax::op {
 namespace {

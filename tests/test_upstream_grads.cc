@@ -4,7 +4,6 @@
 // pixel-lane tiles (class first), transposed tiles (class last, C < 256) and
 // class-lane rows (class last or one position per image, C >= 256, with and
 // without a partial vector of classes at the end of the row).
-#include <cstdlib>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -16,10 +15,8 @@ namespace {
 
 Tensor backward_on(const char* backend, const Tensor& x, const Tensor& targets,
                    const CrossEntropyGrads& grads, const CrossEntropyOptions& o) {
-  ::setenv("SPATIALSOFTMAX_BACKEND", backend, 1);
-  Tensor dx = cross_entropy_backward(x, targets, grads, o);
-  ::unsetenv("SPATIALSOFTMAX_BACKEND");
-  return dx;
+  ScopedBackend forced(backend);
+  return cross_entropy_backward(x, targets, grads, o);
 }
 
 struct UpstreamCase {
