@@ -1,6 +1,6 @@
 // Shared by the kernel tests (test_kernels_*.cc): random cross-entropy
 // cases run once on the float64 reference and once on highway, compared at
-// the tolerances of SPEC.md 5 (kernel_test_support.cc); bitwise comparisons
+// the tolerances of docs/semantics.md 5 (kernel_test_support.cc); bitwise comparisons
 // across thread counts; and the spatial soft-argmax cases run on the
 // kernels directly (spatial_test_support.cc).
 #pragma once
@@ -36,7 +36,7 @@ std::string target_label(std::int64_t target);
 // The target HWY_DYNAMIC_DISPATCH used last; 0 if nothing was dispatched yet.
 std::int64_t dispatched_target();
 
-// --- tolerances (SPEC.md 5) -------------------------------------------------------
+// --- tolerances (docs/semantics.md 5) -------------------------------------------------------
 
 enum class Kind {
   kProb,     // P, softmax: atol 1e-6, rtol 1e-5
@@ -45,10 +45,10 @@ enum class Kind {
   kGrad,     // dX: atol 1e-6 * max|ref dX|, rtol 1e-5
 };
 
-// SPEC.md 5 for outputs of dtype `dtype` against the reference values `want`.
+// docs/semantics.md 5 for outputs of dtype `dtype` against the reference values `want`.
 Tolerance tolerance(DType dtype, Kind kind, const TensorView& want);
 
-// `got` is highway's output, `want` the reference's: in float64 (SPEC.md 5's
+// `got` is highway's output, `want` the reference's: in float64 (docs/semantics.md 5's
 // tolerances are against a float64 reference; a float32 case's inputs widened)
 // or in got's dtype. For a float32 case `same_dtype` is the float32
 // reference's output too, and an element passes if it is within tolerance of
@@ -170,7 +170,7 @@ void compare_results(const CrossEntropyResult& got, const CrossEntropyResult& wa
                      Reduction reduction, const std::string& what,
                      const CrossEntropyResult* same_dtype = nullptr);
 // The reference once, in float64 (for a float32 case: on the same values
-// widened; SPEC.md 5's tolerances are against a float64 reference), then
+// widened; docs/semantics.md 5's tolerances are against a float64 reference), then
 // highway on the target forced now, `target`.
 void check_case(const CaseSpec& c, std::int64_t target);
 
@@ -220,7 +220,7 @@ struct Case {
     if (channel_last) s.push_back(channels);
     return s;
   }
-  // The keypoints' unit: SPEC.md 5 scales their atol by max(d) for pixel coordinates.
+  // The keypoints' unit: docs/semantics.md 5 scales their atol by max(d) for pixel coordinates.
   double scale() const {
     double s = 1;
     for (std::int64_t d : dims) s = std::max(s, pixel ? static_cast<double>(d) : 1.0);
@@ -265,10 +265,10 @@ struct Outputs {
 Outputs run_reference(const Inputs& in, bool backward, int mask);
 Outputs run_kernel(const Inputs& in, bool backward, int mask);
 
-// --- tolerances (SPEC.md 5) and comparisons ---------------------------------------------
+// --- tolerances (docs/semantics.md 5) and comparisons ---------------------------------------------
 
 // S: atol 1e-6, rtol 1e-5 (float32). Keypoints: atol 1e-5 times the coordinate
-// unit. The covariance has no line in SPEC.md 5: the keypoints' atol times the
+// unit. The covariance has no line in docs/semantics.md 5: the keypoints' atol times the
 // unit once more (it is quadratic in the coordinates). dX: atol 1e-6 max|ref dX|.
 // float64: 1e-12 in place of 1e-5 and 1e-6.
 Tolerance softmax_tol(const Case& c);

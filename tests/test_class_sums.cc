@@ -2,7 +2,7 @@
 // target, against float64 sums computed here (issue 10, item 13). Before the
 // sums were blocked, one float32 chain per lane lost every term below half an
 // ulp of the lane holding e = 1: the loss of these positions missed the
-// float64 value by 1.4e-4, past SPEC.md 5's atol of 1e-5.
+// float64 value by 1.4e-4, past docs/semantics.md 5's atol of 1e-5.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -53,7 +53,7 @@ Oracle oracle_of(const std::vector<double>& x) {
   return o;
 }
 
-// SPEC.md 5's float32 tolerance test, |got - want| <= atol + rtol * |want|.
+// docs/semantics.md 5's float32 tolerance test, |got - want| <= atol + rtol * |want|.
 bool close(double got, double want, double atol, double rtol) {
   return std::fabs(got - want) <= atol + rtol * std::fabs(want);
 }

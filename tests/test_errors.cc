@@ -1,4 +1,4 @@
-// Every error condition of SPEC.md section 6: the exception is
+// Every error condition of docs/semantics.md section 6: the exception is
 // spatialsoftmax::Error and its message names the argument (and, where it
 // makes sense, the expected and the actual value).
 #include <gtest/gtest.h>
@@ -500,7 +500,7 @@ TEST(WeightErrors, NegativeOrNonFinitePixelWeights) {
     o.pixel_weight = a.view();
     const std::string value = std::isnan(bad) ? "nan" : std::isinf(bad) ? "inf" : "-2";
     EXPECT_ERROR_MENTIONS(cross_entropy(pb.x, pb.labels, o), {"pixel_weight", value});
-    // Caffe2 did not check; the library does (SPEC 6).
+    // Caffe2 did not check; the library does (semantics 6).
     const Tensor x = f32({2, 5, 3, 4});
     const Tensor t = filled(DType::kInt32, {2, 3, 4}, 1);
     const Tensor a32 = a.to(DType::kFloat32);

@@ -405,7 +405,7 @@ TEST(GradCheckCrossEntropy, ProbabilityTargets) {
 
 TEST(GradCheckCrossEntropy, ProbFloorDoesNotChangeTheGradient) {
   // With p_y far above the floor the floored loss equals the plain one, so
-  // the unchanged gradient (SPEC 3.4) is also the derivative.
+  // the unchanged gradient (semantics 3.4) is also the derivative.
   check_cross_entropy({.name = "floor 1e-20",
                        .shape = {2, 4, 3, 2},
                        .ignore_index = -1,
@@ -821,7 +821,7 @@ TEST(GradCheckCaffe2, SpatialSoftmaxWithLossGradient) {
 }
 
 TEST(GradCheckCaffe2, SpatialScaleMultipliesOnlyTheGradient) {
-  // Caffe2's CPU forward ignores scale while its gradient applies it (SPEC
+  // Caffe2's CPU forward ignores scale while its gradient applies it (semantics
   // 2.1, 2.2): the FD check above uses scale 1; here scale's effect alone.
   const SpatialC2Inputs in = make_spatial_c2(true);
   const Tensor d_loss = scalar64(0.6);

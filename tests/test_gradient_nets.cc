@@ -233,7 +233,7 @@ TEST(AddGradientOps, SharedBlobGradientsAreSummed) {
   EXPECT_TRUE(testing::bitwise_equal(ws.get("X_grad_autosplit_0"), g1));
 }
 
-// SPEC 2.3: the gradient flowing into SpatialSoftmaxWithLoss's P is not
+// semantics 2.3: the gradient flowing into SpatialSoftmaxWithLoss's P is not
 // used, so a loss computed from P adds nothing to X's gradient (Caffe2).
 TEST(AddGradientOps, SpatialSoftmaxWithLossDropsTheGradientOfP) {
   Blobs inputs;

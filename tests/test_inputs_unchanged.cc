@@ -1,4 +1,4 @@
-// No public function writes to its inputs (SPEC.md section 6): every input
+// No public function writes to its inputs (docs/semantics.md section 6): every input
 // is copied bytewise before the call and compared after it, both for a
 // successful call and for one that throws on an invalid argument. Caffe2's
 // CUDA gradient wrote dX into P's buffer (only_loss); the library must not.

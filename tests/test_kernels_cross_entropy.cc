@@ -1,11 +1,11 @@
 // The Highway kernels (src/cpu) against the scalar reference, on every SIMD
 // target this CPU supports (one test instance per target, named by it),
-// SPEC.md 3 and 5: randomized shapes, layouts, strides, dtypes and options
+// docs/semantics.md 3 and 5: randomized shapes, layouts, strides, dtypes and options
 // through the public API (cross_entropy forward / backward / fused, softmax,
 // log_softmax, entropy, and softmax_backward and kl_div where highway runs
 // them), and the Caffe2 operators; each once with
 // SPATIALSOFTMAX_BACKEND=reference (in float64) and once with =highway,
-// compared at the SPEC.md 5 tolerances.
+// compared at the docs/semantics.md 5 tolerances.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -86,7 +86,7 @@ TEST_P(HighwayVsReferenceRandom, ManyTilesPerImage) {
 // float32 rounding errors of the class sum sum_j w_j T'_j add up instead of
 // cancelling): dX of class 65 at position 3 (element 965) is p * sum - w T' with
 // cancellation, and the float32 reference (class-order sum) gets
-// -0.000620776846 where float64 gives -0.000620751642: 1.03 times the SPEC.md
+// -0.000620776846 where float64 gives -0.000620751642: 1.03 times the docs/semantics.md
 // 5 dX tolerance. Highway's SCALAR target computes the same sum (the same
 // value); its vector targets are closer (AVX2: -0.000620746752).
 TEST_P(HighwayVsReferenceRandom, Float32CancellationAtC300) {

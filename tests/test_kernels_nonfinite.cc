@@ -291,7 +291,7 @@ TEST_P(NonFinite, ProbabilityTargetsAndCaffe2OperatorsPropagateNaN) {
 
 SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(NonFinite);
 
-// prob_floor applies to probability targets too (SPEC.md 3.1; Caffe2's
+// prob_floor applies to probability targets too (docs/semantics.md 3.1; Caffe2's
 // label_prob mode): l = sum_c w_c T_c * -log(max(p_c, floor)).
 class ProbFloor : public PerTarget {};
 
@@ -356,7 +356,7 @@ TEST_P(SingleClass, LossIsZeroAndGradientExactlyZeroForEveryOption) {
           c.fused_grad_loss = option_set % 2 == 0;
           SCOPED_TRACE(c.describe());
           CaseInputs in = make_inputs(c);
-          // Soft targets for C = 1 need not be 1 (SPEC 3.3: not validated).
+          // Soft targets for C = 1 need not be 1 (semantics 3.3: not validated).
           if (c.targets == CaseSpec::Targets::kSoft) {
             Tensor t(dtype, c.logits_shape());
             for (std::int64_t i = 0; i < t.numel(); ++i) testing::set_element(t, i, i % 5 == 0 ? 1.0 : 0.2 + 1.3 * u(rng));

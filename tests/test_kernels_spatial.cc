@@ -1,6 +1,6 @@
 // The Highway spatial soft-argmax kernels (src/cpu/spatial_soft_argmax.cc)
 // against the float64 scalar reference (core::reference), once per SIMD target
-// this CPU supports (the test names carry the target), SPEC.md 4 and 5:
+// this CPU supports (the test names carry the target), docs/semantics.md 4 and 5:
 //  1. randomized shapes: channels 1..40, spatial rank 0..8 (mostly 0..4), sizes
 //     around every target's lane counts, rows short enough to be merged and long
 //     enough to be cut into pieces, both layouts, float32 and float64, beta != 1,
@@ -152,7 +152,7 @@ TEST_P(SpatialKernelTest, EveryOutputAndUpstreamSubset) {
   }
 }
 
-// With the layout the only difference, every output is bitwise equal (SPEC.md 1):
+// With the layout the only difference, every output is bitwise equal (docs/semantics.md 1):
 // the kernel keeps one order of operations per channel.
 TEST_P(SpatialKernelTest, LayoutsAreBitwiseEqual) {
   const std::vector<std::vector<std::int64_t>> dims = {{33, 31},  {5000}, {37, 5},
@@ -276,7 +276,7 @@ TEST_P(SpatialKernelTest, LargeLogitsNeedTheMaxShift) {
 }
 
 // P = 1 (rank 0 too): S = 1, the keypoint is the coordinate, covariance and dX
-// are exactly 0 (SPEC.md 4). P = 0 and C = 0: zero keypoints, nothing else.
+// are exactly 0 (docs/semantics.md 4). P = 0 and C = 0: zero keypoints, nothing else.
 TEST_P(SpatialKernelTest, SinglePixelAndEmpty) {
   for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
     for (bool last : {false, true}) {

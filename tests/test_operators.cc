@@ -914,7 +914,7 @@ TEST(GradientMaker, SpatialSoftmaxWithLoss) {
 
 TEST(GradientMaker, SpatialSoftmaxWithLossWeights) {
   const OperatorDef fwd = forward_spatial({"X", "T", "W"});
-  // A gradient flowing into P is not used (SPEC 2.3).
+  // A gradient flowing into P is not used (semantics 2.3).
   const GradientOps g = make_gradient(fwd, {"P_grad", "avg_loss_grad"});
   ASSERT_EQ(g.ops.size(), 1u);
   expect_def(g.ops[0], expected_grad("SpatialSoftmaxWithLossGradient",

@@ -1,7 +1,7 @@
-// Properties the SPEC promises (SPEC.md sections 1-5): normalisation,
+// Properties docs/semantics.md promises (sections 1-5): normalisation,
 // invariances, layouts, non-finite rules, edge cases, presets, the Caffe2
 // operators' quirks, the spatial soft-argmax's edge cases, and agreement with
-// small scalar oracles written here directly from the SPEC formulas.
+// small scalar oracles written here directly from its formulas.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -244,7 +244,7 @@ TEST(Invariance, AddingAConstantPerPositionChangesNothing) {
 class LayoutTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(LayoutTest, ClassLastGivesTheSameNumbersAsClassFirst) {
-  // SPEC 1: class-first and class-last are bitwise identical within one
+  // semantics 1: class-first and class-last are bitwise identical within one
   // backend. The inputs are transposed here with a plain loop.
   const DType dtype = GetParam();
   const Shape shape{2, 5, 3, 4};
@@ -698,7 +698,7 @@ TEST(EdgeCases, EmptyBatchWorks) {
     EXPECT_EQ(r.keypoints.shape(), (Shape{0, 3, 2}));
     EXPECT_EQ(r.softmax.shape(), shape);
     EXPECT_EQ(r.covariance.shape(), (Shape{0, 3, 2, 2}));
-    // C = 0 channels: empty outputs too (SPEC 4).
+    // C = 0 channels: empty outputs too (semantics 4).
     const SpatialSoftArgmaxResult r0 = spatial_soft_argmax(Tensor(dtype, {2, 0, 3}), so);
     EXPECT_EQ(r0.keypoints.shape(), (Shape{2, 0, 1}));
     EXPECT_EQ(r0.softmax.shape(), (Shape{2, 0, 3}));
@@ -996,7 +996,7 @@ TEST(Presets, HaveTheDocumentedFields) {
 }
 
 TEST(Presets, PytorchPresetAcceptsProbabilityTargets) {
-  // SPEC 3.3: the pytorch preset drops its -100 for probability targets.
+  // semantics 3.3: the pytorch preset drops its -100 for probability targets.
   const Tensor x = random_uniform(DType::kFloat64, {2, 3, 4}, -2, 2, 100);
   const Tensor t = random_probabilities(DType::kFloat64, {2, 3, 4}, 101);
   double loss = kNaN;
@@ -1005,7 +1005,7 @@ TEST(Presets, PytorchPresetAcceptsProbabilityTargets) {
 }
 
 TEST(Presets, Caffe2SpatialPresetMatchesTheOperator) {
-  // SPEC 3.2: with the caffe2_spatial preset and pixel weights,
+  // semantics 3.2: with the caffe2_spatial preset and pixel weights,
   // cross_entropy is SpatialSoftmaxWithLoss (CPU variant) exactly.
   const Tensor x = random_uniform(DType::kFloat64, {2, 4, 3, 3}, -3, 3, 102);
   Tensor labels = random_labels(DType::kInt32, {2, 3, 3}, 4, 103);
@@ -1023,7 +1023,7 @@ TEST(Presets, Caffe2SpatialPresetMatchesTheOperator) {
 
 // --- Caffe2 operators ------------------------------------------------------------------
 
-// Independent float64 oracle of SpatialSoftmaxWithLoss (CPU) per SPEC 2.1.
+// Independent float64 oracle of SpatialSoftmaxWithLoss (CPU) per semantics 2.1.
 double caffe2_spatial_oracle(const Tensor& x, const Tensor& labels, const Tensor* weight) {
   const Shape& s = x.shape();
   const std::int64_t pixels = s[2] * s[3];
@@ -1149,7 +1149,7 @@ TEST(Caffe2Spatial, CudaVariantAppliesScaleAndReturnsTheRawSumForZeroWeight) {
 
   // Wt = 0 with a NaN logit on a zero-weight, non-ignored pixel: the CPU
   // returns 0, CUDA the raw sum 0 * NaN = NaN (the NaN is not floored away:
-  // SPEC 2.4 item 4 is fixed in both variants).
+  // semantics 2.4 item 4 is fixed in both variants).
   Tensor xn = Tensor::copy_of(x);
   set_element(xn, at_first(x.shape(), 0, 1, 2), kNaN);
   const Tensor zeros = filled(DType::kFloat64, {2, 2, 2}, 0);
@@ -1227,7 +1227,7 @@ TEST(Caffe2Softmax, SoftmaxRunsOverAllOfCHWAndScaleApplies) {
 }
 
 TEST(Caffe2Softmax, AverageByBatchSizeIsCpuOnly) {
-  // SPEC 2.5: with average_by_batch_size the CPU divides by N instead of the
+  // semantics 2.5: with average_by_batch_size the CPU divides by N instead of the
   // total row weight; CUDA ignores the argument. The gradient follows.
   const Tensor x = random_uniform(DType::kFloat64, {4, 5}, -3, 3, 155);
   const Tensor t = values(DType::kInt32, {4}, {0, 3, 4, 1});
@@ -1255,7 +1255,7 @@ TEST(Caffe2Softmax, AverageByBatchSizeIsCpuOnly) {
 }
 
 TEST(CrossEntropy, ProbFloorCapsTheLossButNotTheGradient) {
-  // SPEC 3.1/3.4: -log(max(p_y, f)) from p; the gradient stays p - onehot.
+  // semantics 3.1/3.4: -log(max(p_y, f)) from p; the gradient stays p - onehot.
   const Tensor x = values(DType::kFloat64, {2, 2}, {0, -30, 0, -1});  // class-last
   const Tensor labels = values(DType::kInt64, {2}, {1, 1});
   CrossEntropyOptions o;
@@ -1273,7 +1273,7 @@ TEST(CrossEntropy, ProbFloorCapsTheLossButNotTheGradient) {
 
 TEST(CrossEntropy, ZeroTargetLogRule) {
   // A zero target on a class with logp = -inf: NaN in "ieee" mode, 0 in
-  // "zero" mode (SPEC 3.3).
+  // "zero" mode (semantics 3.3).
   const Tensor x = values(DType::kFloat64, {1, 3}, {-kInf, 0, 1});
   const Tensor t = values(DType::kFloat64, {1, 3}, {0, 0.25, 0.75});
   CrossEntropyOptions o;
@@ -1290,7 +1290,7 @@ TEST(CrossEntropy, ZeroTargetLogRule) {
 }
 
 TEST(Determinism, RepeatedCallsAreBitwiseIdentical) {
-  // SPEC 5: results are identical across runs; large enough for blocked
+  // semantics 5: results are identical across runs; large enough for blocked
   // reductions to have several blocks.
   const Shape shape{4, 7, 33, 65};
   const Tensor x = random_uniform(DType::kFloat32, shape, -6, 6, 210);
@@ -1429,7 +1429,7 @@ TEST(SpatialSoftArgmax, MatchesTheScalarOracle) {
 
 // --- scalar oracle for the loss family ------------------------------------------------
 
-// Per-position cross-entropy straight from SPEC 3.2-3.4, class axis first,
+// Per-position cross-entropy straight from semantics 3.2-3.4, class axis first,
 // float64, for index targets (probs == nullptr) or probability targets.
 struct CeOracle {
   std::vector<double> loss;  // l_i
@@ -1658,7 +1658,7 @@ TEST(Oracle, EntropyNllAndKlDiv) {
   ko.log_target = true;
   ko.reduction = Reduction::kNone;
   EXPECT_TRUE(close(kl_div(x, lt, ko), values(DType::kFloat64, shape, klt), 1e-12, 1e-14));
-  // A negative target gives NaN (SPEC 3.5).
+  // A negative target gives NaN (semantics 3.5).
   Tensor neg = Tensor::copy_of(t);
   set_element(neg, 5, -0.1);
   ko.log_target = false;

@@ -1,6 +1,6 @@
 // cross_entropy_backward with upstream gradients of P, log P and the entropy
 // (besides the loss's) on the SIMD path against the scalar reference, in
-// float64 (tight) and float32 (SPEC.md 5 tolerances), on every kernel path:
+// float64 (tight) and float32 (docs/semantics.md 5 tolerances), on every kernel path:
 // pixel-lane tiles (class first), transposed tiles (class last, C < 256) and
 // class-lane rows (class last or one position per image, C >= 256, with and
 // without a partial vector of classes at the end of the row).
