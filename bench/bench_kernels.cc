@@ -12,6 +12,8 @@
 // shapes (cityscapes 2x19x512x1024, ade20k 2x150x256x256, lm 8192x32000) to the
 // default quick set (binary 8x2x512x512, voc 32x21x64x64). The comparison with
 // memory bandwidth and with the peers is `spatialsoftmax bench`.
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -19,8 +21,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "spatialsoftmax/functions.h"
 #include "spatialsoftmax/options.h"
@@ -75,10 +75,12 @@ Inputs make_inputs(const ss::Shape& shape, bool class_last) {
   Inputs in{ss::Tensor(ss::DType::kFloat32, stored), ss::Tensor(ss::DType::kInt64, label_shape)};
   auto* x = in.x.data_as<float>();
   for (std::int64_t i = 0; i < in.x.numel(); ++i)
-    x[i] = static_cast<float>(static_cast<double>(mix(static_cast<std::uint64_t>(i)) >> 40) * 0x1.0p-24 * 4.0 - 2.0);
+    x[i] = static_cast<float>(
+        static_cast<double>(mix(static_cast<std::uint64_t>(i)) >> 40) * 0x1.0p-24 * 4.0 - 2.0);
   auto* y = in.labels.data_as<std::int64_t>();
   for (std::int64_t i = 0; i < in.labels.numel(); ++i)
-    y[i] = static_cast<std::int64_t>(mix(~static_cast<std::uint64_t>(i)) % static_cast<std::uint64_t>(shape[1]));
+    y[i] = static_cast<std::int64_t>(mix(~static_cast<std::uint64_t>(i)) %
+                                     static_cast<std::uint64_t>(shape[1]));
   in.options.class_axis = class_last ? ss::ClassAxis::kLast : ss::ClassAxis::kFirst;
   in.x_bytes = static_cast<double>(in.x.nbytes());
   in.label_bytes = static_cast<double>(in.labels.nbytes());
@@ -96,7 +98,8 @@ void forward(benchmark::State& state, const ss::Shape& shape, bool class_last, i
                           static_cast<std::int64_t>(in.x_bytes + in.label_bytes));
 }
 
-void forward_backward(benchmark::State& state, const ss::Shape& shape, bool class_last, int threads) {
+void forward_backward(benchmark::State& state, const ss::Shape& shape, bool class_last,
+                      int threads) {
   const Inputs in = make_inputs(shape, class_last);
   ss::set_num_threads(threads);
   for (auto _ : state) {
@@ -117,13 +120,15 @@ void memcpy_baseline(benchmark::State& state, int threads) {
     for (int i = 1; i < threads; ++i) {
       const std::size_t begin = std::min(bytes, part * static_cast<std::size_t>(i));
       const std::size_t end = std::min(bytes, begin + part);
-      pool.emplace_back([&, begin, end] { std::memcpy(dst.data() + begin, src.data() + begin, end - begin); });
+      pool.emplace_back(
+          [&, begin, end] { std::memcpy(dst.data() + begin, src.data() + begin, end - begin); });
     }
     std::memcpy(dst.data(), src.data(), std::min(bytes, part));
     for (std::thread& t : pool) t.join();
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(2 * bytes));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                          static_cast<std::int64_t>(2 * bytes));
 }
 
 void register_all() {
@@ -135,7 +140,8 @@ void register_all() {
   for (int t : thread_counts) {
     const std::string suffix = "/threads:" + std::to_string(t);
     benchmark::RegisterBenchmark(("memcpy/256MiB" + suffix).c_str(), memcpy_baseline, t)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   for (const NamedShape& s : shapes()) {
     if (s.large && !all) continue;
@@ -143,12 +149,15 @@ void register_all() {
       if (s.shape.size() == 2 && !class_last) continue;  // rows x classes: one layout
       const std::string layout = class_last ? "NHWC" : "NCHW";
       for (int t : thread_counts) {
-        const std::string tail = std::string("/") + s.name + "/" + layout + "/threads:" + std::to_string(t);
+        const std::string tail =
+            std::string("/") + s.name + "/" + layout + "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(("forward" + tail).c_str(), forward, s.shape, class_last, t)
-            ->Unit(benchmark::kMillisecond)->UseRealTime();
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
         benchmark::RegisterBenchmark(("forward_backward" + tail).c_str(), forward_backward, s.shape,
                                      class_last, t)
-            ->Unit(benchmark::kMillisecond)->UseRealTime();
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
       }
     }
   }

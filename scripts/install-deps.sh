@@ -6,7 +6,8 @@
 # scripts/kill-test.sh (ThreadSanitizer's runtime comes with g++).
 set -euo pipefail
 packages=(cmake g++ make googletest libgtest-dev libbenchmark-dev
-          nlohmann-json3-dev libcli11-dev libhwy-dev libprotobuf-dev protobuf-compiler)
+          nlohmann-json3-dev libcli11-dev libhwy-dev libprotobuf-dev protobuf-compiler
+          clang-format-14)
 if [ "${1:-}" = "--sweep" ]; then
   packages+=(clang-14 libclang-rt-14-dev python3)
 fi

@@ -35,10 +35,18 @@ Tolerance tolerance(DType dtype, Kind kind, const TensorView& want) {
   Tolerance t;
   t.rtol = f64 ? 1e-12 : 1e-5;
   switch (kind) {
-    case Kind::kProb: t.atol = f64 ? 1e-12 : 1e-6; break;
-    case Kind::kMap: t.atol = f64 ? 1e-12 : 1e-5; break;
-    case Kind::kReduced: t.atol = f64 ? 1e-12 : 1e-6; break;
-    case Kind::kGrad: t.atol = (f64 ? 1e-12 : 1e-6) * max_abs(want); break;
+    case Kind::kProb:
+      t.atol = f64 ? 1e-12 : 1e-6;
+      break;
+    case Kind::kMap:
+      t.atol = f64 ? 1e-12 : 1e-5;
+      break;
+    case Kind::kReduced:
+      t.atol = f64 ? 1e-12 : 1e-6;
+      break;
+    case Kind::kGrad:
+      t.atol = (f64 ? 1e-12 : 1e-6) * max_abs(want);
+      break;
   }
   return t;
 }
@@ -63,9 +71,10 @@ void expect_close(const Tensor& got, const Tensor& want, Kind kind, const std::s
     if (w2.data() && close_enough(gi, w2.at(i), t2)) continue;
     std::ostringstream out;
     out.precision(17);
-    out << what << " (highway " << dtype_name(got.dtype()) << " vs reference " << dtype_name(want.dtype())
-        << ", shape " << shape_string(want.shape()) << "): element " << i << ": got " << gi
-        << ", expected " << wi << " (atol " << t.atol << ", rtol " << t.rtol << ")";
+    out << what << " (highway " << dtype_name(got.dtype()) << " vs reference "
+        << dtype_name(want.dtype()) << ", shape " << shape_string(want.shape()) << "): element "
+        << i << ": got " << gi << ", expected " << wi << " (atol " << t.atol << ", rtol " << t.rtol
+        << ")";
     if (w2.data()) out << "; the float32 reference has " << w2.at(i);
     ADD_FAILURE() << out.str();
     return;
@@ -74,10 +83,14 @@ void expect_close(const Tensor& got, const Tensor& want, Kind kind, const std::s
 
 const char* layout_name(Layout l) {
   switch (l) {
-    case Layout::kDense: return "dense";
-    case Layout::kSliced: return "sliced (last dim stride 2, offset 1)";
-    case Layout::kFortran: return "permuted (column-major)";
-    case Layout::kReversed: return "reversed (negative strides on dims 0 and last)";
+    case Layout::kDense:
+      return "dense";
+    case Layout::kSliced:
+      return "sliced (last dim stride 2, offset 1)";
+    case Layout::kFortran:
+      return "permuted (column-major)";
+    case Layout::kReversed:
+      return "reversed (negative strides on dims 0 and last)";
   }
   return "?";
 }
@@ -89,7 +102,8 @@ Strided restride(const Tensor& dense, Layout layout) {
   std::int64_t offset = 0;
   std::int64_t storage_numel = dense.numel();
   switch (layout) {
-    case Layout::kDense: break;
+    case Layout::kDense:
+      break;
     case Layout::kSliced:
       if (rank > 0) {
         Shape padded = shape;
@@ -132,14 +146,15 @@ Strided restride(const Tensor& dense, Layout layout) {
       off += (rem % d) * strides[static_cast<std::size_t>(k)];
       rem /= d;
     }
-    std::memcpy(dst + off * static_cast<std::int64_t>(esize), src + flat * static_cast<std::int64_t>(esize), esize);
+    std::memcpy(dst + off * static_cast<std::int64_t>(esize),
+                src + flat * static_cast<std::int64_t>(esize), esize);
   }
   Strided out;
-  out.view = TensorView(dst + offset * static_cast<std::int64_t>(esize), dense.dtype(), shape, strides);
+  out.view =
+      TensorView(dst + offset * static_cast<std::int64_t>(esize), dense.dtype(), shape, strides);
   out.storage = std::move(storage);
   return out;
 }
-
 
 Shape random_spatial(std::mt19937_64& rng, int rank, std::int64_t budget) {
   Shape dims;
@@ -187,9 +202,12 @@ CaseSpec random_case(std::int64_t classes, ClassAxis axis, DType dtype, std::uin
   // small C, small enough for every target in well under a second.
   const std::int64_t budget = std::max<std::int64_t>(1, 16000 / (c.batch * classes));
   c.spatial = random_spatial(rng, rank, rank == 0 ? 1 : budget);
-  if (rank == 0) c.batch = std::uniform_int_distribution<std::int64_t>(1, std::max<std::int64_t>(2, budget))(rng);
+  if (rank == 0)
+    c.batch =
+        std::uniform_int_distribution<std::int64_t>(1, std::max<std::int64_t>(2, budget))(rng);
   c.targets = targets ? *targets
-                      : one_of(CaseSpec::Targets::kInt32, CaseSpec::Targets::kInt64, CaseSpec::Targets::kSoft);
+                      : one_of(CaseSpec::Targets::kInt32, CaseSpec::Targets::kInt64,
+                               CaseSpec::Targets::kSoft);
   c.layout = one_of(Layout::kDense, Layout::kSliced, Layout::kFortran, Layout::kReversed);
   c.class_weight = chance(0.5);
   c.pixel_weight = chance(0.4);
@@ -214,7 +232,8 @@ CaseSpec random_case(std::int64_t classes, ClassAxis axis, DType dtype, std::uin
   c.logit_range = one_of(2.0, 8.0, 8.0, 30.0, 60.0);
   c.quantized = chance(0.15);
   c.kl_log_target = chance(0.5);
-  c.kl_reduction = one_of(Reduction::kNone, Reduction::kSum, Reduction::kMean, Reduction::kBatchMean);
+  c.kl_reduction =
+      one_of(Reduction::kNone, Reduction::kSum, Reduction::kMean, Reduction::kBatchMean);
   return c;
 }
 
@@ -223,7 +242,8 @@ namespace {
 // Whether the highway backend runs `op` for the case: softmax_backward and
 // kl_div are compared only where it does.
 bool highway_runs(dispatch::Op op, const CaseSpec& c) {
-  const core::Geometry g{c.batch, c.classes, checked_numel(c.spatial, "spatial"), c.axis == ClassAxis::kLast};
+  const core::Geometry g{c.batch, c.classes, checked_numel(c.spatial, "spatial"),
+                         c.axis == ClassAxis::kLast};
   return dispatch::backends().front()->name() == "highway" &&
          dispatch::backends().front()->declines(op, g, c.dtype).empty();
 }
@@ -354,7 +374,7 @@ CaseOutputs run_case(const CaseInputs& in) {
   if (in.with_kl) {
     out.kl = kl_div(x, in.kl_target.view, in.kl_options);
     const TensorView grad = in.kl_options.reduction == Reduction::kNone ? in.kl_grad_map.view
-                                                                         : in.kl_grad_scalar.view();
+                                                                        : in.kl_grad_scalar.view();
     out.kl_backward = kl_div_backward(x, in.kl_target.view, grad, in.kl_options);
   }
   return out;
@@ -403,7 +423,6 @@ void compare_outputs(const CaseOutputs& got, const CaseOutputs& want, Reduction 
   expect_close(got.kl_backward, want.kl_backward, Kind::kGrad, "kl_div_backward",
                also(&CaseOutputs::kl_backward));
 }
-
 
 void run_softmax_backward(const CaseInputs& in, const Tensor& prob, const Tensor& log_prob,
                           CaseOutputs& out) {
@@ -460,8 +479,8 @@ void expect_bitwise(const Snapshot& got, const Snapshot& want, int threads) {
   ASSERT_EQ(got.scalars.size(), want.scalars.size());
   for (std::size_t k = 0; k < want.scalars.size(); ++k) {
     EXPECT_EQ(std::memcmp(&got.scalars[k], &want.scalars[k], sizeof(double)), 0)
-        << "scalar " << k << " differs with " << threads << " threads: " << got.scalars[k]
-        << " vs " << want.scalars[k];
+        << "scalar " << k << " differs with " << threads << " threads: " << got.scalars[k] << " vs "
+        << want.scalars[k];
   }
 }
 

@@ -28,7 +28,8 @@ inline constexpr double kInf = std::numeric_limits<double>::infinity();
 // The class counts of the acceptance list: lane-count edges of every target
 // (4, 8 and 16 float lanes; 2, 4 and 8 double lanes), the row kernel's
 // threshold (cpu::kRowClasses, 256) and large C.
-inline constexpr std::int64_t kClassCounts[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 19, 31, 63, 64, 65, 150, 255, 256, 300};
+inline constexpr std::int64_t kClassCounts[] = {1,  2,  3,  7,  8,  9,   15,  16,  17,
+                                                19, 31, 63, 64, 65, 150, 255, 256, 300};
 static_assert(cpu::kRowClasses == 256, "kClassCounts straddles the row threshold");
 
 // "SIMD target AVX2 (0x...)", for messages.
@@ -88,7 +89,7 @@ struct CaseSpec {
   ZeroWeightMean zero_weight_mean = ZeroWeightMean::kNaN;
   Reduction reduction = Reduction::kMean;
   bool want_prob = false, want_log_prob = false, want_entropy = false;
-  bool fused_grad_loss = false;  // fused call with an explicit upstream gradient
+  bool fused_grad_loss = false;     // fused call with an explicit upstream gradient
   bool backward_grad_prob = false;  // backward with an upstream gradient of P too
   double logit_range = 8;
   bool quantized = false;  // logits on a coarse grid: ties for the max
@@ -116,9 +117,11 @@ struct CaseSpec {
   std::string describe() const {
     std::ostringstream o;
     o << "logits " << shape_string(logits_shape()) << " " << dtype_name(dtype)
-      << (axis == ClassAxis::kFirst ? " class-first" : " class-last") << ", C = " << classes
-      << ", " << layout_name(layout) << ", targets "
-      << (targets == Targets::kSoft ? "probabilities" : targets == Targets::kInt32 ? "int32" : "int64")
+      << (axis == ClassAxis::kFirst ? " class-first" : " class-last") << ", C = " << classes << ", "
+      << layout_name(layout) << ", targets "
+      << (targets == Targets::kSoft    ? "probabilities"
+          : targets == Targets::kInt32 ? "int32"
+                                       : "int64")
       << ", ignore_index " << (ignore_index ? std::to_string(*ignore_index) : "unset")
       << ", class_weight " << class_weight << ", pixel_weight " << pixel_weight
       << ", label_smoothing " << label_smoothing << ", prob_floor " << prob_floor
@@ -126,18 +129,16 @@ struct CaseSpec {
       << ", zero_weight_mean " << (zero_weight_mean == ZeroWeightMean::kZero ? "zero" : "nan")
       << ", reduction " << to_string(reduction) << ", outputs P/logP/H " << want_prob
       << want_log_prob << want_entropy << ", logit range +-" << logit_range
-      << (quantized ? " quantized" : "") << "; kl_div log_target " << kl_log_target
-      << " reduction " << to_string(kl_reduction) << "; seed " << seed;
+      << (quantized ? " quantized" : "") << "; kl_div log_target " << kl_log_target << " reduction "
+      << to_string(kl_reduction) << "; seed " << seed;
     return o.str();
   }
 };
-
 
 // Odd-leaning spatial dims of rank `rank` with about `budget` pixels.
 Shape random_spatial(std::mt19937_64& rng, int rank, std::int64_t budget);
 CaseSpec random_case(std::int64_t classes, ClassAxis axis, DType dtype, std::uint64_t seed,
                      std::optional<CaseSpec::Targets> targets = std::nullopt);
-
 
 // The tensors of a case and the options that point into them.
 struct CaseInputs {
@@ -265,7 +266,8 @@ struct Outputs {
 Outputs run_reference(const Inputs& in, bool backward, int mask);
 Outputs run_kernel(const Inputs& in, bool backward, int mask);
 
-// --- tolerances (docs/semantics.md 5) and comparisons ---------------------------------------------
+// --- tolerances (docs/semantics.md 5) and comparisons
+// ---------------------------------------------
 
 // S: atol 1e-6, rtol 1e-5 (float32). Keypoints: atol 1e-5 times the coordinate
 // unit. The covariance has no line in docs/semantics.md 5: the keypoints' atol times the
@@ -284,8 +286,8 @@ struct Worst {
   double ratio = 0, abs_error = 0;
 };
 
-void expect_close(const std::vector<double>& got, const std::vector<double>& want, const Tolerance& t,
-                  const std::string& what, Worst* worst = nullptr);
+void expect_close(const std::vector<double>& got, const std::vector<double>& want,
+                  const Tolerance& t, const std::string& what, Worst* worst = nullptr);
 
 struct Report {
   Worst softmax, keypoints, covariance, grad, grad_beta;

@@ -139,7 +139,9 @@ double unit(DType dtype) { return dtype == DType::kFloat32 ? 1e-5 : 1e-12; }
 Tolerance softmax_tol(const Case& c) {
   return {.rtol = unit(c.dtype), .atol = c.dtype == DType::kFloat32 ? 1e-6 : 1e-12};
 }
-Tolerance keypoint_tol(const Case& c) { return {.rtol = unit(c.dtype), .atol = unit(c.dtype) * c.scale()}; }
+Tolerance keypoint_tol(const Case& c) {
+  return {.rtol = unit(c.dtype), .atol = unit(c.dtype) * c.scale()};
+}
 Tolerance covariance_tol(const Case& c) {
   return {.rtol = unit(c.dtype), .atol = unit(c.dtype) * c.scale() * c.scale()};
 }
@@ -167,8 +169,8 @@ Tolerance grad_beta_tol(const Inputs& in, const std::vector<double>& ref_dx) {
   return {.rtol = unit(in.c.dtype), .atol = unit(in.c.dtype) * magnitude};
 }
 
-void expect_close(const std::vector<double>& got, const std::vector<double>& want, const Tolerance& t,
-                  const std::string& what, Worst* worst) {
+void expect_close(const std::vector<double>& got, const std::vector<double>& want,
+                  const Tolerance& t, const std::string& what, Worst* worst) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (std::size_t i = 0; i < got.size(); ++i) {
     if (worst && std::isfinite(want[i])) {

@@ -35,7 +35,8 @@ struct Buffer {
 
 void expect_same_bits(const Tensor& want, const Buffer& got, const char* what) {
   ASSERT_EQ(want.shape(), got.shape) << what;
-  EXPECT_EQ(std::memcmp(want.data(), got.data.data(), want.nbytes()), 0) << what << ": differs from the allocating form";
+  EXPECT_EQ(std::memcmp(want.data(), got.data.data(), want.nbytes()), 0)
+      << what << ": differs from the allocating form";
 }
 
 class Caffe2Into : public ::testing::Test {
@@ -66,13 +67,16 @@ TEST_F(Caffe2Into, SpatialFormsMatchTheAllocatingForms) {
     expect_same_bits(want.prob, prob, "P");
     expect_same_bits(want.loss, loss, "avg_loss");
 
-    const Tensor want_dx = caffe2::spatial_softmax_with_loss_gradient(x_, t_, w_.view(), want.prob, d_loss_, args);
+    const Tensor want_dx =
+        caffe2::spatial_softmax_with_loss_gradient(x_, t_, w_.view(), want.prob, d_loss_, args);
     Buffer dx(shape_);
-    caffe2::spatial_softmax_with_loss_gradient_into(x_, t_, w_.view(), want.prob, d_loss_, dx.view(), args);
+    caffe2::spatial_softmax_with_loss_gradient_into(x_, t_, w_.view(), want.prob, d_loss_,
+                                                    dx.view(), args);
     expect_same_bits(want_dx, dx, "dX");
     // In place over P, as Caffe2 runs it.
     Tensor p = Tensor::copy_of(want.prob);
-    caffe2::spatial_softmax_with_loss_gradient_into(x_, t_, w_.view(), p, d_loss_, p.mutable_view(), args);
+    caffe2::spatial_softmax_with_loss_gradient_into(x_, t_, w_.view(), p, d_loss_, p.mutable_view(),
+                                                    args);
     EXPECT_TRUE(bitwise_equal(p, want_dx)) << "dX over P";
   }
 }
@@ -93,7 +97,8 @@ TEST_F(Caffe2Into, SoftmaxFormsMatchTheAllocatingForms) {
     caffe2::softmax_with_loss_into(x, t, rows.view(), {prob.view(), loss.view()}, args);
     expect_same_bits(want.prob, prob, "P");
     expect_same_bits(want.loss, loss, "avg_loss");
-    const Tensor want_dx = caffe2::softmax_with_loss_gradient(x, t, rows.view(), want.prob, d_loss_, args);
+    const Tensor want_dx =
+        caffe2::softmax_with_loss_gradient(x, t, rows.view(), want.prob, d_loss_, args);
     Buffer dx(x2);
     caffe2::softmax_with_loss_gradient_into(x, t, rows.view(), want.prob, d_loss_, dx.view(), args);
     expect_same_bits(want_dx, dx, "dX");
@@ -105,36 +110,42 @@ TEST_F(Caffe2Into, SoftmaxFormsMatchTheAllocatingForms) {
 
 TEST_F(Caffe2Into, RefusedViewsAndBadLabelsLeaveTheBuffersAlone) {
   Buffer prob(shape_), loss({}), small({2, 5, 3}), map_loss(map_);
-  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_into(x_, t_, std::nullopt, {small.view(), loss.view()}),
-                        {"SpatialSoftmaxWithLoss", "prob", "shape"});
-  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_into(x_, t_, std::nullopt, {prob.view(), map_loss.view()}),
-                        {"SpatialSoftmaxWithLoss", "loss", "a scalar"});
-  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_into(x_, t_, std::nullopt, {prob.view(), MutableTensorView(prob.data.data() + 7, DType::kFloat64, {})}),
-                        {"loss", "overlap", "prob"});
+  EXPECT_ERROR_MENTIONS(
+      caffe2::spatial_softmax_with_loss_into(x_, t_, std::nullopt, {small.view(), loss.view()}),
+      {"SpatialSoftmaxWithLoss", "prob", "shape"});
+  EXPECT_ERROR_MENTIONS(
+      caffe2::spatial_softmax_with_loss_into(x_, t_, std::nullopt, {prob.view(), map_loss.view()}),
+      {"SpatialSoftmaxWithLoss", "loss", "a scalar"});
+  EXPECT_ERROR_MENTIONS(
+      caffe2::spatial_softmax_with_loss_into(
+          x_, t_, std::nullopt,
+          {prob.view(), MutableTensorView(prob.data.data() + 7, DType::kFloat64, {})}),
+      {"loss", "overlap", "prob"});
   Tensor bad = Tensor::copy_of(t_);
   set_element(bad, 9, 5);
-  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_into(x_, bad, std::nullopt, {prob.view(), loss.view()}),
-                        {"T[0, 2, 1]", "= 5"});
+  EXPECT_ERROR_MENTIONS(
+      caffe2::spatial_softmax_with_loss_into(x_, bad, std::nullopt, {prob.view(), loss.view()}),
+      {"T[0, 2, 1]", "= 5"});
   EXPECT_TRUE(prob.all_nan() && loss.all_nan());
 
   const caffe2::LossOutputs fwd = caffe2::spatial_softmax_with_loss(x_, t_, std::nullopt);
   Tensor x = Tensor::copy_of(x_);
-  EXPECT_ERROR_MENTIONS(
-      caffe2::spatial_softmax_with_loss_gradient_into(x, t_, std::nullopt, fwd.prob, d_loss_, x.mutable_view()),
-      {"SpatialSoftmaxWithLossGradient", "dX", "overlap", "X"});
+  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_gradient_into(
+                            x, t_, std::nullopt, fwd.prob, d_loss_, x.mutable_view()),
+                        {"SpatialSoftmaxWithLossGradient", "dX", "overlap", "X"});
   EXPECT_TRUE(bitwise_equal(x, x_));
   // Part of P is not P: only the exact same bytes may be written over.
   Tensor wide(DType::kFloat64, {2 * 5 * 3 * 4 + 1});
   std::memcpy(wide.data(), fwd.prob.data(), fwd.prob.nbytes());
   const TensorView p_in_wide(wide.data(), DType::kFloat64, shape_);
   const MutableTensorView dx_shifted(wide.data_as<double>() + 1, DType::kFloat64, shape_);
-  EXPECT_ERROR_MENTIONS(
-      caffe2::spatial_softmax_with_loss_gradient_into(x_, t_, std::nullopt, p_in_wide, d_loss_, dx_shifted),
-      {"dX", "overlap", "P"});
+  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_gradient_into(
+                            x_, t_, std::nullopt, p_in_wide, d_loss_, dx_shifted),
+                        {"dX", "overlap", "P"});
   Buffer dx(shape_);
-  EXPECT_ERROR_MENTIONS(
-      caffe2::spatial_softmax_with_loss_gradient_into(x_, bad, std::nullopt, fwd.prob, d_loss_, dx.view()),
-      {"T[0, 2, 1]", "= 5"});
+  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_gradient_into(
+                            x_, bad, std::nullopt, fwd.prob, d_loss_, dx.view()),
+                        {"T[0, 2, 1]", "= 5"});
   EXPECT_TRUE(dx.all_nan());
 }
 

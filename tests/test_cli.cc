@@ -1,6 +1,7 @@
 // The `spatialsoftmax` program, run as a user would: eval on one case of each
 // conformance folder, eval failures, ops, run (nets and their gradients), demo
 // and --help.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,8 +16,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "test_support.h"
 
@@ -107,14 +106,14 @@ struct EvalCase {
 };
 
 const EvalCase kEvalCases[] = {
-    {"onnx-sce", "test_sce_mean_weight_ii_log_prob", "SoftmaxCrossEntropyLoss",
+    {"onnx-sce",
+     "test_sce_mean_weight_ii_log_prob",
+     "SoftmaxCrossEntropyLoss",
      {"log_prob", "loss"}},
-    {"onnx-nll", "test_nllloss_NCd1d2d3_sum_weight_high_ii", "NegativeLogLikelihoodLoss",
-     {"loss"}},
+    {"onnx-nll", "test_nllloss_NCd1d2d3_sum_weight_high_ii", "NegativeLogLikelihoodLoss", {"loss"}},
     {"torch-ce", "ce_nhwc_none_smooth", "cross_entropy", {"grad_input", "output"}},
     {"caffe2-spatial", "c2s_weights", "SpatialSoftmaxWithLoss", {"P", "avg_loss", "dX"}},
-    {"spatial-softargmax", "softargmax_2d_t05", "spatial_soft_argmax",
-     {"grad_input", "output"}},
+    {"spatial-softargmax", "softargmax_2d_t05", "spatial_soft_argmax", {"grad_input", "output"}},
 };
 
 void PrintTo(const EvalCase& c, std::ostream* os) { *os << c.folder << "/" << c.name; }
@@ -151,8 +150,7 @@ std::string eval_case_name(const ::testing::TestParamInfo<EvalCase>& info) {
   return name;
 }
 
-INSTANTIATE_TEST_SUITE_P(OnePerFolder, CliEval, ::testing::ValuesIn(kEvalCases),
-                         eval_case_name);
+INSTANTIATE_TEST_SUITE_P(OnePerFolder, CliEval, ::testing::ValuesIn(kEvalCases), eval_case_name);
 
 // --- eval failures ----------------------------------------------------------
 
@@ -241,8 +239,8 @@ TEST(CliEvalUsage, MissingOutIsAnError) {
 // --- demo -------------------------------------------------------------------
 
 TEST(CliDemo, SmallBatchPassesItsCheck) {
-  const RunResult run = run_cli({"demo", "--batch", "1", "--classes", "5", "--height", "16",
-                                 "--width", "24"});
+  const RunResult run =
+      run_cli({"demo", "--batch", "1", "--classes", "5", "--height", "16", "--width", "24"});
   EXPECT_EQ(run.status, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("loss"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("PASS"), std::string::npos) << run.out;
@@ -260,13 +258,14 @@ TEST(CliDemo, RejectsBadOptions) {
 TEST(CliOps, ListsEveryOperatorWithItsDevices) {
   const RunResult run = run_cli({"ops"});
   ASSERT_EQ(run.status, 0) << run.err;
-  for (const char* type : {"SpatialSoftmaxWithLoss", "SpatialSoftmaxWithLossGradient",
-                           "SoftmaxWithLoss", "SoftmaxCrossEntropyLoss",
-                           "NegativeLogLikelihoodLoss", "Softmax", "LogSoftmax", "CrossEntropy",
-                           "KLDiv", "SpatialSoftmax", "SpatialSoftArgmax"}) {
+  for (const char* type :
+       {"SpatialSoftmaxWithLoss", "SpatialSoftmaxWithLossGradient", "SoftmaxWithLoss",
+        "SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss", "Softmax", "LogSoftmax",
+        "CrossEntropy", "KLDiv", "SpatialSoftmax", "SpatialSoftArgmax"}) {
     const auto line_start = run.out.find(std::string("\n") + type + " ");
     ASSERT_NE(line_start, std::string::npos) << type << " missing from\n" << run.out;
-    const std::string line = run.out.substr(line_start + 1, run.out.find('\n', line_start + 1) - line_start - 1);
+    const std::string line =
+        run.out.substr(line_start + 1, run.out.find('\n', line_start + 1) - line_start - 1);
     EXPECT_NE(line.find("CPU"), std::string::npos) << line;
   }
 }
@@ -274,9 +273,9 @@ TEST(CliOps, ListsEveryOperatorWithItsDevices) {
 TEST(CliOps, PrintsOneSchema) {
   const RunResult run = run_cli({"ops", "SpatialSoftmaxWithLoss"});
   ASSERT_EQ(run.status, 0) << run.err;
-  for (const char* text : {"X", "T", "weight_tensor (optional)", "P", "avg_loss",
-                           "scale (float, default 1)", "order (string, default \"NCHW\")",
-                           "devices: CPU", "gradient: registered"}) {
+  for (const char* text :
+       {"X", "T", "weight_tensor (optional)", "P", "avg_loss", "scale (float, default 1)",
+        "order (string, default \"NCHW\")", "devices: CPU", "gradient: registered"}) {
     EXPECT_NE(run.out.find(text), std::string::npos) << text << " not in\n" << run.out;
   }
 }
@@ -319,10 +318,9 @@ TEST_P(CliRun, ForwardNetAndRegistryGradientMatchCaffe2Vectors) {
   const fs::path net = tmp.path() / ("net." + format);
   std::ofstream(net) << (format == "json" ? kSpatialNetJson : kSpatialNetText);
   const fs::path out = tmp.path() / "out";
-  const RunResult run =
-      run_cli({"run", net.string(), "--input", "X=" + (case_dir / "X.npy").string(), "--input",
-               "T=" + (case_dir / "T.npy").string(), "--out", out.string(), "--gradients",
-               "avg_loss"});
+  const RunResult run = run_cli(
+      {"run", net.string(), "--input", "X=" + (case_dir / "X.npy").string(), "--input",
+       "T=" + (case_dir / "T.npy").string(), "--out", out.string(), "--gradients", "avg_loss"});
   ASSERT_EQ(run.status, 0) << run.err;
   EXPECT_EQ(file_names(out), (std::set<std::string>{"P.npy", "T.npy", "X.npy", "X_grad.npy",
                                                     "avg_loss.npy", "avg_loss_grad.npy"}));
@@ -333,8 +331,8 @@ TEST_P(CliRun, ForwardNetAndRegistryGradientMatchCaffe2Vectors) {
     const Tensor want = read_npy(case_dir / (std::string(expected) + "_f64.npy"));
     const Tolerance tol = conformance_tolerance("SpatialSoftmaxWithLoss", expected, want);
     std::string why;
-    EXPECT_TRUE(all_close(read_npy(out / (std::string(blob) + ".npy")), want, tol.rtol, tol.atol,
-                          &why))
+    EXPECT_TRUE(
+        all_close(read_npy(out / (std::string(blob) + ".npy")), want, tol.rtol, tol.atol, &why))
         << why;
   }
   EXPECT_EQ(read_npy(out / "avg_loss_grad.npy").at(0), 1.0);
@@ -396,9 +394,9 @@ TEST_F(CliRunError, UnknownNetExtension) {
 }
 
 TEST_F(CliRunError, GradientOfAnUnknownLoss) {
-  expect_failure({write_net(kSpatialNetJson).string(), "--input", x(), "--input", t(),
-                  "--gradients", "nope"},
-                 "nope");
+  expect_failure(
+      {write_net(kSpatialNetJson).string(), "--input", x(), "--input", t(), "--gradients", "nope"},
+      "nope");
 }
 
 // --- run: what --out holds after a failed or killed run ------------------------
@@ -423,8 +421,10 @@ class CliRunOutputs : public ::testing::Test {
     return net;
   }
   std::vector<std::string> run_args(const fs::path& net) const {
-    return {"run", net.string(), "--input", "X=" + (tmp_.path() / "X.npy").string(), "--input",
-            "T=" + (tmp_.path() / "T.npy").string(), "--out", out_.string()};
+    return {"run",     net.string(),
+            "--input", "X=" + (tmp_.path() / "X.npy").string(),
+            "--input", "T=" + (tmp_.path() / "T.npy").string(),
+            "--out",   out_.string()};
   }
   void put_older(const std::string& name) const { std::ofstream(out_ / name) << "older " << name; }
   void expect_older(const std::string& name) const {
@@ -448,8 +448,8 @@ TEST_F(CliRunOutputs, NameTooLongLeavesOlderFilesAsTheyWere) {
 // A full disk, as a file size limit: T.npy fits, X.npy does not.
 TEST_F(CliRunOutputs, FullDiskLeavesOlderFilesAsTheyWere) {
   for (const char* name : {"T.npy", "X.npy", "a_prob.npy"}) put_older(name);
-  const RunResult run = run_cli(run_args(net_with_outputs("a_prob", "avg_loss")),
-                                "ulimit -f 64 && trap '' XFSZ && ");
+  const RunResult run =
+      run_cli(run_args(net_with_outputs("a_prob", "avg_loss")), "ulimit -f 64 && trap '' XFSZ && ");
   EXPECT_NE(run.status, 0);
   EXPECT_EQ(line_count(run.err), 1u) << run.err;
   EXPECT_NE(run.err.find("X.npy"), std::string::npos) << run.err;
@@ -458,7 +458,8 @@ TEST_F(CliRunOutputs, FullDiskLeavesOlderFilesAsTheyWere) {
   EXPECT_EQ(file_names(out_), (std::set<std::string>{"T.npy", "X.npy", "a_prob.npy"}));
   // The same run without the limit replaces them all.
   ASSERT_EQ(run_cli(run_args(net_with_outputs("a_prob", "avg_loss"))).status, 0);
-  EXPECT_EQ(file_names(out_), (std::set<std::string>{"T.npy", "X.npy", "a_prob.npy", "avg_loss.npy"}));
+  EXPECT_EQ(file_names(out_),
+            (std::set<std::string>{"T.npy", "X.npy", "a_prob.npy", "avg_loss.npy"}));
   EXPECT_EQ(read_npy(out_ / "X.npy").shape(), (Shape{1, 4, 64, 64}));
 }
 
@@ -466,7 +467,8 @@ TEST_F(CliRunOutputs, FullDiskLeavesOlderFilesAsTheyWere) {
 // processes and keeps those of live ones (a concurrent writer's).
 TEST_F(CliRunOutputs, NextRunRemovesTemporariesOfKilledRuns) {
   const std::string dead = ".spatialsoftmax-999999999-0123456789abcdef.tmp";
-  const std::string live = ".spatialsoftmax-" + std::to_string(::getpid()) + "-0123456789abcdef.tmp";
+  const std::string live =
+      ".spatialsoftmax-" + std::to_string(::getpid()) + "-0123456789abcdef.tmp";
   std::ofstream(out_ / dead) << "partial";
   std::ofstream(out_ / live) << "being written";
   std::ofstream(out_ / ".spatialsoftmax-notes.txt") << "not ours";

@@ -2,6 +2,9 @@
 // case's operator through the case runner and compare every expected output
 // with the reference at the conformance README's tolerances. Plus malformed
 // cases, which must raise Error naming the culprit.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -10,10 +13,6 @@
 #include <initializer_list>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include "cli/case_runner.h"
 #include "test_support.h"
@@ -80,8 +79,7 @@ TEST_P(ConformanceCase, MatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, ConformanceCase, ::testing::ValuesIn(discover_cases()),
-                         test_name);
+INSTANTIATE_TEST_SUITE_P(Cases, ConformanceCase, ::testing::ValuesIn(discover_cases()), test_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ConformanceCase);
 
 // --- malformed cases -------------------------------------------------------
@@ -130,8 +128,8 @@ class MalformedCase : public ::testing::Test {
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
     EXPECT_NE(message.find(dir_.string()), std::string::npos) << message;
     for (const std::string& culprit : culprits) {
-      EXPECT_NE(message.find(culprit), std::string::npos) << "'" << culprit << "' not in: "
-                                                          << message;
+      EXPECT_NE(message.find(culprit), std::string::npos)
+          << "'" << culprit << "' not in: " << message;
     }
   }
 

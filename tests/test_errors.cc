@@ -18,14 +18,13 @@
 namespace spatialsoftmax {
 namespace {
 
+using testing::filled;
 using testing::random_labels;
 using testing::random_uniform;
-using testing::filled;
 using testing::set_element;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
 
 Tensor f32(Shape shape, std::uint64_t seed = 1) {
   return random_uniform(DType::kFloat32, std::move(shape), -2, 2, seed);

@@ -80,11 +80,13 @@ TEST(AddGradientOps, SpatialSoftmaxWithLossSeedThenGradient) {
   EXPECT_EQ(net.ops[2], grad);
 
   // With weights.
-  NetDef weighted = net_of({make_def("SpatialSoftmaxWithLoss", {"X", "T", "W"}, {"P", "avg_loss"})});
+  NetDef weighted =
+      net_of({make_def("SpatialSoftmaxWithLoss", {"X", "T", "W"}, {"P", "avg_loss"})});
   add_gradient_ops(weighted, {"avg_loss"});
   ASSERT_EQ(weighted.ops.size(), 3u);
   EXPECT_EQ(weighted.ops[1], seed);
-  EXPECT_EQ(weighted.ops[2].inputs, (std::vector<std::string>{"X", "T", "W", "P", "avg_loss_grad"}));
+  EXPECT_EQ(weighted.ops[2].inputs,
+            (std::vector<std::string>{"X", "T", "W", "P", "avg_loss_grad"}));
   EXPECT_EQ(weighted.ops[2].outputs, std::vector<std::string>{"X_grad"});
 }
 
@@ -123,7 +125,8 @@ TEST_P(Caffe2SpatialNet, ReproducesTheCase) {
   OperatorDef fwd = make_def("SpatialSoftmaxWithLoss", {"X", "T"}, {"P", "avg_loss"});
   if (c.arrays.contains("weight_tensor")) fwd.inputs.push_back("weight_tensor");
   if (c.attributes.contains("scale")) fwd.set_arg("scale", c.attributes.at("scale").get<float>());
-  if (c.attributes.contains("order")) fwd.set_arg("order", c.attributes.at("order").get<std::string>());
+  if (c.attributes.contains("order"))
+    fwd.set_arg("order", c.attributes.at("order").get<std::string>());
   NetDef net = net_of({fwd});
   add_gradient_ops(net, {"avg_loss"});
 
@@ -288,8 +291,10 @@ TEST(AddGradientOps, Errors) {
   EXPECT_ERROR_MENTIONS(add_gradient_ops(net, {"L", "L"}), {"'L'", "given twice"});
   EXPECT_EQ(net.ops.size(), 1u);
   // An operator without a gradient on the way to the loss.
-  NetDef no_grad = net_of({make_def("Sum", {"A", "B"}, {"X"}), make_def("CrossEntropy", {"X", "T"}, {"L"})});
-  EXPECT_ERROR_MENTIONS(add_gradient_ops(no_grad, {"L"}), {"op 0", "Sum", "no registered gradient"});
+  NetDef no_grad =
+      net_of({make_def("Sum", {"A", "B"}, {"X"}), make_def("CrossEntropy", {"X", "T"}, {"L"})});
+  EXPECT_ERROR_MENTIONS(add_gradient_ops(no_grad, {"L"}),
+                        {"op 0", "Sum", "no registered gradient"});
   EXPECT_EQ(no_grad.ops.size(), 2u);
   // A missing gradient the maker needs (SpatialSoftmaxWithLoss's P only).
   NetDef p_only = net_of({make_def("SpatialSoftmaxWithLoss", {"X", "T"}, {"P", "avg_loss"})});
@@ -328,7 +333,8 @@ std::vector<GradCase> grad_cases() {
   std::vector<GradCase> cs;
   auto add = [&](std::string name, std::vector<OperatorDef> forward, Blobs inputs,
                  std::vector<Upstream> losses, double factor = 1.0) {
-    cs.push_back({std::move(name), std::move(forward), std::move(inputs), std::move(losses), "X", factor});
+    cs.push_back(
+        {std::move(name), std::move(forward), std::move(inputs), std::move(losses), "X", factor});
   };
   auto str = [](const char* s) { return ArgValue(std::string(s)); };
   auto i = [](std::int64_t v) { return ArgValue(v); };
@@ -337,7 +343,8 @@ std::vector<GradCase> grad_cases() {
   // Caffe2 SpatialSoftmaxWithLoss (logits in [-2, 2]: no probability near
   // the 1e-20 floor).
   const OperatorDef sswl = make_def("SpatialSoftmaxWithLoss", {"X", "T"}, {"P", "avg_loss"});
-  add("SpatialSoftmaxWithLoss", {sswl}, {{"X", copy(x)}, {"T", spatial_labels()}}, {seed("avg_loss")});
+  add("SpatialSoftmaxWithLoss", {sswl}, {{"X", copy(x)}, {"T", spatial_labels()}},
+      {seed("avg_loss")});
   add("SpatialSoftmaxWithLoss_weights",
       {make_def("SpatialSoftmaxWithLoss", {"X", "T", "W"}, {"P", "avg_loss"})},
       {{"X", copy(x)}, {"T", spatial_labels()}, {"W", rnd(kMap, 2, 0.0, 2.0)}}, {seed("avg_loss")});
@@ -358,7 +365,8 @@ std::vector<GradCase> grad_cases() {
       {{"X", copy(x)}, {"T", labels(i32, {2}, 18, 5)}}, {upstream("L", Tensor::scalar(f64, 1.3))});
   add("SoftmaxWithLoss_axis2_weights",
       {make_def("SoftmaxWithLoss", {"X", "T", "W"}, {"P", "L"}, {{"axis", i(2)}})},
-      {{"X", copy(x)}, {"T", labels(i32, {2, 3}, 6, 6)}, {"W", rnd({6}, 7, 0.2, 1.5)}}, {seed("L")});
+      {{"X", copy(x)}, {"T", labels(i32, {2, 3}, 6, 6)}, {"W", rnd({6}, 7, 0.2, 1.5)}},
+      {seed("L")});
   add("SoftmaxWithLoss_label_prob_weights",
       {make_def("SoftmaxWithLoss", {"X", "T", "W"}, {"P", "L"}, {{"label_prob", i(1)}})},
       {{"X", rnd({4, 5}, 3)}, {"T", probabilities({4, 5}, 1, 8)}, {"W", rnd({4}, 9, 0.2, 1.5)}},
@@ -372,11 +380,11 @@ std::vector<GradCase> grad_cases() {
       {{"X", copy(x)}, {"y", labels(i64, kMap, 3, 10)}}, {seed("L")});
   add("SoftmaxCrossEntropyLoss_weights_ignore_index",
       {make_def("SoftmaxCrossEntropyLoss", {"X", "y", "w"}, {"L"}, {{"ignore_index", i(1)}})},
-      {{"X", copy(x)}, {"y", labels(i64, kMap, 3, 10)}, {"w", rnd({3}, 11, 0.2, 1.5)}}, {seed("L")});
+      {{"X", copy(x)}, {"y", labels(i64, kMap, 3, 10)}, {"w", rnd({3}, 11, 0.2, 1.5)}},
+      {seed("L")});
   add("SoftmaxCrossEntropyLoss_sum_log_prob",
       {make_def("SoftmaxCrossEntropyLoss", {"X", "y"}, {"L", "LP"}, {{"reduction", str("sum")}})},
-      {{"X", copy(x)}, {"y", labels(i32, kMap, 3, 12)}},
-      {seed("L"), upstream("LP", rnd(kX, 13))});
+      {{"X", copy(x)}, {"y", labels(i32, kMap, 3, 12)}}, {seed("L"), upstream("LP", rnd(kX, 13))});
   add("SoftmaxCrossEntropyLoss_none",
       {make_def("SoftmaxCrossEntropyLoss", {"X", "y", "w"}, {"L"}, {{"reduction", str("none")}})},
       {{"X", copy(x)}, {"y", labels(i64, kMap, 3, 10)}, {"w", rnd({3}, 11, 0.2, 1.5)}},
@@ -387,7 +395,8 @@ std::vector<GradCase> grad_cases() {
   // ONNX NegativeLogLikelihoodLoss (input: any real log-probabilities).
   add("NegativeLogLikelihoodLoss_weights_ignore_index",
       {make_def("NegativeLogLikelihoodLoss", {"X", "y", "w"}, {"L"}, {{"ignore_index", i(2)}})},
-      {{"X", copy(x)}, {"y", labels(i64, kMap, 3, 15)}, {"w", rnd({3}, 11, 0.2, 1.5)}}, {seed("L")});
+      {{"X", copy(x)}, {"y", labels(i64, kMap, 3, 15)}, {"w", rnd({3}, 11, 0.2, 1.5)}},
+      {seed("L")});
   add("NegativeLogLikelihoodLoss_none",
       {make_def("NegativeLogLikelihoodLoss", {"X", "y"}, {"L"}, {{"reduction", str("none")}})},
       {{"X", copy(x)}, {"y", labels(i32, kMap, 3, 15)}}, {upstream("L", rnd(kMap, 16))});
@@ -400,8 +409,8 @@ std::vector<GradCase> grad_cases() {
       {upstream("Y", rnd(kX, 17))});
   add("Softmax_axis_neg1", {make_def("Softmax", {"X"}, {"Y"}, {{"axis", i(-1)}})}, {{"X", copy(x)}},
       {upstream("Y", rnd(kX, 18))});
-  add("LogSoftmax_axis1", {make_def("LogSoftmax", {"X"}, {"Y"}, {{"axis", i(1)}})}, {{"X", copy(x)}},
-      {upstream("Y", rnd(kX, 19))});
+  add("LogSoftmax_axis1", {make_def("LogSoftmax", {"X"}, {"Y"}, {{"axis", i(1)}})},
+      {{"X", copy(x)}}, {upstream("Y", rnd(kX, 19))});
   add("LogSoftmax_axis_neg1", {make_def("LogSoftmax", {"X"}, {"Y"})}, {{"X", copy(x)}},
       {upstream("Y", rnd(kX, 20))});
   add("LogSoftmax_axis1_seed", {make_def("LogSoftmax", {"X"}, {"Y"}, {{"axis", i(1)}})},
@@ -411,16 +420,21 @@ std::vector<GradCase> grad_cases() {
       {{"X", copy(x)}, {"T", labels(i64, kMap, 3, 21)}}, {seed("L")});
   add("CrossEntropy_weights_ignore_index",
       {make_def("CrossEntropy", {"X", "T", "cw", "pw"}, {"L"}, {{"ignore_index", i(0)}})},
-      {{"X", copy(x)}, {"T", labels(i32, kMap, 3, 22)}, {"cw", rnd({3}, 23, 0.2, 1.5)},
+      {{"X", copy(x)},
+       {"T", labels(i32, kMap, 3, 22)},
+       {"cw", rnd({3}, 23, 0.2, 1.5)},
        {"pw", rnd(kMap, 24, 0.0, 2.0)}},
       {seed("L")});
   add("CrossEntropy_label_smoothing_weights_ignore_index",
       {make_def("CrossEntropy", {"X", "T", "cw"}, {"L"},
                 {{"label_smoothing", 0.2f}, {"ignore_index", i(2)}})},
-      {{"X", copy(x)}, {"T", labels(i64, kMap, 3, 25)}, {"cw", rnd({3}, 23, 0.2, 1.5)}}, {seed("L")});
+      {{"X", copy(x)}, {"T", labels(i64, kMap, 3, 25)}, {"cw", rnd({3}, 23, 0.2, 1.5)}},
+      {seed("L")});
   add("CrossEntropy_probability_targets_smoothing_weights",
       {make_def("CrossEntropy", {"X", "T", "cw", "pw"}, {"L"}, {{"label_smoothing", 0.1f}})},
-      {{"X", copy(x)}, {"T", probabilities(kX, 1, 26)}, {"cw", rnd({3}, 23, 0.2, 1.5)},
+      {{"X", copy(x)},
+       {"T", probabilities(kX, 1, 26)},
+       {"cw", rnd({3}, 23, 0.2, 1.5)},
        {"pw", rnd(kMap, 24, 0.0, 2.0)}},
       {seed("L")});
   add("CrossEntropy_probability_targets_sum",
@@ -441,7 +455,8 @@ std::vector<GradCase> grad_cases() {
        upstream("H", rnd(kMap, 33))});
   add("CrossEntropy_entropy_only_nhwc",
       {make_def("CrossEntropy", {"X", "T"}, {"L", "", "", "H"}, {{"order", str("NHWC")}})},
-      {{"X", rnd(kNhwc, 28)}, {"T", labels(i64, {2, 2, 3}, 3, 29)}}, {upstream("H", rnd(kMap, 34))});
+      {{"X", rnd(kNhwc, 28)}, {"T", labels(i64, {2, 2, 3}, 3, 29)}},
+      {upstream("H", rnd(kMap, 34))});
   // KLDiv.
   const Tensor q = probabilities(kX, 1, 35);
   add("KLDiv_mean", {make_def("KLDiv", {"X", "Q"}, {"kl"})}, {{"X", copy(x)}, {"Q", copy(q)}},
@@ -463,8 +478,9 @@ std::vector<GradCase> grad_cases() {
   add("SpatialSoftmax", {make_def("SpatialSoftmax", {"X"}, {"S"}, {{"temperature", 0.7f}})},
       {{"X", copy(x)}}, {upstream("S", rnd(kX, 41))});
   add("SpatialSoftmax_nhwc_multiply",
-      {make_def("SpatialSoftmax", {"X"}, {"S"},
-                {{"order", str("NHWC")}, {"temperature", 1.5f}, {"temperature_mode", str("multiply")}})},
+      {make_def(
+          "SpatialSoftmax", {"X"}, {"S"},
+          {{"order", str("NHWC")}, {"temperature", 1.5f}, {"temperature_mode", str("multiply")}})},
       {{"X", rnd(kNhwc, 42)}}, {upstream("S", rnd(kNhwc, 43))});
   add("SpatialSoftArgmax_keypoints", {make_def("SpatialSoftArgmax", {"X"}, {"kp"})},
       {{"X", copy(x)}}, {upstream("kp", rnd({2, 3, 2}, 44))});

@@ -149,7 +149,8 @@ TEST_P(HighwayVsReferenceCaffe2, SpatialSoftmaxWithLossAndGradient) {
       caffe2::SpatialSoftmaxWithLossArgs args;
       args.scale = static_cast<float>(0.5 + u(rng));
       args.variant = i % 2 ? caffe2::Variant::kCpu : caffe2::Variant::kCuda;
-      const Tensor d_loss = Tensor::scalar(dtype, 0.75), d_loss64 = Tensor::scalar(DType::kFloat64, 0.75);
+      const Tensor d_loss = Tensor::scalar(dtype, 0.75),
+                   d_loss64 = Tensor::scalar(DType::kFloat64, 0.75);
       SCOPED_TRACE("SpatialSoftmaxWithLoss X " + shape_string(xs) + " " +
                    std::string(dtype_name(dtype)) + ", " + layout_name(layout) + ", weights " +
                    std::to_string(w.has_value()) + ", variant " + (i % 2 ? "cpu" : "cuda"));
@@ -162,17 +163,19 @@ TEST_P(HighwayVsReferenceCaffe2, SpatialSoftmaxWithLossAndGradient) {
         // The gradient from the same P on both sides, so that only the
         // gradient kernel is compared.
         prob = want.prob.to(dtype);
-        want_dx = caffe2::spatial_softmax_with_loss_gradient(x64.view, labels.view, w64,
-                                                             prob.to(DType::kFloat64), d_loss64, args);
-        want_same_dx = caffe2::spatial_softmax_with_loss_gradient(x.view, labels.view, w, prob, d_loss, args);
+        want_dx = caffe2::spatial_softmax_with_loss_gradient(
+            x64.view, labels.view, w64, prob.to(DType::kFloat64), d_loss64, args);
+        want_same_dx =
+            caffe2::spatial_softmax_with_loss_gradient(x.view, labels.view, w, prob, d_loss, args);
       }
       const bool f32 = dtype == DType::kFloat32;
       ScopedBackend highway("highway");
-      const caffe2::LossOutputs got = caffe2::spatial_softmax_with_loss(x.view, labels.view, w, args);
+      const caffe2::LossOutputs got =
+          caffe2::spatial_softmax_with_loss(x.view, labels.view, w, args);
       expect_close(got.prob, want.prob, Kind::kProb, "P", f32 ? &want_same.prob : nullptr);
       expect_close(got.loss, want.loss, Kind::kReduced, "loss", f32 ? &want_same.loss : nullptr);
-      const Tensor dx = caffe2::spatial_softmax_with_loss_gradient(x.view, labels.view, w,
-                                                                   prob, d_loss, args);
+      const Tensor dx =
+          caffe2::spatial_softmax_with_loss_gradient(x.view, labels.view, w, prob, d_loss, args);
       expect_close(dx, want_dx, Kind::kGrad, "dX", f32 ? &want_same_dx : nullptr);
     }
   }
@@ -188,7 +191,8 @@ TEST_P(HighwayVsReferenceCaffe2, SoftmaxWithLossAndGradient) {
         ++i;
         // X (N, D) at axis 1, or (A, B, D2, D3) coerced at axis 2 (D = D2 * D3).
         const bool four_d = i % 3 == 0 && D % 3 == 0 && D > 3;
-        const std::int64_t N = std::uniform_int_distribution<std::int64_t>(1, std::max<std::int64_t>(2, 30000 / D))(rng);
+        const std::int64_t N = std::uniform_int_distribution<std::int64_t>(
+            1, std::max<std::int64_t>(2, 30000 / D))(rng);
         Shape xs;
         int axis = 1;
         if (four_d) {
@@ -210,7 +214,8 @@ TEST_P(HighwayVsReferenceCaffe2, SoftmaxWithLossAndGradient) {
             double sum = 0;
             for (auto& v : row) sum += v = u(rng) < 0.2 ? 0.0 : u(rng);
             if (sum == 0) row[0] = sum = 1;
-            for (std::int64_t k = 0; k < D; ++k) testing::set_element(t, r * D + k, row[static_cast<std::size_t>(k)] / sum);
+            for (std::int64_t k = 0; k < D; ++k)
+              testing::set_element(t, r * D + k, row[static_cast<std::size_t>(k)] / sum);
           }
           targets = restride(t, layout);
           targets64 = restride(t.to(DType::kFloat64), layout);
@@ -235,12 +240,14 @@ TEST_P(HighwayVsReferenceCaffe2, SoftmaxWithLossAndGradient) {
         args.scale = static_cast<float>(0.5 + u(rng));
         args.average_by_batch_size = i % 5 == 0;
         args.variant = i % 4 < 2 ? caffe2::Variant::kCpu : caffe2::Variant::kCuda;
-        const Tensor d_loss = Tensor::scalar(dtype, 1.5), d_loss64 = Tensor::scalar(DType::kFloat64, 1.5);
-        SCOPED_TRACE("SoftmaxWithLoss X " + shape_string(xs) + " axis " + std::to_string(axis) + " " +
-                     std::string(dtype_name(dtype)) + ", label_prob " + std::to_string(label_prob) +
-                     ", " + layout_name(layout) + ", weights " + std::to_string(w.has_value()) +
-                     ", average_by_batch_size " + std::to_string(args.average_by_batch_size) +
-                     ", variant " + (args.variant == caffe2::Variant::kCpu ? "cpu" : "cuda"));
+        const Tensor d_loss = Tensor::scalar(dtype, 1.5),
+                     d_loss64 = Tensor::scalar(DType::kFloat64, 1.5);
+        SCOPED_TRACE("SoftmaxWithLoss X " + shape_string(xs) + " axis " + std::to_string(axis) +
+                     " " + std::string(dtype_name(dtype)) + ", label_prob " +
+                     std::to_string(label_prob) + ", " + layout_name(layout) + ", weights " +
+                     std::to_string(w.has_value()) + ", average_by_batch_size " +
+                     std::to_string(args.average_by_batch_size) + ", variant " +
+                     (args.variant == caffe2::Variant::kCpu ? "cpu" : "cuda"));
         caffe2::LossOutputs want, want_same;
         Tensor want_dx, want_same_dx, prob;
         {
@@ -250,15 +257,16 @@ TEST_P(HighwayVsReferenceCaffe2, SoftmaxWithLossAndGradient) {
           prob = want.prob.to(dtype);  // the gradients' P, the same on both sides
           want_dx = caffe2::softmax_with_loss_gradient(x64.view, targets64.view, w64,
                                                        prob.to(DType::kFloat64), d_loss64, args);
-          want_same_dx = caffe2::softmax_with_loss_gradient(x.view, targets.view, w, prob, d_loss, args);
+          want_same_dx =
+              caffe2::softmax_with_loss_gradient(x.view, targets.view, w, prob, d_loss, args);
         }
         const bool f32 = dtype == DType::kFloat32;
         ScopedBackend highway("highway");
         const caffe2::LossOutputs got = caffe2::softmax_with_loss(x.view, targets.view, w, args);
         expect_close(got.prob, want.prob, Kind::kProb, "P", f32 ? &want_same.prob : nullptr);
         expect_close(got.loss, want.loss, Kind::kReduced, "loss", f32 ? &want_same.loss : nullptr);
-        const Tensor dx = caffe2::softmax_with_loss_gradient(x.view, targets.view, w, prob,
-                                                             d_loss, args);
+        const Tensor dx =
+            caffe2::softmax_with_loss_gradient(x.view, targets.view, w, prob, d_loss, args);
         expect_close(dx, want_dx, Kind::kGrad, "dX", f32 ? &want_same_dx : nullptr);
       }
     }

@@ -35,7 +35,8 @@ struct Positions {
     for (std::int64_t i = 0; i < P; ++i) {
       for (std::int64_t c = 0; c < classes; ++c) {
         const std::int64_t flat = axis == ClassAxis::kFirst ? c * P + i : i * classes + c;
-        testing::set_element(x, flat, rows[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)]);
+        testing::set_element(x, flat,
+                             rows[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)]);
       }
     }
     return x;
@@ -66,7 +67,9 @@ TEST_P(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
       const std::int64_t kNaNPos = 1, kInfPos = P / 3, kIgnoredNaN = P / 2, kAllMinusInf = 5,
                          kSomeMinusInf = P - 1, kUnderflow = 7, kInfAndMinusInf = 9,
                          kNaNAndInf = P / 2 + 3, kLabelOnMinusInf = 11;
-      auto row = [&](std::int64_t i) -> std::vector<double>& { return pos.rows[static_cast<std::size_t>(i)]; };
+      auto row = [&](std::int64_t i) -> std::vector<double>& {
+        return pos.rows[static_cast<std::size_t>(i)];
+      };
       row(kNaNPos)[1] = kNaN;
       row(kInfPos)[C - 1] = kInf;
       row(kIgnoredNaN)[0] = kNaN;
@@ -74,7 +77,8 @@ TEST_P(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
       row(kSomeMinusInf)[0] = -kInf;
       row(kSomeMinusInf)[C - 1] = -kInf;
       const double tiny[] = {0, -80, -87.2, -87.4, -88, -100, -103.5, -200, -745, -1e30, lowest32};
-      for (std::int64_t c = 0; c < C; ++c) row(kUnderflow)[static_cast<std::size_t>(c)] = tiny[c % 11];
+      for (std::int64_t c = 0; c < C; ++c)
+        row(kUnderflow)[static_cast<std::size_t>(c)] = tiny[c % 11];
       row(kInfAndMinusInf)[0] = kInf;
       row(kInfAndMinusInf)[1] = -kInf;
       row(kNaNAndInf)[0] = kNaN;
@@ -83,7 +87,7 @@ TEST_P(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
 
       Tensor labels = testing::random_labels(DType::kInt64, {1, P}, C, 5);
       testing::set_element(labels, kIgnoredNaN, -100);
-      testing::set_element(labels, kSomeMinusInf, 1);  // finite class
+      testing::set_element(labels, kSomeMinusInf, 1);     // finite class
       testing::set_element(labels, kLabelOnMinusInf, 2);  // on the -inf class
       testing::set_element(labels, kUnderflow, static_cast<double>(5 % C));
       testing::set_element(labels, 0, -100);  // an ignored finite position
@@ -126,8 +130,12 @@ TEST_P(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
               expect_close(entropy(x, axis), want.entropy, Kind::kMap, "entropy");
             }
             auto P_ = [&](std::int64_t i, std::int64_t c) { return at(r.prob, axis, P, C, i, c); };
-            auto L_ = [&](std::int64_t i, std::int64_t c) { return at(r.log_prob, axis, P, C, i, c); };
-            auto G_ = [&](std::int64_t i, std::int64_t c) { return at(r.grad_logits, axis, P, C, i, c); };
+            auto L_ = [&](std::int64_t i, std::int64_t c) {
+              return at(r.log_prob, axis, P, C, i, c);
+            };
+            auto G_ = [&](std::int64_t i, std::int64_t c) {
+              return at(r.grad_logits, axis, P, C, i, c);
+            };
             // NaN, +inf, all -inf, inf with -inf, NaN with inf: the whole position is NaN.
             for (std::int64_t i : {kNaNPos, kInfPos, kAllMinusInf, kInfAndMinusInf, kNaNAndInf}) {
               SCOPED_TRACE("position " + std::to_string(i));
@@ -183,10 +191,12 @@ TEST_P(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
             // Underflow: p in [0, exp(x - m) / s], never NaN or garbage; logp exact.
             {
               double s = 0;
-              for (std::int64_t c = 0; c < C; ++c) s += std::exp(row(kUnderflow)[static_cast<std::size_t>(c)]);
+              for (std::int64_t c = 0; c < C; ++c)
+                s += std::exp(row(kUnderflow)[static_cast<std::size_t>(c)]);
               for (std::int64_t c = 0; c < C; ++c) {
                 const double xc = row(kUnderflow)[static_cast<std::size_t>(c)];
-                const double x_stored = dtype == DType::kFloat32 ? static_cast<double>(static_cast<float>(xc)) : xc;
+                const double x_stored =
+                    dtype == DType::kFloat32 ? static_cast<double>(static_cast<float>(xc)) : xc;
                 const double exact = std::exp(x_stored) / s;
                 const double p = P_(kUnderflow, c);
                 const double denorm = dtype == DType::kFloat32 ? 1.5e-45 : 5e-324;
@@ -197,7 +207,8 @@ TEST_P(NonFinite, NaNInfMinusInfAndUnderflowThroughTheFastPath) {
                 }
                 if (all_outputs) {
                   EXPECT_TRUE(std::isfinite(L_(kUnderflow, c)));
-                  EXPECT_NEAR(L_(kUnderflow, c), x_stored - std::log(s), 1e-5 * std::abs(x_stored) + 1e-5)
+                  EXPECT_NEAR(L_(kUnderflow, c), x_stored - std::log(s),
+                              1e-5 * std::abs(x_stored) + 1e-5)
                       << "class " << c;
                 }
                 EXPECT_TRUE(std::isfinite(G_(kUnderflow, c)));
@@ -239,20 +250,21 @@ TEST_P(NonFinite, ProbabilityTargetsAndCaffe2OperatorsPropagateNaN) {
     const std::int64_t P = 21;
     for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
       Tensor x = testing::random_uniform(dtype, {1, C, P}, -3, 3, 3);
-      testing::set_element(x, 2 * P + 4, kNaN);      // position 4
-      testing::set_element(x, 0 * P + 9, kInf);      // position 9
-      testing::set_element(x, 1 * P + 13, -kInf);    // position 13: finite max
+      testing::set_element(x, 2 * P + 4, kNaN);    // position 4
+      testing::set_element(x, 0 * P + 9, kInf);    // position 9
+      testing::set_element(x, 1 * P + 13, -kInf);  // position 13: finite max
       Tensor t = testing::random_uniform(dtype, {1, C, P}, 0, 1, 4);
-      testing::set_element(t, 1 * P + 13, 0);        // zero target on the -inf class
+      testing::set_element(t, 1 * P + 13, 0);  // zero target on the -inf class
       Tensor y = testing::random_labels(DType::kInt32, {1, P}, C, 5);
-      testing::set_element(y, 9, -1);                // ignored +inf pixel
+      testing::set_element(y, 9, -1);  // ignored +inf pixel
       for (ZeroTargetLog ztl : {ZeroTargetLog::kIeee, ZeroTargetLog::kZero}) {
         CrossEntropyOptions o;
         o.reduction = Reduction::kNone;
         o.zero_target_log = ztl;
         o.want_prob = true;
-        SCOPED_TRACE("C " + std::to_string(C) + " " + std::string(dtype_name(dtype)) +
-                     (ztl == ZeroTargetLog::kZero ? " zero_target_log zero" : " zero_target_log ieee"));
+        SCOPED_TRACE(
+            "C " + std::to_string(C) + " " + std::string(dtype_name(dtype)) +
+            (ztl == ZeroTargetLog::kZero ? " zero_target_log zero" : " zero_target_log ieee"));
         CrossEntropyResult want;
         {
           ScopedBackend reference("reference");
@@ -313,11 +325,13 @@ TEST_P(ProbFloor, AppliesToProbabilityTargetsOnTheFastPath) {
       const double expected = 0.5 * std::log(s) + 0.5 * -std::log(1e-20);
       ScopedBackend highway("highway");
       const double got = cross_entropy(x, t, o).loss.at(0);
-      EXPECT_NEAR(got, expected, 1e-5 * expected) << "unfloored would be " << 0.5 * (50 + std::log(s));
+      EXPECT_NEAR(got, expected, 1e-5 * expected)
+          << "unfloored would be " << 0.5 * (50 + std::log(s));
       caffe2::SoftmaxWithLossArgs args;
       args.label_prob = 1;
       const double caffe2_loss = caffe2::softmax_with_loss(x, t, std::nullopt, args).loss.at(0);
-      EXPECT_NEAR(caffe2_loss, expected, 1e-5 * expected) << "Caffe2 SoftmaxWithLoss label_prob 1 (CPU)";
+      EXPECT_NEAR(caffe2_loss, expected, 1e-5 * expected)
+          << "Caffe2 SoftmaxWithLoss label_prob 1 (CPU)";
     }
   }
 }
@@ -342,7 +356,8 @@ TEST_P(SingleClass, LossIsZeroAndGradientExactlyZeroForEveryOption) {
           c.dtype = dtype;
           c.seed = rng();
           c.targets = option_set % 4 == 3 ? CaseSpec::Targets::kSoft
-                                          : option_set % 2 ? CaseSpec::Targets::kInt32 : CaseSpec::Targets::kInt64;
+                      : option_set % 2    ? CaseSpec::Targets::kInt32
+                                          : CaseSpec::Targets::kInt64;
           c.class_weight = option_set % 2 == 1;
           c.pixel_weight = option_set % 3 != 0;
           c.label_smoothing = option_set >= 4 ? (option_set % 2 ? 1.0 : 0.3) : 0.0;
@@ -359,7 +374,8 @@ TEST_P(SingleClass, LossIsZeroAndGradientExactlyZeroForEveryOption) {
           // Soft targets for C = 1 need not be 1 (semantics 3.3: not validated).
           if (c.targets == CaseSpec::Targets::kSoft) {
             Tensor t(dtype, c.logits_shape());
-            for (std::int64_t i = 0; i < t.numel(); ++i) testing::set_element(t, i, i % 5 == 0 ? 1.0 : 0.2 + 1.3 * u(rng));
+            for (std::int64_t i = 0; i < t.numel(); ++i)
+              testing::set_element(t, i, i % 5 == 0 ? 1.0 : 0.2 + 1.3 * u(rng));
             in.targets = restride(t, Layout::kDense);
           }
           ScopedBackend highway("highway");
@@ -371,7 +387,8 @@ TEST_P(SingleClass, LossIsZeroAndGradientExactlyZeroForEveryOption) {
           }
           for (const Tensor* dx : {&r.backward, &r.fused.grad_logits}) {
             for (std::int64_t i = 0; i < dx->numel(); ++i) {
-              ASSERT_EQ(dx->at(i), 0.0) << "dX element " << i << (dx == &r.backward ? " (backward)" : " (fused)");
+              ASSERT_EQ(dx->at(i), 0.0)
+                  << "dX element " << i << (dx == &r.backward ? " (backward)" : " (fused)");
             }
           }
           for (std::int64_t i = 0; i < r.softmax.numel(); ++i) {
@@ -415,7 +432,8 @@ TEST_P(SingleClass, Caffe2OperatorsGiveZeroLossAndGradient) {
       const TensorView target = label_prob ? t2_prob.view() : t2.view();
       const caffe2::LossOutputs o2 = caffe2::softmax_with_loss(x2, target, std::nullopt, args);
       EXPECT_EQ(o2.loss.at(0), 0.0);
-      const Tensor dx2 = caffe2::softmax_with_loss_gradient(x2, target, std::nullopt, o2.prob, d_loss, args);
+      const Tensor dx2 =
+          caffe2::softmax_with_loss_gradient(x2, target, std::nullopt, o2.prob, d_loss, args);
       for (std::int64_t i = 0; i < x2.numel(); ++i) ASSERT_EQ(dx2.at(i), 0.0);
     }
   }

@@ -42,7 +42,9 @@ TEST_P(LabelScan, KernelCheckNamesTheFirstBadLabelOnEveryPath) {
     SCOPED_TRACE(path.name);
     const Tensor x = testing::random_uniform(DType::kFloat32, path.shape, -2, 2, 5);
     Shape positions = path.shape;
-    positions.erase(positions.begin() + (path.axis == ClassAxis::kFirst ? 1 : static_cast<std::ptrdiff_t>(positions.size()) - 1));
+    positions.erase(positions.begin() + (path.axis == ClassAxis::kFirst
+                                             ? 1
+                                             : static_cast<std::ptrdiff_t>(positions.size()) - 1));
     const std::int64_t C = path.shape[path.axis == ClassAxis::kFirst ? 1 : path.shape.size() - 1];
     std::int64_t M = 1;
     for (std::int64_t d : positions) M *= d;
@@ -54,7 +56,8 @@ TEST_P(LabelScan, KernelCheckNamesTheFirstBadLabelOnEveryPath) {
         CrossEntropyOptions o;
         o.class_axis = path.axis;
         o.label_smoothing = path.smoothing;
-        const std::string index = "flat index " + std::to_string(first_bad) + ") = " + std::to_string(C);
+        const std::string index =
+            "flat index " + std::to_string(first_bad) + ") = " + std::to_string(C);
         for (const char* backend : {"highway", "reference"}) {
           SCOPED_TRACE(backend);
           ScopedEnv forced("SPATIALSOFTMAX_BACKEND", backend);
@@ -70,7 +73,6 @@ TEST_P(LabelScan, KernelCheckNamesTheFirstBadLabelOnEveryPath) {
     }
   }
 }
-
 
 SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(LabelScan);
 
@@ -113,7 +115,8 @@ TEST(StreamedOutputs, MatchTheReferenceOnEveryPath) {
     const CrossEntropyResult got = run("highway");
     std::string why;
     EXPECT_TRUE(all_close(got.prob, want.prob, 1e-5, 1e-6, &why)) << "P: " << why;
-    EXPECT_TRUE(all_close(got.grad_logits, want.grad_logits, 1e-5, 1e-6 * max_abs(want.grad_logits), &why))
+    EXPECT_TRUE(
+        all_close(got.grad_logits, want.grad_logits, 1e-5, 1e-6 * max_abs(want.grad_logits), &why))
         << "dX: " << why;
     EXPECT_NEAR(got.loss.at(0), want.loss.at(0), 1e-5 * std::abs(want.loss.at(0)));
     check_thread_counts([&] {

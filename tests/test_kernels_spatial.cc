@@ -373,9 +373,13 @@ TEST(SpatialKernelDispatch, TheDefaultBackendRunsTheKernels) {
   }
   core::Geometry g;
   g.batch = g.classes = g.pixels = 1;
-  EXPECT_EQ(dispatch::select(dispatch::Op::kSpatialSoftArgmax, g, DType::kFloat32, Device::cpu(), "test").name(),
-            "highway");
-  EXPECT_EQ(dispatch::select(dispatch::Op::kSpatialSoftArgmaxBackward, g, DType::kFloat64, Device::cpu(), "test").name(),
+  EXPECT_EQ(
+      dispatch::select(dispatch::Op::kSpatialSoftArgmax, g, DType::kFloat32, Device::cpu(), "test")
+          .name(),
+      "highway");
+  EXPECT_EQ(dispatch::select(dispatch::Op::kSpatialSoftArgmaxBackward, g, DType::kFloat64,
+                             Device::cpu(), "test")
+                .name(),
             "highway");
 }
 

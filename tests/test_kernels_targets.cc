@@ -3,7 +3,6 @@
 // test hook forcing each one; and the default backend (the one
 // test_conformance runs on) is highway.
 #include <gtest/gtest.h>
-
 #include <hwy/targets.h>
 
 #include <cstdint>
@@ -48,8 +47,8 @@ TEST(KernelTargets, BestTargetIsUsed) {
   ScopedBackend highway("highway");
   const Tensor x = testing::random_uniform(DType::kFloat32, {2, 5, 7}, -1, 1, 1);
   (void)softmax(x);
-  EXPECT_EQ(dispatched_target(), active)
-      << "dispatched to " << target_label(dispatched_target()) << ", best is " << target_label(active);
+  EXPECT_EQ(dispatched_target(), active) << "dispatched to " << target_label(dispatched_target())
+                                         << ", best is " << target_label(active);
 
 #if defined(__x86_64__) || defined(__i386__)
   // A wrong baseline (HWY_TARGETS without AVX2, or a static target) would
@@ -87,7 +86,8 @@ TEST(KernelTargets, TestHookRestores) {
     EXPECT_EQ(dispatched_target(), simd_targets().back());
   }
   (void)softmax(x);
-  EXPECT_EQ(dispatched_target(), cpu::active_target()) << "use_only_target_for_test(0) did not restore";
+  EXPECT_EQ(dispatched_target(), cpu::active_target())
+      << "use_only_target_for_test(0) did not restore";
 }
 
 // --- the default backend is highway (test_conformance runs on it) -----------------
@@ -100,11 +100,15 @@ TEST(DefaultBackend, IsHighwayForTheKernelOps) {
       << "SPATIALSOFTMAX_BACKEND=" << forced
       << " is set in the test environment: test_conformance does not run on highway";
   ScopedBackend unset(nullptr);
-  const core::Geometry geometries[] = {
-      {2, 19, 512 * 1024, false}, {2, 19, 4096, true}, {7, 300, 1, false}, {3, 1, 5, false}, {1, 70, 11, true}};
+  const core::Geometry geometries[] = {{2, 19, 512 * 1024, false},
+                                       {2, 19, 4096, true},
+                                       {7, 300, 1, false},
+                                       {3, 1, 5, false},
+                                       {1, 70, 11, true}};
   for (const core::Geometry& g : geometries) {
     for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
-      for (dispatch::Op op : {dispatch::Op::kCrossEntropy, dispatch::Op::kSoftmax, dispatch::Op::kProbMinusTarget}) {
+      for (dispatch::Op op :
+           {dispatch::Op::kCrossEntropy, dispatch::Op::kSoftmax, dispatch::Op::kProbMinusTarget}) {
         EXPECT_EQ(dispatch::select(op, g, dtype, Device::cpu(), "test").name(), "highway")
             << "op " << static_cast<int>(op) << ", C " << g.classes << ", P " << g.pixels
             << (g.class_last ? " class-last " : " class-first ") << dtype_name(dtype);

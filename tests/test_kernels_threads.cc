@@ -28,22 +28,22 @@ TEST(ThreadCount, CrossEntropyAndSoftmaxAreBitwiseIdentical) {
     ClassAxis axis;
   };
   const Config configs[] = {
-      {{3, 19, 67, 129}, ClassAxis::kFirst},
-      {{3, 19, 67, 129}, ClassAxis::kLast},
-      {{300, 300}, ClassAxis::kFirst},        // rows: P = 1, C >= kRowClasses
-      {{3000, 300}, ClassAxis::kFirst},       // rows, many row blocks
-      {{2, 300, 13, 17}, ClassAxis::kLast},   // class-last, C = 300: the row kernel
-      {{4, 300, 31, 33}, ClassAxis::kLast},   // the same with many row blocks
-      {{2, 70, 33, 17}, ClassAxis::kLast},    // transposed tiles, C = 70
-      {{300, 150}, ClassAxis::kFirst},        // transposed tiles, P = 1
-      {{2, 7, 301, 257}, ClassAxis::kLast},   // transposed tiles (small C class-last)
+      {{3, 19, 67, 129}, ClassAxis::kFirst}, {{3, 19, 67, 129}, ClassAxis::kLast},
+      {{300, 300}, ClassAxis::kFirst},       // rows: P = 1, C >= kRowClasses
+      {{3000, 300}, ClassAxis::kFirst},      // rows, many row blocks
+      {{2, 300, 13, 17}, ClassAxis::kLast},  // class-last, C = 300: the row kernel
+      {{4, 300, 31, 33}, ClassAxis::kLast},  // the same with many row blocks
+      {{2, 70, 33, 17}, ClassAxis::kLast},   // transposed tiles, C = 70
+      {{300, 150}, ClassAxis::kFirst},       // transposed tiles, P = 1
+      {{2, 7, 301, 257}, ClassAxis::kLast},  // transposed tiles (small C class-last)
   };
   for (const Config& cfg : configs) {
     const Shape xs = cfg.axis == ClassAxis::kFirst ? cfg.shape : to_class_last(cfg.shape);
     const std::int64_t C = cfg.shape[1];
     Shape ms{cfg.shape[0]};
     ms.insert(ms.end(), cfg.shape.begin() + 2, cfg.shape.end());
-    SCOPED_TRACE("logits " + shape_string(xs) + (cfg.axis == ClassAxis::kFirst ? " class-first" : " class-last"));
+    SCOPED_TRACE("logits " + shape_string(xs) +
+                 (cfg.axis == ClassAxis::kFirst ? " class-first" : " class-last"));
     const Tensor x = testing::random_uniform(DType::kFloat32, xs, -6, 6, 11);
     Tensor y = testing::random_labels(DType::kInt64, ms, C, 12);
     for (std::int64_t i = 0; i < y.numel(); i += 7) testing::set_element(y, i, 255);
@@ -108,7 +108,8 @@ TEST(ThreadCount, Caffe2OperatorsAreBitwiseIdentical) {
     check_thread_counts([&] {
       Snapshot s;
       caffe2::LossOutputs out = caffe2::spatial_softmax_with_loss(x, t, w.view());
-      s.tensors.push_back(caffe2::spatial_softmax_with_loss_gradient(x, t, w.view(), out.prob, d_loss));
+      s.tensors.push_back(
+          caffe2::spatial_softmax_with_loss_gradient(x, t, w.view(), out.prob, d_loss));
       s.tensors.push_back(std::move(out.prob));
       s.tensors.push_back(std::move(out.loss));
       return s;
@@ -120,7 +121,8 @@ TEST(ThreadCount, Caffe2OperatorsAreBitwiseIdentical) {
     Tensor t;
     if (label_prob) {
       t = Tensor(DType::kFloat32, {5000, 150});
-      for (std::int64_t i = 0; i < 5000 * 150; ++i) testing::set_element(t, i, (i % 150 == i / 150 % 150) ? 1.0 : 0.0);
+      for (std::int64_t i = 0; i < 5000 * 150; ++i)
+        testing::set_element(t, i, (i % 150 == i / 150 % 150) ? 1.0 : 0.0);
     } else {
       t = testing::random_labels(DType::kInt32, {5000}, 150, 32);
     }
@@ -132,7 +134,8 @@ TEST(ThreadCount, Caffe2OperatorsAreBitwiseIdentical) {
     check_thread_counts([&] {
       Snapshot s;
       caffe2::LossOutputs out = caffe2::softmax_with_loss(x, t, w.view(), args);
-      s.tensors.push_back(caffe2::softmax_with_loss_gradient(x, t, w.view(), out.prob, d_loss, args));
+      s.tensors.push_back(
+          caffe2::softmax_with_loss_gradient(x, t, w.view(), out.prob, d_loss, args));
       s.tensors.push_back(std::move(out.prob));
       s.tensors.push_back(std::move(out.loss));
       return s;

@@ -26,7 +26,6 @@ namespace {
 
 using namespace std::string_literals;
 
-
 NetDef parse_text(std::string_view text) { return parse_net(text, NetFormat::kText, "net.pbtxt"); }
 NetDef parse_json(std::string_view json) { return parse_net(json, NetFormat::kJson, "net.json"); }
 
@@ -236,8 +235,7 @@ std::string hand_encoded_net() {
       len_field(5, len_field(1, "alphas") + float_field(5, 1.0f) + float_field(5, 2.0f)) +
       len_field(5, len_field(1, "shape") + int_field(6, 3) + int_field(6, 300)) +
       len_field(5, len_field(1, "tags") + len_field(7, "p") + len_field(7, "q")) +
-      len_field(6, int_field(1, 1) + int_field(2, 3)) + len_field(7, "CUDNN") +
-      int_field(9, 1);
+      len_field(6, int_field(1, 1) + int_field(2, 3)) + len_field(7, "CUDNN") + int_field(9, 1);
   return len_field(1, "n") + len_field(2, op) + len_field(7, "X") + len_field(7, "T") +
          len_field(8, "avg_loss");
 }
@@ -312,11 +310,12 @@ TEST(NetIo, NoDeviceOptionAnywhereMeansCpu0) {
 // ---- Errors --------------------------------------------------------------------
 
 TEST(NetIoErrors, ArgumentWithTwoValues) {
-  EXPECT_ERROR_MENTIONS(parse_text(R"(op { type: "Softmax" name: "sm" arg { name: "axis" f: 1 i: 2 } })"),
-                        {"net.pbtxt", "argument 'axis'", "op 0", "Softmax 'sm'", "f, i",
-                         "at most one of"});
   EXPECT_ERROR_MENTIONS(
-      parse_text(R"(op { type: "A" } op { type: "B" arg { name: "v" floats: 1 ints: 2 strings: "x" } })"),
+      parse_text(R"(op { type: "Softmax" name: "sm" arg { name: "axis" f: 1 i: 2 } })"),
+      {"net.pbtxt", "argument 'axis'", "op 0", "Softmax 'sm'", "f, i", "at most one of"});
+  EXPECT_ERROR_MENTIONS(
+      parse_text(
+          R"(op { type: "A" } op { type: "B" arg { name: "v" floats: 1 ints: 2 strings: "x" } })"),
       {"argument 'v'", "op 1 (B)", "floats, ints, strings"});
 }
 
@@ -332,13 +331,15 @@ TEST(NetIoErrors, NetAndTensorArguments) {
 TEST(NetIoErrors, ArgumentWithoutNameOrTwice) {
   EXPECT_ERROR_MENTIONS(parse_text(R"(op { type: "A" arg { i: 1 } })"),
                         {"op 0 (A)", "argument 0 has no name"});
-  EXPECT_ERROR_MENTIONS(parse_text(R"(op { type: "A" arg { name: "k" i: 1 } arg { name: "k" i: 2 } })"),
-                        {"op 0 (A)", "argument 'k' is given more than once"});
+  EXPECT_ERROR_MENTIONS(
+      parse_text(R"(op { type: "A" arg { name: "k" i: 1 } arg { name: "k" i: 2 } })"),
+      {"op 0 (A)", "argument 'k' is given more than once"});
 }
 
 TEST(NetIoErrors, UnsupportedDeviceType) {
-  EXPECT_ERROR_MENTIONS(parse_text(R"(op { type: "A" } op { type: "B" device_option { device_type: 2 } })"),
-                        {"net.pbtxt", "op 1 (B)", "unsupported device type 2", "0 (CPU) or 1 (CUDA)"});
+  EXPECT_ERROR_MENTIONS(
+      parse_text(R"(op { type: "A" } op { type: "B" device_option { device_type: 2 } })"),
+      {"net.pbtxt", "op 1 (B)", "unsupported device type 2", "0 (CPU) or 1 (CUDA)"});
   EXPECT_ERROR_MENTIONS(parse_text(R"(device_option { device_type: 6 } op { type: "A" })"),
                         {"net device_option", "unsupported device type 6"});
 }
@@ -428,10 +429,13 @@ TEST(NetIoErrors, NamesThatAreNotUtf8HaveNoJsonForm) {
   }
   EXPECT_ERROR_MENTIONS(serialize_net(net, NetFormat::kJson),
                         {"no JSON form", "operator 0 output 0 is not valid UTF-8"});
-  NetDef named = parse_text(R"(name: "n" external_input: "X" external_input: "\300\200" op { type: "Softmax" input: "X" output: "P" })");
-  EXPECT_ERROR_MENTIONS(serialize_net(named, NetFormat::kJson), {"external_input 1 is not valid UTF-8"});
+  NetDef named = parse_text(
+      R"(name: "n" external_input: "X" external_input: "\300\200" op { type: "Softmax" input: "X" output: "P" })");
+  EXPECT_ERROR_MENTIONS(serialize_net(named, NetFormat::kJson),
+                        {"external_input 1 is not valid UTF-8"});
   // Valid multi-byte text is kept.
-  const NetDef text = parse_text("op { type: \"Softmax\" input: \"X\" output: \"P\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\" }");
+  const NetDef text = parse_text(
+      "op { type: \"Softmax\" input: \"X\" output: \"P\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\" }");
   EXPECT_EQ(parse_net(serialize_net(text, NetFormat::kJson), NetFormat::kJson, "again"), text);
 }
 
@@ -439,7 +443,8 @@ TEST(NetIoErrors, NamesThatAreNotUtf8HaveNoJsonForm) {
 // (issue 10, item 10).
 TEST(NetIoErrors, DuplicateOutputBlobsAreRefused) {
   EXPECT_ERROR_MENTIONS(
-      parse_text(R"(op { type: "A" input: "X" } op { type: "Softmax" name: "s" input: "X" output: "P" output: "Q" output: "P" })"),
+      parse_text(
+          R"(op { type: "A" input: "X" } op { type: "Softmax" name: "s" input: "X" output: "P" output: "Q" output: "P" })"),
       {"net.pbtxt", "op 1 (Softmax 's')", "outputs 0 and 2 are both blob 'P'"});
   EXPECT_ERROR_MENTIONS(
       parse_json(R"({"op": [{"type": "Softmax", "input": ["X"], "output": ["Y", "Y"]}]})"),

@@ -58,9 +58,9 @@ TEST(NpyFormat, ReadsWhatNumpyReads) {
     EXPECT_EQ(t.shape(), (Shape{2, 3})) << header;
     EXPECT_EQ(t.at(5), 5.0) << header;
   }
-  EXPECT_EQ(read_bytes(npy_bytes(header_with_shape("(1_0,)"), f32_data(std::vector<float>(10))))
-                .shape(),
-            (Shape{10}));
+  EXPECT_EQ(
+      read_bytes(npy_bytes(header_with_shape("(1_0,)"), f32_data(std::vector<float>(10)))).shape(),
+      (Shape{10}));
   EXPECT_EQ(read_bytes(npy_bytes(header_with_shape("()"), f32_data({7}))).shape(), Shape{});
   EXPECT_EQ(read_bytes(npy_bytes(header_with_shape("(0, 5)"))).numel(), 0);
   // Versions 2.0 and 3.0 differ from 1.0 in the length field's width only.
@@ -73,9 +73,8 @@ TEST(NpyFormat, ReadsWhatNumpyReads) {
 // column-major. The tensor read is in C order.
 TEST(NpyFormat, FortranOrderIsReadIntoCOrder) {
   // The 2 x 3 matrix [[0, 1, 2], [3, 4, 5]], stored column by column.
-  const Tensor t = read_bytes(
-      npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
-                f32_data({0, 3, 1, 4, 2, 5})));
+  const Tensor t = read_bytes(npy_bytes(
+      "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", f32_data({0, 3, 1, 4, 2, 5})));
   ASSERT_EQ(t.shape(), (Shape{2, 3}));
   for (int i = 0; i < 6; ++i) EXPECT_EQ(t.at(i), i) << i;
 }
@@ -85,8 +84,8 @@ TEST(NpyFormat, FortranOrderIsReadIntoCOrder) {
 TEST(NpyFormat, RepeatedKeyKeepsItsLastValue) {
   const double values[] = {1.5, -2.25};
   const std::string data(reinterpret_cast<const char*>(values), sizeof values);
-  const Tensor t = read_bytes(npy_bytes(
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'descr': '<f8', }", data));
+  const Tensor t = read_bytes(
+      npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'descr': '<f8', }", data));
   EXPECT_EQ(t.dtype(), DType::kFloat64);
   EXPECT_EQ(t.at(0), 1.5);
   EXPECT_EQ(t.at(1), -2.25);
@@ -111,12 +110,14 @@ TEST(NpyFormat, RefusesWhatNumpyRefusesNamingTheKey) {
       {header_with_shape("[2, 3]"), {"'shape'", "tuple"}},
       {header_with_shape("(99999999999999999999,)"), {"'shape'", "2^63-1"}},
       {header_with_shape("(2, 3"), {"'shape'"}},
-      {"{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }", {"'fortran_order'", "True or False"}},
+      {"{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }",
+       {"'fortran_order'", "True or False"}},
       {"{'descr': '<f4', 'fortran_order': False, }", {"no key 'shape'"}},
       {"{'shape': (2,), }", {"no key 'descr', 'fortran_order'"}},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}", {"'extra'"}},
       {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x", {"after the closing '}'"}},
-      {"{'descr': '<f4', 'fortran_order': False 'shape': (2,)}", {"after the value of key 'fortran_order'"}},
+      {"{'descr': '<f4', 'fortran_order': False 'shape': (2,)}",
+       {"after the value of key 'fortran_order'"}},
       {"{'descr': '<f4\\x00', 'fortran_order': False, 'shape': (2,)}", {"escapes"}},
       {"{'descr': '<f4, 'fortran_order': False, 'shape': (2,)}", {"'descr'"}},
       {"{'descr': '<u2', 'fortran_order': False, 'shape': (2,)}", {"'descr'", "'<u2'"}},

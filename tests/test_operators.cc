@@ -49,9 +49,9 @@ TEST(SchemaValidation, ValidDefsPass) {
 }
 
 TEST(SchemaValidation, WrongNumberOfInputs) {
-  EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X"})),
-                        {"SpatialSoftmaxWithLoss", "inputs", "expected 2 to 3",
-                         "X, T, [weight_tensor]", "got 1"});
+  EXPECT_ERROR_MENTIONS(
+      validate(spatial_loss({"X"})),
+      {"SpatialSoftmaxWithLoss", "inputs", "expected 2 to 3", "X, T, [weight_tensor]", "got 1"});
   EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T", "W", "Z"})),
                         {"SpatialSoftmaxWithLoss", "inputs", "expected 2 to 3", "got 4"});
   EXPECT_ERROR_MENTIONS(
@@ -68,8 +68,9 @@ TEST(SchemaValidation, WrongNumberOfInputs) {
 }
 
 TEST(SchemaValidation, WrongNumberOfOutputs) {
-  EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T"}, {"P"})),
-                        {"SpatialSoftmaxWithLoss", "outputs", "expected 2", "P, avg_loss", "got 1"});
+  EXPECT_ERROR_MENTIONS(
+      validate(spatial_loss({"X", "T"}, {"P"})),
+      {"SpatialSoftmaxWithLoss", "outputs", "expected 2", "P, avg_loss", "got 1"});
   EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T"}, {"P", "L", "Z"})),
                         {"SpatialSoftmaxWithLoss", "outputs", "expected 2", "got 3"});
   // SoftmaxWithLoss takes a third (never written) output, as in Caffe2.
@@ -83,9 +84,8 @@ TEST(SchemaValidation, WrongNumberOfOutputs) {
 TEST(SchemaValidation, UnknownArgument) {
   EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T"}, {"P", "L"}, {{"scal", 1.0f}})),
                         {"SpatialSoftmaxWithLoss", "unknown argument 'scal'", "scale", "order"});
-  EXPECT_ERROR_MENTIONS(
-      validate(make_def("Sum", {"a"}, {"s"}, {{"axis", std::int64_t{1}}})),
-      {"Sum", "unknown argument 'axis'", "none"});
+  EXPECT_ERROR_MENTIONS(validate(make_def("Sum", {"a"}, {"s"}, {{"axis", std::int64_t{1}}})),
+                        {"Sum", "unknown argument 'axis'", "none"});
   // ignore_index is not a Caffe2 spatial argument (-1 is hard-wired).
   EXPECT_ERROR_MENTIONS(
       validate(spatial_loss({"X", "T"}, {"P", "L"}, {{"ignore_index", std::int64_t{-1}}})),
@@ -107,18 +107,18 @@ TEST(SchemaValidation, WrongArgumentType) {
   EXPECT_ERROR_MENTIONS(
       validate(make_def("CrossEntropy", {"X", "T"}, {"L"}, {{"ignore_index", 1.0f}})),
       {"CrossEntropy", "argument 'ignore_index'", "expected int", "got float"});
-  EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T"}, {"P", "L"}, {{"scale", std::monostate{}}})),
-                        {"SpatialSoftmaxWithLoss", "argument 'scale'", "expected float", "none"});
+  EXPECT_ERROR_MENTIONS(
+      validate(spatial_loss({"X", "T"}, {"P", "L"}, {{"scale", std::monostate{}}})),
+      {"SpatialSoftmaxWithLoss", "argument 'scale'", "expected float", "none"});
 }
 
 TEST(SchemaValidation, DuplicateArgument) {
   EXPECT_ERROR_MENTIONS(
       validate(spatial_loss({"X", "T"}, {"P", "L"}, {{"scale", 1.0f}, {"scale", 2.0f}})),
       {"SpatialSoftmaxWithLoss", "argument 'scale'", "given twice"});
-  EXPECT_ERROR_MENTIONS(
-      validate(make_def("Softmax", {"x"}, {"y"},
-                        {{"axis", std::int64_t{1}}, {"axis", std::int64_t{1}}})),
-      {"Softmax", "'axis'", "given twice"});
+  EXPECT_ERROR_MENTIONS(validate(make_def("Softmax", {"x"}, {"y"},
+                                          {{"axis", std::int64_t{1}}, {"axis", std::int64_t{1}}})),
+                        {"Softmax", "'axis'", "given twice"});
 }
 
 TEST(SchemaValidation, MissingBlobName) {
@@ -127,8 +127,9 @@ TEST(SchemaValidation, MissingBlobName) {
   EXPECT_ERROR_MENTIONS(validate(spatial_loss({"", "T"})),
                         {"SpatialSoftmaxWithLoss", "inputs 0 (X)", "expected a blob name"});
   // Caffe2's operators never skip an optional input by an empty name.
-  EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T", ""})),
-                        {"SpatialSoftmaxWithLoss", "inputs 2 (weight_tensor)", "expected a blob name"});
+  EXPECT_ERROR_MENTIONS(
+      validate(spatial_loss({"X", "T", ""})),
+      {"SpatialSoftmaxWithLoss", "inputs 2 (weight_tensor)", "expected a blob name"});
   EXPECT_ERROR_MENTIONS(validate(spatial_loss({"X", "T"}, {"", "avg_loss"})),
                         {"SpatialSoftmaxWithLoss", "outputs 0 (P)", "expected a blob name"});
   // ONNX-style operators may skip optional ports, never required ones.
@@ -152,9 +153,10 @@ TEST(SchemaValidation, Caffe2OpsOnlyNchw) {
     SCOPED_TRACE(def.type);
     EXPECT_NO_THROW(validate(def));
     def.set_arg("order", std::string("NHWC"));
-    EXPECT_ERROR_MENTIONS(validate(def), {def.type, "'order'", "NHWC",
-                                          "Only NCHW order is supported right now."});
-    EXPECT_ERROR_MENTIONS(create_operator(def), {def.type, "Only NCHW order is supported right now."});
+    EXPECT_ERROR_MENTIONS(validate(def),
+                          {def.type, "'order'", "NHWC", "Only NCHW order is supported right now."});
+    EXPECT_ERROR_MENTIONS(create_operator(def),
+                          {def.type, "Only NCHW order is supported right now."});
     def.set_arg("order", std::string("nchw"));
     EXPECT_ERROR_MENTIONS(validate(def), {def.type, "Only NCHW order is supported right now."});
   }
@@ -178,12 +180,12 @@ TEST(SchemaValidation, UnknownArgumentValues) {
   EXPECT_ERROR_MENTIONS(
       validate(spatial_loss({"X", "T"}, {"P", "L"}, {{"caffe2_variant", std::string("gpu")}})),
       {"SpatialSoftmaxWithLoss", "caffe2_variant", "gpu", "cpu or cuda"});
-  EXPECT_ERROR_MENTIONS(
-      validate(make_def("CrossEntropy", {"X", "T"}, {"L"}, {{"reduction", std::string("average")}})),
-      {"CrossEntropy", "reduction", "average"});
-  EXPECT_ERROR_MENTIONS(
-      validate(make_def("CrossEntropy", {"X", "T"}, {"L"}, {{"reduction", std::string("batchmean")}})),
-      {"CrossEntropy", "reduction", "batchmean"});
+  EXPECT_ERROR_MENTIONS(validate(make_def("CrossEntropy", {"X", "T"}, {"L"},
+                                          {{"reduction", std::string("average")}})),
+                        {"CrossEntropy", "reduction", "average"});
+  EXPECT_ERROR_MENTIONS(validate(make_def("CrossEntropy", {"X", "T"}, {"L"},
+                                          {{"reduction", std::string("batchmean")}})),
+                        {"CrossEntropy", "reduction", "batchmean"});
   EXPECT_NO_THROW(
       validate(make_def("KLDiv", {"X", "T"}, {"L"}, {{"reduction", std::string("batchmean")}})));
   EXPECT_ERROR_MENTIONS(
@@ -199,8 +201,9 @@ TEST(SchemaValidation, UnknownArgumentValues) {
                                           {{"zero_weight_mean", std::string("one")}})),
                         {"CrossEntropy", "zero_weight_mean", "one"});
   // Checked when the operator is created, so that a net reports it unrun.
-  EXPECT_ERROR_MENTIONS(create_operator(make_def("ConstantFill", {}, {"y"}, {{"dtype", std::int64_t{7}}})),
-                        {"ConstantFill", "'dtype'", "7"});
+  EXPECT_ERROR_MENTIONS(
+      create_operator(make_def("ConstantFill", {}, {"y"}, {{"dtype", std::int64_t{7}}})),
+      {"ConstantFill", "'dtype'", "7"});
   EXPECT_ERROR_MENTIONS(create_operator(make_def("ConstantFill", {"x"}, {"y"},
                                                  {{"shape", std::vector<std::int64_t>{2}}})),
                         {"ConstantFill", "'shape'"});
@@ -247,7 +250,8 @@ TEST(Registry, BuiltinCpuOperatorOnCuda) {
   }
   OperatorDef def = spatial_loss();
   def.device.device = Device::kCuda;
-  EXPECT_ERROR_MENTIONS(create_operator(def), {"SpatialSoftmaxWithLoss", "CUDA", "registered on: CPU"});
+  EXPECT_ERROR_MENTIONS(create_operator(def),
+                        {"SpatialSoftmaxWithLoss", "CUDA", "registered on: CPU"});
 }
 
 TEST(Registry, EveryOperatorIsKnown) {
@@ -284,10 +288,11 @@ TEST(Registry, EveryOperatorIsKnown) {
     EXPECT_NE(std::find(devices.begin(), devices.end(), Device::kCpu), devices.end()) << type;
     EXPECT_FALSE(schema_of(type).describe().empty());
   }
-  const std::set<std::string> differentiable = {
-      "CrossEntropy",  "KLDiv",          "LogSoftmax",       "NegativeLogLikelihoodLoss",
-      "Softmax",       "SoftmaxCrossEntropyLoss", "SoftmaxWithLoss", "SpatialSoftArgmax",
-      "SpatialSoftmax", "SpatialSoftmaxWithLoss"};
+  const std::set<std::string> differentiable = {"CrossEntropy",    "KLDiv",
+                                                "LogSoftmax",      "NegativeLogLikelihoodLoss",
+                                                "Softmax",         "SoftmaxCrossEntropyLoss",
+                                                "SoftmaxWithLoss", "SpatialSoftArgmax",
+                                                "SpatialSoftmax",  "SpatialSoftmaxWithLoss"};
   for (const std::string& type : expected) {
     EXPECT_EQ(has_gradient(type), differentiable.contains(type)) << type;
   }
@@ -356,19 +361,25 @@ std::vector<InferCase> infer_cases() {
   add("SpatialSoftmaxWithLoss", spatial_loss(), {{"X", copy(x)}, {"T", spatial_labels()}},
       {S(f64, kX), S(f64, {})});
   add("SpatialSoftmaxWithLoss_weights", spatial_loss({"X", "T", "W"}),
-      {{"X", copy(x)}, {"T", spatial_labels()}, {"W", rnd(kMap, 12, 0, 2)}}, {S(f64, kX), S(f64, {})});
+      {{"X", copy(x)}, {"T", spatial_labels()}, {"W", rnd(kMap, 12, 0, 2)}},
+      {S(f64, kX), S(f64, {})});
   add("SpatialSoftmaxWithLoss_f32", spatial_loss({"X", "T", "W"}),
       {{"X", x.to(f32)}, {"T", spatial_labels()}, {"W", rnd(kMap, 12, 0, 2).to(f32)}},
       {S(f32, kX), S(f32, {})});
   add("SpatialSoftmaxWithLossGradient",
       make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
-      {{"X", copy(x)}, {"T", spatial_labels()}, {"P", probabilities(kX, 1, 13)},
+      {{"X", copy(x)},
+       {"T", spatial_labels()},
+       {"P", probabilities(kX, 1, 13)},
        {"dL", Tensor::scalar(f64, 1.5)}},
       {S(f64, kX)});
   add("SpatialSoftmaxWithLossGradient_weights",
       make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
-      {{"X", copy(x)}, {"T", spatial_labels()}, {"W", rnd(kMap, 12, 0, 2)},
-       {"P", probabilities(kX, 1, 13)}, {"dL", Tensor::scalar(f64, 1.5)}},
+      {{"X", copy(x)},
+       {"T", spatial_labels()},
+       {"W", rnd(kMap, 12, 0, 2)},
+       {"P", probabilities(kX, 1, 13)},
+       {"dL", Tensor::scalar(f64, 1.5)}},
       {S(f64, kX)});
   // Caffe2 non-spatial.
   add("SoftmaxWithLoss_2d", make_def("SoftmaxWithLoss", {"X", "T"}, {"P", "L"}),
@@ -383,13 +394,18 @@ std::vector<InferCase> infer_cases() {
       {{"X", rnd({4, 5}, 14)}, {"T", probabilities({4, 5}, 1, 18)}, {"W", rnd({4}, 19, 0.5, 1)}},
       {S(f64, {4, 5}), S(f64, {})});
   add("SoftmaxWithLossGradient", make_def("SoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
-      {{"X", rnd({4, 5}, 14)}, {"T", labels(i32, {4}, 5, 15)}, {"P", probabilities({4, 5}, 1, 20)},
+      {{"X", rnd({4, 5}, 14)},
+       {"T", labels(i32, {4}, 5, 15)},
+       {"P", probabilities({4, 5}, 1, 20)},
        {"dL", Tensor::scalar(f64, 2.0)}},
       {S(f64, {4, 5})});
   add("SoftmaxWithLossGradient_weights",
       make_def("SoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
-      {{"X", rnd({4, 5}, 14)}, {"T", labels(i32, {4}, 5, 15)}, {"W", rnd({4}, 19, 0.5, 1)},
-       {"P", probabilities({4, 5}, 1, 20)}, {"dL", Tensor::scalar(f64, 2.0)}},
+      {{"X", rnd({4, 5}, 14)},
+       {"T", labels(i32, {4}, 5, 15)},
+       {"W", rnd({4}, 19, 0.5, 1)},
+       {"P", probabilities({4, 5}, 1, 20)},
+       {"dL", Tensor::scalar(f64, 2.0)}},
       {S(f64, {4, 5})});
   // ONNX.
   add("SoftmaxCrossEntropyLoss_mean", make_def("SoftmaxCrossEntropyLoss", {"s", "l"}, {"L"}),
@@ -400,7 +416,8 @@ std::vector<InferCase> infer_cases() {
       {{"s", copy(x)}, {"l", labels(i32, kMap, 3, 21)}, {"w", rnd({3}, 22, 0.5, 1)}},
       {S(f64, kMap), S(f64, kX)});
   add("SoftmaxCrossEntropyLoss_skipped_ports",
-      make_def("SoftmaxCrossEntropyLoss", {"s", "l", ""}, {"L", ""}, {{"reduction", std::string("sum")}}),
+      make_def("SoftmaxCrossEntropyLoss", {"s", "l", ""}, {"L", ""},
+               {{"reduction", std::string("sum")}}),
       {{"s", x.to(f32)}, {"l", labels(i64, kMap, 3, 21)}}, {S(f32, {}), nullopt});
   add("SoftmaxCrossEntropyLossGradient",
       make_def("SoftmaxCrossEntropyLossGradient", {"s", "l", "", "dL"}, {"ds"}),
@@ -409,18 +426,24 @@ std::vector<InferCase> infer_cases() {
   add("SoftmaxCrossEntropyLossGradient_none_log_prob",
       make_def("SoftmaxCrossEntropyLossGradient", {"s", "l", "w", "dL", "dLP"}, {"ds"},
                {{"reduction", std::string("none")}}),
-      {{"s", copy(x)}, {"l", labels(i64, kMap, 3, 21)}, {"w", rnd({3}, 22, 0.5, 1)},
-       {"dL", rnd(kMap, 23)}, {"dLP", rnd(kX, 24)}},
+      {{"s", copy(x)},
+       {"l", labels(i64, kMap, 3, 21)},
+       {"w", rnd({3}, 22, 0.5, 1)},
+       {"dL", rnd(kMap, 23)},
+       {"dLP", rnd(kX, 24)}},
       {S(f64, kX)});
-  add("NegativeLogLikelihoodLoss",
-      make_def("NegativeLogLikelihoodLoss", {"lp", "t", "w"}, {"L"}),
-      {{"lp", copy(x)}, {"t", labels(i32, kMap, 3, 25)}, {"w", rnd({3}, 22, 0.5, 1)}}, {S(f64, {})});
+  add("NegativeLogLikelihoodLoss", make_def("NegativeLogLikelihoodLoss", {"lp", "t", "w"}, {"L"}),
+      {{"lp", copy(x)}, {"t", labels(i32, kMap, 3, 25)}, {"w", rnd({3}, 22, 0.5, 1)}},
+      {S(f64, {})});
   add("NegativeLogLikelihoodLoss_none",
-      make_def("NegativeLogLikelihoodLoss", {"lp", "t"}, {"L"}, {{"reduction", std::string("none")}}),
+      make_def("NegativeLogLikelihoodLoss", {"lp", "t"}, {"L"},
+               {{"reduction", std::string("none")}}),
       {{"lp", copy(x)}, {"t", labels(i64, kMap, 3, 25)}}, {S(f64, kMap)});
   add("NegativeLogLikelihoodLossGradient",
       make_def("NegativeLogLikelihoodLossGradient", {"lp", "t", "dL", "w"}, {"dlp"}),
-      {{"lp", copy(x)}, {"t", labels(i32, kMap, 3, 25)}, {"dL", Tensor::scalar(f64, 1.0)},
+      {{"lp", copy(x)},
+       {"t", labels(i32, kMap, 3, 25)},
+       {"dL", Tensor::scalar(f64, 1.0)},
        {"w", rnd({3}, 22, 0.5, 1)}},
       {S(f64, kX)});
   // Softmax family.
@@ -432,25 +455,29 @@ std::vector<InferCase> infer_cases() {
       {{"x", rnd({5}, 26)}}, {S(f64, {5})});
   add("LogSoftmax_axis_neg3", make_def("LogSoftmax", {"x"}, {"y"}, {{"axis", std::int64_t{-3}}}),
       {{"x", copy(x)}}, {S(f64, kX)});
-  add("SoftmaxGradient", make_def("SoftmaxGradient", {"y", "dy"}, {"dx"}, {{"axis", std::int64_t{1}}}),
+  add("SoftmaxGradient",
+      make_def("SoftmaxGradient", {"y", "dy"}, {"dx"}, {{"axis", std::int64_t{1}}}),
       {{"y", probabilities(kX, 1, 27)}, {"dy", rnd(kX, 28)}}, {S(f64, kX)});
   add("LogSoftmaxGradient", make_def("LogSoftmaxGradient", {"y", "dy"}, {"dx"}),
       {{"y", rnd(kX, 29, -3, -0.1)}, {"dy", rnd(kX, 28)}}, {S(f64, kX)});
   // CrossEntropy.
-  add("CrossEntropy_all_outputs",
-      make_def("CrossEntropy", {"X", "T"}, {"L", "P", "LP", "H"}),
+  add("CrossEntropy_all_outputs", make_def("CrossEntropy", {"X", "T"}, {"L", "P", "LP", "H"}),
       {{"X", copy(x)}, {"T", labels(i64, kMap, 3, 30)}},
       {S(f64, {}), S(f64, kX), S(f64, kX), S(f64, kMap)});
   add("CrossEntropy_nhwc_none_weights",
       make_def("CrossEntropy", {"X", "T", "cw", "pw"}, {"L", "", "LP"},
                {{"order", std::string("NHWC")}, {"reduction", std::string("none")}}),
-      {{"X", rnd(kNhwc, 31)}, {"T", labels(i32, {2, 2, 3}, 3, 32)}, {"cw", rnd({3}, 33, 0.5, 1)},
+      {{"X", rnd(kNhwc, 31)},
+       {"T", labels(i32, {2, 2, 3}, 3, 32)},
+       {"cw", rnd({3}, 33, 0.5, 1)},
        {"pw", rnd({2, 2, 3}, 34, 0, 1)}},
       {S(f64, {2, 2, 3}), nullopt, S(f64, kNhwc)});
   add("CrossEntropy_probability_targets_pixel_weight_only",
       make_def("CrossEntropy", {"X", "T", "", "pw"}, {"L", "", "", "H"},
                {{"label_smoothing", 0.1f}}),
-      {{"X", x.to(f32)}, {"T", probabilities(kX, 1, 35).to(f32)}, {"pw", rnd(kMap, 34, 0, 1).to(f32)}},
+      {{"X", x.to(f32)},
+       {"T", probabilities(kX, 1, 35).to(f32)},
+       {"pw", rnd(kMap, 34, 0, 1).to(f32)}},
       {S(f32, {}), nullopt, nullopt, S(f32, kMap)});
   add("CrossEntropyGradient", make_def("CrossEntropyGradient", {"X", "T", "", "", "dL"}, {"dX"}),
       {{"X", copy(x)}, {"T", labels(i64, kMap, 3, 30)}, {"dL", Tensor::scalar(f64, 1.0)}},
@@ -458,9 +485,14 @@ std::vector<InferCase> infer_cases() {
   add("CrossEntropyGradient_none_every_upstream",
       make_def("CrossEntropyGradient", {"X", "T", "cw", "pw", "dL", "dP", "dLP", "dH"}, {"dX"},
                {{"reduction", std::string("none")}}),
-      {{"X", copy(x)}, {"T", labels(i64, kMap, 3, 30)}, {"cw", rnd({3}, 33, 0.5, 1)},
-       {"pw", rnd(kMap, 34, 0, 1)}, {"dL", rnd(kMap, 36)}, {"dP", rnd(kX, 37)},
-       {"dLP", rnd(kX, 38)}, {"dH", rnd(kMap, 39)}},
+      {{"X", copy(x)},
+       {"T", labels(i64, kMap, 3, 30)},
+       {"cw", rnd({3}, 33, 0.5, 1)},
+       {"pw", rnd(kMap, 34, 0, 1)},
+       {"dL", rnd(kMap, 36)},
+       {"dP", rnd(kX, 37)},
+       {"dLP", rnd(kX, 38)},
+       {"dH", rnd(kMap, 39)}},
       {S(f64, kX)});
   // KLDiv.
   add("KLDiv_mean", make_def("KLDiv", {"X", "T"}, {"L"}),
@@ -469,8 +501,9 @@ std::vector<InferCase> infer_cases() {
       make_def("KLDiv", {"X", "T"}, {"L"},
                {{"reduction", std::string("none")}, {"order", std::string("NHWC")}}),
       {{"X", rnd(kNhwc, 41)}, {"T", probabilities(kNhwc, -1, 42)}}, {S(f64, kNhwc)});
-  add("KLDivGradient", make_def("KLDivGradient", {"X", "T", "dL"}, {"dX"},
-                                {{"reduction", std::string("batchmean")}}),
+  add("KLDivGradient",
+      make_def("KLDivGradient", {"X", "T", "dL"}, {"dX"},
+               {{"reduction", std::string("batchmean")}}),
       {{"X", copy(x)}, {"T", probabilities(kX, 1, 40)}, {"dL", Tensor::scalar(f64, 1.0)}},
       {S(f64, kX)});
   // Spatial softmax and soft-argmax.
@@ -487,7 +520,9 @@ std::vector<InferCase> infer_cases() {
       {{"X", rnd({2, 3, 7}, 45)}}, {S(f64, {2, 3, 1})});
   add("SpatialSoftArgmaxGradient",
       make_def("SpatialSoftArgmaxGradient", {"X", "dkp", "dS", "dcov"}, {"dX"}),
-      {{"X", copy(x)}, {"dkp", rnd({2, 3, 2}, 46)}, {"dS", rnd(kX, 47)},
+      {{"X", copy(x)},
+       {"dkp", rnd({2, 3, 2}, 46)},
+       {"dS", rnd(kX, 47)},
        {"dcov", rnd({2, 3, 2, 2}, 48)}},
       {S(f64, kX)});
   add("SpatialSoftArgmaxGradient_keypoints_only",
@@ -528,9 +563,9 @@ TEST_P(InferOutputs, MatchesHandWrittenSpecsAndTheRun) {
   ASSERT_EQ(inferred.size(), c.def.outputs.size());
   ASSERT_EQ(c.expected.size(), c.def.outputs.size());
   for (std::size_t i = 0; i < inferred.size(); ++i) {
-    EXPECT_EQ(inferred[i], c.expected[i]) << "output " << i << ": inferred "
-                                          << spec_string(inferred[i]) << ", expected "
-                                          << spec_string(c.expected[i]);
+    EXPECT_EQ(inferred[i], c.expected[i])
+        << "output " << i << ": inferred " << spec_string(inferred[i]) << ", expected "
+        << spec_string(c.expected[i]);
   }
   Workspace ws;
   put(ws, c.blobs);
@@ -545,9 +580,9 @@ TEST_P(InferOutputs, MatchesHandWrittenSpecsAndTheRun) {
     }
     ASSERT_TRUE(ws.has(name)) << name;
     const TensorSpec produced = spec_of(ws.get(name));
-    EXPECT_EQ(produced, *inferred[i]) << "output " << i << " (" << name << "): produced "
-                                      << spec_string(produced) << ", inferred "
-                                      << spec_string(inferred[i]);
+    EXPECT_EQ(produced, *inferred[i])
+        << "output " << i << " (" << name << "): produced " << spec_string(produced)
+        << ", inferred " << spec_string(inferred[i]);
   }
   // The inputs are not written.
   for (const auto& [name, b] : c.blobs) {
@@ -608,7 +643,8 @@ std::vector<BadInferCase> bad_infer_cases() {
   add("SSWL_weight_length", sswl_w, {X, T, S(f64, {2, 6})}, {"weight_tensor shape", "(2, 6)"});
   add("SSWL_weight_per_class", sswl_w, {X, T, S(f64, {3})}, {"weight_tensor shape", "(3,)"});
   add("SSWL_weight_dtype", sswl_w, {X, T, S(f32, kMap)}, {"weight_tensor dtype", "float32"});
-  const OperatorDef sswl_grad = make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"});
+  const OperatorDef sswl_grad =
+      make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"});
   add("SSWLGrad_P_shape", sswl_grad, {X, T, S(f64, {2, 3, 2, 2}), L}, {"P shape", "(2, 3, 2, 2)"});
   add("SSWLGrad_P_dtype", sswl_grad, {X, T, S(f32, kX), L}, {"P dtype", "float32"});
   add("SSWLGrad_T_W", sswl_grad, {X, S(i32, {2, 2, 2}), X, L}, {"T shape"});
@@ -634,7 +670,8 @@ std::vector<BadInferCase> bad_infer_cases() {
   const OperatorDef sce = make_def("SoftmaxCrossEntropyLoss", {"s", "l", "w"}, {"L"});
   add("SCE_labels_shape", sce, {X, S(i64, {2, 2, 4}), nullopt}, {"labels shape", "(2, 2, 4)"});
   add("SCE_labels_float", sce, {X, S(f64, kMap), nullopt}, {"labels dtype", "float64"});
-  add("SCE_weights_length", sce, {X, S(i64, kMap), S(f64, {4})}, {"weights shape", "one per class"});
+  add("SCE_weights_length", sce, {X, S(i64, kMap), S(f64, {4})},
+      {"weights shape", "one per class"});
   add("SCE_weights_dtype", sce, {X, S(i64, kMap), S(f32, {3})}, {"weights dtype"});
   add("SCE_scores_rank1", sce, {S(f64, {3}), S(i64, {}), nullopt}, {"scores rank", "got 1"});
   add("SCE_scores_int", sce, {S(i64, kX), S(i64, kMap), nullopt}, {"scores dtype"});
@@ -654,15 +691,16 @@ std::vector<BadInferCase> bad_infer_cases() {
   add("NLL_weight_length", nll, {X, S(i64, kMap), S(f64, {2})}, {"weight shape", "(2,)"});
   const OperatorDef nll_grad =
       make_def("NegativeLogLikelihoodLossGradient", {"lp", "t", "dL", "w"}, {"dlp"});
-  add("NLLGrad_weight_length", nll_grad, {X, S(i64, kMap), L, S(f64, {4})}, {"weight shape", "(4,)"});
+  add("NLLGrad_weight_length", nll_grad, {X, S(i64, kMap), L, S(f64, {4})},
+      {"weight shape", "(4,)"});
   add("NLLGrad_d_loss_shape", nll_grad, {X, S(i64, kMap), S(f64, {2}), S(f64, {3})},
       {"d_loss", "(2,)"});
   add("NLLGrad_d_loss_dtype", nll_grad, {X, S(i64, kMap), S(f32, {}), S(f64, {3})},
       {"d_loss", "float32"});
   add("Softmax_axis_4", make_def("Softmax", {"x"}, {"y"}, {{"axis", std::int64_t{4}}}), {X},
       {"'axis'", "4", "(2, 3, 2, 3)"});
-  add("LogSoftmax_axis_neg5", make_def("LogSoftmax", {"x"}, {"y"}, {{"axis", std::int64_t{-5}}}), {X},
-      {"'axis'", "-5"});
+  add("LogSoftmax_axis_neg5", make_def("LogSoftmax", {"x"}, {"y"}, {{"axis", std::int64_t{-5}}}),
+      {X}, {"'axis'", "-5"});
   add("Softmax_int", make_def("Softmax", {"x"}, {"y"}), {S(i32, kX)}, {"input dtype", "int32"});
   add("Softmax_scalar", make_def("Softmax", {"x"}, {"y"}), {L}, {"'axis'"});
   add("SoftmaxGradient_dy_shape", make_def("SoftmaxGradient", {"y", "dy"}, {"dx"}),
@@ -677,12 +715,14 @@ std::vector<BadInferCase> bad_infer_cases() {
       {"class_weight shape", "(2,)"});
   add("CE_pixel_weight_shape", ce, {X, S(i64, kMap), nullopt, S(f64, {2, 3, 2})},
       {"pixel_weight shape", "(2, 3, 2)"});
-  add("CE_pixel_weight_dtype", ce, {X, S(i64, kMap), nullopt, S(f32, kMap)}, {"pixel_weight dtype"});
+  add("CE_pixel_weight_dtype", ce, {X, S(i64, kMap), nullopt, S(f32, kMap)},
+      {"pixel_weight dtype"});
   add("CE_nhwc_labels_of_nchw",
       make_def("CrossEntropy", {"X", "T"}, {"L"}, {{"order", std::string("NHWC")}}),
       {X, S(i64, kMap)}, {"targets shape", "(2, 3, 2)", "(2, 2, 3)"});
-  add("CE_rank11", ce, {S(f64, {1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1}), S(i64, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}),
-                        nullopt, nullopt},
+  add("CE_rank11", ce,
+      {S(f64, {1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1}), S(i64, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}), nullopt,
+       nullopt},
       {"X rank", "got 11"});
   add("CE_rank1", ce, {S(f64, {3}), S(i64, {}), nullopt, nullopt}, {"X rank", "got 1"});
   const OperatorDef ce_grad =
@@ -690,11 +730,13 @@ std::vector<BadInferCase> bad_infer_cases() {
   add("CEGrad_targets", ce_grad, {X, S(i64, {2, 2, 2}), nullopt, nullopt, L, X, X, S(f64, kMap)},
       {"targets shape"});
   add("CEGrad_d_loss_map_for_mean", ce_grad,
-      {X, S(i64, kMap), nullopt, nullopt, S(f64, kMap), X, X, S(f64, kMap)}, {"d_loss", "(2, 2, 3)"});
+      {X, S(i64, kMap), nullopt, nullopt, S(f64, kMap), X, X, S(f64, kMap)},
+      {"d_loss", "(2, 2, 3)"});
   add("CEGrad_d_prob_shape", ce_grad,
       {X, S(i64, kMap), nullopt, nullopt, L, S(f64, kMap), X, S(f64, kMap)}, {"d_prob"});
   add("CEGrad_d_log_prob_dtype", ce_grad,
-      {X, S(i64, kMap), nullopt, nullopt, L, X, S(f32, kX), S(f64, kMap)}, {"d_log_prob", "float32"});
+      {X, S(i64, kMap), nullopt, nullopt, L, X, S(f32, kX), S(f64, kMap)},
+      {"d_log_prob", "float32"});
   add("CEGrad_d_entropy_shape", ce_grad, {X, S(i64, kMap), nullopt, nullopt, L, X, X, X},
       {"d_entropy", "(2, 3, 2, 3)"});
   const OperatorDef kl = make_def("KLDiv", {"X", "T"}, {"L"});
@@ -724,8 +766,8 @@ std::vector<BadInferCase> bad_infer_cases() {
   add("ConstantFill_input_and_shape",
       make_def("ConstantFill", {"x"}, {"y"}, {{"shape", std::vector<std::int64_t>{2}}}), {X},
       {"'shape'"});
-  add("ConstantFill_bad_dtype", make_def("ConstantFill", {"x"}, {"y"}, {{"dtype", std::int64_t{3}}}),
-      {X}, {"'dtype'", "3"});
+  add("ConstantFill_bad_dtype",
+      make_def("ConstantFill", {"x"}, {"y"}, {{"dtype", std::int64_t{3}}}), {X}, {"'dtype'", "3"});
   add("Sum_shape", make_def("Sum", {"a", "b"}, {"s"}), {S(f64, {2, 3}), S(f64, {3, 2})},
       {"input 1 shape", "(3, 2)"});
   add("Sum_dtype", make_def("Sum", {"a", "b", "c"}, {"s"}),
@@ -829,7 +871,8 @@ TEST(InferNet, MatchesEveryBlobOfARun) {
     const auto it = inferred.find(name);
     ASSERT_NE(it, inferred.end()) << "not inferred";
     EXPECT_EQ(it->second, spec_of(ws.get(name)))
-        << "inferred " << spec_string(it->second) << ", produced " << spec_string(spec_of(ws.get(name)));
+        << "inferred " << spec_string(it->second) << ", produced "
+        << spec_string(spec_of(ws.get(name)));
   }
   // Spot checks by hand.
   EXPECT_EQ(inferred.at("X_grad"), S(f64, kX));
@@ -853,9 +896,9 @@ TEST(InferNet, Errors) {
 // --- 3. gradient makers -----------------------------------------------------------
 
 OperatorDef forward_spatial(std::vector<std::string> inputs) {
-  OperatorDef fwd = spatial_loss(std::move(inputs), {"P", "avg_loss"},
-                                 {{"scale", 0.5f}, {"order", std::string("NCHW")},
-                                  {"caffe2_variant", std::string("cpu")}});
+  OperatorDef fwd = spatial_loss(
+      std::move(inputs), {"P", "avg_loss"},
+      {{"scale", 0.5f}, {"order", std::string("NCHW")}, {"caffe2_variant", std::string("cpu")}});
   fwd.name = "the_loss";
   fwd.device = DeviceOption{Device::kCuda, 3};
   fwd.engine = "CUDNN";
@@ -902,7 +945,8 @@ TEST(GradientMaker, SpatialSoftmaxWithLoss) {
   want.name = "";
   want.inputs = {"X", "T", "P", "avg_loss_grad"};
   want.outputs = {"X_grad"};
-  want.args = {{"scale", 0.5f}, {"order", std::string("NCHW")}, {"caffe2_variant", std::string("cpu")}};
+  want.args = {
+      {"scale", 0.5f}, {"order", std::string("NCHW")}, {"caffe2_variant", std::string("cpu")}};
   want.device = DeviceOption{Device::kCuda, 3};
   want.engine = "CUDNN";
   want.is_gradient_op = true;
@@ -942,14 +986,14 @@ TEST(GradientMaker, SpatialSoftmaxWithLossDefaultsAndMissingGradient) {
 }
 
 TEST(GradientMaker, SoftmaxWithLoss) {
-  OperatorDef fwd = make_def("SoftmaxWithLoss", {"X", "T", "W"}, {"P", "L"},
-                             {{"label_prob", std::int64_t{0}}, {"axis", std::int64_t{1}},
-                              {"scale", 2.0f}});
+  OperatorDef fwd =
+      make_def("SoftmaxWithLoss", {"X", "T", "W"}, {"P", "L"},
+               {{"label_prob", std::int64_t{0}}, {"axis", std::int64_t{1}}, {"scale", 2.0f}});
   fwd.engine = "EIGEN";
   const GradientOps g = make_gradient(fwd, {"", "L_grad"});
   ASSERT_EQ(g.ops.size(), 1u);
-  expect_def(g.ops[0],
-             expected_grad("SoftmaxWithLossGradient", {"X", "T", "W", "P", "L_grad"}, {"X_grad"}, fwd));
+  expect_def(g.ops[0], expected_grad("SoftmaxWithLossGradient", {"X", "T", "W", "P", "L_grad"},
+                                     {"X_grad"}, fwd));
   EXPECT_EQ(g.input_grads, (std::vector<std::string>{"X_grad", "", ""}));
   const OperatorDef unweighted = make_def("SoftmaxWithLoss", {"X", "T"}, {"P", "L", "U"});
   const GradientOps g2 = make_gradient(unweighted, {"", "L_grad", ""});
@@ -962,11 +1006,12 @@ TEST(GradientMaker, SoftmaxWithLoss) {
 }
 
 TEST(GradientMaker, SoftmaxCrossEntropyLoss) {
-  const OperatorDef fwd = make_def("SoftmaxCrossEntropyLoss", {"s", "l", "w"}, {"out", "lp"},
-                                   {{"reduction", std::string("sum")}, {"ignore_index", std::int64_t{-1}}});
+  const OperatorDef fwd =
+      make_def("SoftmaxCrossEntropyLoss", {"s", "l", "w"}, {"out", "lp"},
+               {{"reduction", std::string("sum")}, {"ignore_index", std::int64_t{-1}}});
   expect_def(make_gradient(fwd, {"out_grad", "lp_grad"}).ops.at(0),
-             expected_grad("SoftmaxCrossEntropyLossGradient", {"s", "l", "w", "out_grad", "lp_grad"},
-                           {"s_grad"}, fwd));
+             expected_grad("SoftmaxCrossEntropyLossGradient",
+                           {"s", "l", "w", "out_grad", "lp_grad"}, {"s_grad"}, fwd));
   expect_def(make_gradient(fwd, {"out_grad", ""}).ops.at(0),
              expected_grad("SoftmaxCrossEntropyLossGradient", {"s", "l", "w", "out_grad"},
                            {"s_grad"}, fwd));
@@ -993,8 +1038,9 @@ TEST(GradientMaker, NegativeLogLikelihoodLoss) {
                                      {"lp", "t", "loss_grad", "w"}, {"lp_grad"}, fwd));
   EXPECT_EQ(g.input_grads, (std::vector<std::string>{"lp_grad", "", ""}));
   const OperatorDef plain = make_def("NegativeLogLikelihoodLoss", {"lp", "t"}, {"loss"});
-  expect_def(make_gradient(plain, {"g"}).ops.at(0),
-             expected_grad("NegativeLogLikelihoodLossGradient", {"lp", "t", "g"}, {"lp_grad"}, plain));
+  expect_def(
+      make_gradient(plain, {"g"}).ops.at(0),
+      expected_grad("NegativeLogLikelihoodLossGradient", {"lp", "t", "g"}, {"lp_grad"}, plain));
   EXPECT_ERROR_MENTIONS(make_gradient(plain, {""}), {"Gradient of output loss is not provided!"});
   EXPECT_NO_THROW(validate(g.ops[0]));
 }
@@ -1005,7 +1051,8 @@ TEST(GradientMaker, SoftmaxAndLogSoftmax) {
     const OperatorDef fwd = make_def(type, {"x"}, {"y"}, {{"axis", std::int64_t{1}}});
     const GradientOps g = make_gradient(fwd, {"y_grad"});
     ASSERT_EQ(g.ops.size(), 1u);
-    expect_def(g.ops[0], expected_grad(std::string(type) + "Gradient", {"y", "y_grad"}, {"x_grad"}, fwd));
+    expect_def(g.ops[0],
+               expected_grad(std::string(type) + "Gradient", {"y", "y_grad"}, {"x_grad"}, fwd));
     EXPECT_EQ(g.input_grads, std::vector<std::string>{"x_grad"});
     EXPECT_ERROR_MENTIONS(make_gradient(fwd, {""}), {"Gradient of output y is not provided!"});
     EXPECT_NO_THROW(validate(g.ops[0]));
@@ -1017,11 +1064,12 @@ TEST(GradientMaker, CrossEntropy) {
                                    {{"label_smoothing", 0.1f}, {"order", std::string("NHWC")}});
   expect_def(make_gradient(fwd, {"L_grad", "P_grad", "LP_grad", "H_grad"}).ops.at(0),
              expected_grad("CrossEntropyGradient",
-                           {"X", "T", "cw", "pw", "L_grad", "P_grad", "LP_grad", "H_grad"}, {"X_grad"},
-                           fwd));
+                           {"X", "T", "cw", "pw", "L_grad", "P_grad", "LP_grad", "H_grad"},
+                           {"X_grad"}, fwd));
   // Absent trailing ports are dropped, absent middle ones are empty names.
-  expect_def(make_gradient(fwd, {"L_grad", "", "", ""}).ops.at(0),
-             expected_grad("CrossEntropyGradient", {"X", "T", "cw", "pw", "L_grad"}, {"X_grad"}, fwd));
+  expect_def(
+      make_gradient(fwd, {"L_grad", "", "", ""}).ops.at(0),
+      expected_grad("CrossEntropyGradient", {"X", "T", "cw", "pw", "L_grad"}, {"X_grad"}, fwd));
   expect_def(make_gradient(fwd, {"", "", "LP_grad", ""}).ops.at(0),
              expected_grad("CrossEntropyGradient", {"X", "T", "cw", "pw", "", "", "LP_grad"},
                            {"X_grad"}, fwd));
@@ -1041,8 +1089,9 @@ TEST(GradientMaker, CrossEntropy) {
 }
 
 TEST(GradientMaker, KLDiv) {
-  const OperatorDef fwd = make_def("KLDiv", {"X", "T"}, {"kl"},
-                                   {{"log_target", std::int64_t{1}}, {"reduction", std::string("batchmean")}});
+  const OperatorDef fwd =
+      make_def("KLDiv", {"X", "T"}, {"kl"},
+               {{"log_target", std::int64_t{1}}, {"reduction", std::string("batchmean")}});
   const GradientOps g = make_gradient(fwd, {"kl_grad"});
   ASSERT_EQ(g.ops.size(), 1u);
   expect_def(g.ops[0], expected_grad("KLDivGradient", {"X", "T", "kl_grad"}, {"X_grad"}, fwd));
@@ -1055,7 +1104,8 @@ TEST(GradientMaker, SpatialSoftmaxAndSoftArgmax) {
   const OperatorDef sm = make_def("SpatialSoftmax", {"X"}, {"S"}, {{"temperature", 0.5f}});
   const GradientOps g = make_gradient(sm, {"S_grad"});
   ASSERT_EQ(g.ops.size(), 1u);
-  expect_def(g.ops[0], expected_grad("SpatialSoftArgmaxGradient", {"X", "", "S_grad"}, {"X_grad"}, sm));
+  expect_def(g.ops[0],
+             expected_grad("SpatialSoftArgmaxGradient", {"X", "", "S_grad"}, {"X_grad"}, sm));
   EXPECT_ERROR_MENTIONS(make_gradient(sm, {""}), {"Gradient of output S is not provided!"});
   EXPECT_NO_THROW(validate(g.ops[0]));
 
@@ -1105,7 +1155,10 @@ void expect_named(const std::string& what, const std::string& starts,
 Tensor scores() { return rnd({2, 5, 3, 4}, 81); }
 Tensor bad_labels(DType dtype) {
   Tensor t(dtype, {2, 3, 4});
-  if (dtype == i32) t.data_as<std::int32_t>()[23] = 7; else t.data_as<std::int64_t>()[23] = 7;
+  if (dtype == i32)
+    t.data_as<std::int32_t>()[23] = 7;
+  else
+    t.data_as<std::int64_t>()[23] = 7;
   return t;
 }
 
@@ -1132,7 +1185,9 @@ TEST(OperatorErrors, BadLabelNamesTheOperatorsInputAndItsBlob) {
   Tensor t(i32, {2, 3, 4});
   t.data_as<std::int32_t>()[23] = 7;
   const std::string what = run_error(c2, {{"logits", scores()}, {"labels", std::move(t)}});
-  expect_named(what, "SpatialSoftmaxWithLoss 'loss1': input 'T' (blob 'labels') [1, 2, 3] (flat index 23)", {});
+  expect_named(
+      what, "SpatialSoftmaxWithLoss 'loss1': input 'T' (blob 'labels') [1, 2, 3] (flat index 23)",
+      {});
   EXPECT_EQ(what.find("SpatialSoftmaxWithLoss", 1), std::string::npos) << what;
   // In a net, after the net's and the op's place.
   NetDef net;
@@ -1141,7 +1196,8 @@ TEST(OperatorErrors, BadLabelNamesTheOperatorsInputAndItsBlob) {
   Workspace ws;
   ws.set("S", scores());
   ws.set("T", bad_labels(i64));
-  EXPECT_ERROR_MENTIONS(run_net(net, ws), {"net 'seg', op 0: SoftmaxCrossEntropyLoss: input 'labels' (blob 'T') ["});
+  EXPECT_ERROR_MENTIONS(run_net(net, ws),
+                        {"net 'seg', op 0: SoftmaxCrossEntropyLoss: input 'labels' (blob 'T') ["});
 }
 
 TEST(OperatorErrors, BadWeightNamesTheOperatorsWeightInput) {
@@ -1155,36 +1211,43 @@ TEST(OperatorErrors, BadWeightNamesTheOperatorsWeightInput) {
                           {"w", values(f64, {5}, {1, -1, 1, 1, 1})}}),
                "NegativeLogLikelihoodLoss: input 'weight' (blob 'w') [flat index 1] = -1",
                {"class_weight"});
-  expect_named(run_error(make_def("CrossEntropy", {"X", "Y", "", "A"}, {"L"}),
-                         {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"A", Tensor(f64, {2, 3})}}),
-               "CrossEntropy: input 'pixel_weight' (blob 'A') shape", {});
+  expect_named(
+      run_error(make_def("CrossEntropy", {"X", "Y", "", "A"}, {"L"}),
+                {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"A", Tensor(f64, {2, 3})}}),
+      "CrossEntropy: input 'pixel_weight' (blob 'A') shape", {});
   expect_named(run_error(make_def("SoftmaxWithLoss", {"X", "T", "W"}, {"P", "L"}),
                          {{"X", rnd({4, 5}, 3)}, {"T", Tensor(i32, {4})}, {"W", Tensor(f64, {5})}}),
                "SoftmaxWithLoss: input 'weight_tensor' (blob 'W') shape", {});
   // Caffe2's 5-input gradient: port 2 is the weights.
-  expect_named(run_error(make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
-                         {{"X", scores()},
-                          {"T", Tensor(i32, {2, 3, 4})},
-                          {"W", Tensor(f64, {2, 3})},
-                          {"P", scores()},
-                          {"dL", Tensor(f64, {})}}),
-               "SpatialSoftmaxWithLossGradient: input 'weight_tensor' (blob 'W') shape", {});
+  expect_named(
+      run_error(make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
+                {{"X", scores()},
+                 {"T", Tensor(i32, {2, 3, 4})},
+                 {"W", Tensor(f64, {2, 3})},
+                 {"P", scores()},
+                 {"dL", Tensor(f64, {})}}),
+      "SpatialSoftmaxWithLossGradient: input 'weight_tensor' (blob 'W') shape", {});
 }
 
 TEST(OperatorErrors, UpstreamGradientNamedAsTheGradientOperatorNamesIt) {
   const Tensor lp = scores();
-  expect_named(run_error(make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "dL"}, {"dS"}),
-                         {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"dL", Tensor(f64, {2})}}),
-               "SoftmaxCrossEntropyLossGradient: input 'd_output' (blob 'dL') shape", {"grad_loss"});
-  expect_named(run_error(make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "", "dLP"}, {"dS"}),
-                         {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"dLP", Tensor(f32, {2, 5, 3, 4})}}),
-               "SoftmaxCrossEntropyLossGradient: input 'd_log_prob' (blob 'dLP') dtype", {"grad_log_prob"});
-  expect_named(run_error(make_def("NegativeLogLikelihoodLossGradient", {"LP", "Y", "dL"}, {"dLP"}),
-                         {{"LP", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"dL", Tensor(f32, {})}}),
-               "NegativeLogLikelihoodLossGradient: input 'd_loss' (blob 'dL') dtype", {"grad_loss"});
-  expect_named(run_error(make_def("CrossEntropyGradient", {"X", "Y", "", "", "", "dP"}, {"dX"}),
-                         {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"dP", Tensor(f64, {2, 3, 4})}}),
-               "CrossEntropyGradient: input 'd_prob' (blob 'dP') shape", {"grad_prob"});
+  expect_named(
+      run_error(make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "dL"}, {"dS"}),
+                {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"dL", Tensor(f64, {2})}}),
+      "SoftmaxCrossEntropyLossGradient: input 'd_output' (blob 'dL') shape", {"grad_loss"});
+  expect_named(
+      run_error(
+          make_def("SoftmaxCrossEntropyLossGradient", {"S", "T", "", "", "dLP"}, {"dS"}),
+          {{"S", scores()}, {"T", Tensor(i64, {2, 3, 4})}, {"dLP", Tensor(f32, {2, 5, 3, 4})}}),
+      "SoftmaxCrossEntropyLossGradient: input 'd_log_prob' (blob 'dLP') dtype", {"grad_log_prob"});
+  expect_named(
+      run_error(make_def("NegativeLogLikelihoodLossGradient", {"LP", "Y", "dL"}, {"dLP"}),
+                {{"LP", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"dL", Tensor(f32, {})}}),
+      "NegativeLogLikelihoodLossGradient: input 'd_loss' (blob 'dL') dtype", {"grad_loss"});
+  expect_named(
+      run_error(make_def("CrossEntropyGradient", {"X", "Y", "", "", "", "dP"}, {"dX"}),
+                {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}, {"dP", Tensor(f64, {2, 3, 4})}}),
+      "CrossEntropyGradient: input 'd_prob' (blob 'dP') shape", {"grad_prob"});
   expect_named(run_error(make_def("KLDivGradient", {"X", "Q", "dL"}, {"dX"}),
                          {{"X", scores()}, {"Q", scores()}, {"dL", Tensor(f64, {3})}}),
                "KLDivGradient: input 'd_output' (blob 'dL') shape", {"grad_output"});
@@ -1201,12 +1264,17 @@ TEST(OperatorErrors, UpstreamGradientNamedAsTheGradientOperatorNamesIt) {
                          {{"X", scores()}, {"dS", Tensor(f64, {2, 5})}}),
                "SpatialSoftArgmaxGradient: input 'd_S' (blob 'dS') shape", {"grad_softmax"});
   expect_named(run_error(make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
-                         {{"X", scores()}, {"T", Tensor(i32, {2, 3, 4})}, {"P", scores()},
+                         {{"X", scores()},
+                          {"T", Tensor(i32, {2, 3, 4})},
+                          {"P", scores()},
                           {"dL", Tensor(i32, {})}}),
                "SpatialSoftmaxWithLossGradient: input 'd_avg_loss' (blob 'dL') dtype", {"d_loss"});
   expect_named(run_error(make_def("SoftmaxWithLossGradient", {"X", "T", "W", "P", "dL"}, {"dX"}),
-                         {{"X", rnd({4, 5}, 3)}, {"T", Tensor(i32, {4})}, {"W", Tensor(f64, {4})},
-                          {"P", Tensor(f32, {4, 5})}, {"dL", Tensor(f64, {})}}),
+                         {{"X", rnd({4, 5}, 3)},
+                          {"T", Tensor(i32, {4})},
+                          {"W", Tensor(f64, {4})},
+                          {"P", Tensor(f32, {4, 5})},
+                          {"dL", Tensor(f64, {})}}),
                "SoftmaxWithLossGradient: input 'P' (blob 'P') dtype", {});
 }
 
@@ -1214,10 +1282,12 @@ TEST(OperatorErrors, UpstreamGradientNamedAsTheGradientOperatorNamesIt) {
 TEST(OperatorErrors, OptionsNamedAsTheOperatorsArguments) {
   expect_named(run_error(make_def("CrossEntropy", {"X", "Y"}, {"L"}, {{"label_smoothing", 2.0f}}),
                          {{"X", scores()}, {"Y", Tensor(i64, {2, 3, 4})}}),
-               "CrossEntropy: argument 'label_smoothing' = 2, expected in [0, 1]", {"cross_entropy"});
-  expect_named(run_error(make_def("CrossEntropy", {"X", "Y"}, {"L"}, {{"ignore_index", std::int64_t{0}}}),
-                         {{"X", scores()}, {"Y", scores()}}),
-               "CrossEntropy: argument 'ignore_index' = 0", {});
+               "CrossEntropy: argument 'label_smoothing' = 2, expected in [0, 1]",
+               {"cross_entropy"});
+  expect_named(
+      run_error(make_def("CrossEntropy", {"X", "Y"}, {"L"}, {{"ignore_index", std::int64_t{0}}}),
+                {{"X", scores()}, {"Y", scores()}}),
+      "CrossEntropy: argument 'ignore_index' = 0", {});
   expect_named(run_error(make_def("SpatialSoftmax", {"X"}, {"S"}, {{"temperature", -1.0f}}),
                          {{"X", scores()}}),
                "SpatialSoftmax: argument 'temperature' = -1", {"spatial_soft_argmax"});
@@ -1289,7 +1359,8 @@ TEST(ConstantFillValue, IntegerDtypesRefuseWhatTheyCannotHold) {
   for (const Case& c : cases) {
     const OperatorDef def = fill_def(c.value, c.dtype);
     const std::string created = error_of([&] { (void)create_operator(def); });
-    for (const std::string& needle : {std::string("ConstantFill: argument 'value'"), c.range, c.got}) {
+    for (const std::string& needle :
+         {std::string("ConstantFill: argument 'value'"), c.range, c.got}) {
       EXPECT_NE(created.find(needle), std::string::npos) << needle << " not in: " << created;
     }
     EXPECT_ERROR_MENTIONS(schema_of("ConstantFill").infer_outputs(def, {}), {"'value'", c.got});
@@ -1343,7 +1414,9 @@ TEST(SumOverflow, IntegerOverflowIsAnErrorNamingTheElement) {
   ws.set("a", values(i32, {2}, {2147483646, 5}));
   ws.set("b", values(i32, {2}, {1, 1}));
   ws.set("c", values(i32, {2}, {1, 1}));
-  const std::string what = error_of([&] { run_operator(make_def("Sum", {"a", "b", "c"}, {"s"}), ws); });
+  const std::string what = error_of([&] {
+    run_operator(make_def("Sum", {"a", "b", "c"}, {"s"}), ws);
+  });
   for (const char* needle :
        {"Sum: output 'sum' (blob 's') [flat index 0]", "2147483647 (the sum of inputs 0..1)",
         "+ 1 (input 2, blob 'c')", "overflows int32", "[-2147483648, 2147483647]"}) {

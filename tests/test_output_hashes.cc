@@ -57,12 +57,13 @@ Tensor uniform(DType dtype, Shape shape, double lo, double hi, std::uint64_t see
 }
 
 // Labels in [0, classes), every `ignore_every`-th one `ignore` (if nonzero).
-Tensor labels(DType dtype, Shape shape, std::int64_t classes, std::uint64_t seed, std::int64_t ignore = 0,
-              std::int64_t ignore_every = 0) {
+Tensor labels(DType dtype, Shape shape, std::int64_t classes, std::uint64_t seed,
+              std::int64_t ignore = 0, std::int64_t ignore_every = 0) {
   Tensor t(dtype, std::move(shape));
   std::uint64_t state = seed;
   for (std::int64_t i = 0; i < t.numel(); ++i) {
-    std::int64_t y = static_cast<std::int64_t>(splitmix64(state) % static_cast<std::uint64_t>(classes));
+    std::int64_t y =
+        static_cast<std::int64_t>(splitmix64(state) % static_cast<std::uint64_t>(classes));
     if (ignore_every > 0 && i % ignore_every == 0) y = ignore;
     if (dtype == DType::kInt32) {
       t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(y);
@@ -91,13 +92,17 @@ Tensor probabilities(const Tensor& like, ClassAxis axis, std::uint64_t seed) {
         double v = t.at(at);
         if ((at % 5) == 0) v = 0;
         total += v;
-        if (t.dtype() == DType::kFloat32) t.data_as<float>()[at] = static_cast<float>(v);
-        else t.data_as<double>()[at] = v;
+        if (t.dtype() == DType::kFloat32)
+          t.data_as<float>()[at] = static_cast<float>(v);
+        else
+          t.data_as<double>()[at] = v;
       }
       for (std::int64_t c = 0; c < C; ++c) {
         const std::int64_t at = base + c * stride;
-        if (t.dtype() == DType::kFloat32) t.data_as<float>()[at] = static_cast<float>(t.at(at) / total);
-        else t.data_as<double>()[at] = t.at(at) / total;
+        if (t.dtype() == DType::kFloat32)
+          t.data_as<float>()[at] = static_cast<float>(t.at(at) / total);
+        else
+          t.data_as<double>()[at] = t.at(at) / total;
       }
     }
   }
@@ -138,17 +143,19 @@ struct Problem {
 // The inputs of one shape's problems, shared by their closures (Tensor is
 // move-only; the options' views point into these).
 struct Inputs {
-  Tensor x, y, y32, soft, log_soft, grad, class_weight, pixel_weight, grad_map, keypoints, covariance, softmax;
+  Tensor x, y, y32, soft, log_soft, grad, class_weight, pixel_weight, grad_map, keypoints,
+      covariance, softmax;
 };
 
 // The loss family on logits of one shape, dtype and class axis.
-void add_loss_family(std::vector<Problem>& out, const std::string& tag, DType dtype, Shape shape, ClassAxis axis,
-                     std::uint64_t seed) {
+void add_loss_family(std::vector<Problem>& out, const std::string& tag, DType dtype, Shape shape,
+                     ClassAxis axis, std::uint64_t seed) {
   auto in = std::make_shared<Inputs>();
   in->x = uniform(dtype, shape, -6.0, 6.0, seed);
   const std::int64_t C = axis == ClassAxis::kFirst ? shape[1] : shape.back();
   Shape label_shape = shape;
-  label_shape.erase(label_shape.begin() + (axis == ClassAxis::kFirst ? 1 : static_cast<long>(shape.size()) - 1));
+  label_shape.erase(label_shape.begin() +
+                    (axis == ClassAxis::kFirst ? 1 : static_cast<long>(shape.size()) - 1));
   in->y = labels(DType::kInt64, label_shape, C, seed + 1, -100, 7);
   in->y32 = labels(DType::kInt32, label_shape, C, seed + 2);
   in->soft = probabilities(in->x, axis, seed + 3);
@@ -165,9 +172,11 @@ void add_loss_family(std::vector<Problem>& out, const std::string& tag, DType dt
   add("softmax", [in, axis](Hash& h) { h.add(softmax(in->x, axis)); });
   add("log_softmax", [in, axis](Hash& h) { h.add(log_softmax(in->x, axis)); });
   add("entropy", [in, axis](Hash& h) { h.add(entropy(in->x, axis)); });
-  add("softmax_backward", [in, axis](Hash& h) { h.add(softmax_backward(softmax(in->x, axis), in->grad, axis)); });
-  add("log_softmax_backward",
-      [in, axis](Hash& h) { h.add(log_softmax_backward(log_softmax(in->x, axis), in->grad, axis)); });
+  add("softmax_backward",
+      [in, axis](Hash& h) { h.add(softmax_backward(softmax(in->x, axis), in->grad, axis)); });
+  add("log_softmax_backward", [in, axis](Hash& h) {
+    h.add(log_softmax_backward(log_softmax(in->x, axis), in->grad, axis));
+  });
 
   CrossEntropyOptions all = CrossEntropyOptions::pytorch();
   all.class_axis = axis;
@@ -177,21 +186,26 @@ void add_loss_family(std::vector<Problem>& out, const std::string& tag, DType dt
   const auto outputs = [](Hash& h, const CrossEntropyResult& r) {
     for (const Tensor* t : {&r.loss, &r.prob, &r.log_prob, &r.entropy, &r.grad_logits}) h.add(*t);
   };
-  add("cross_entropy weighted smoothed", [=](Hash& h) { outputs(h, cross_entropy(in->x, in->y, all)); });
+  add("cross_entropy weighted smoothed",
+      [=](Hash& h) { outputs(h, cross_entropy(in->x, in->y, all)); });
   CrossEntropyOptions none = all;
   none.reduction = Reduction::kNone;
   none.label_smoothing = 0;
   none.pixel_weight = in->pixel_weight.view();
-  add("cross_entropy none pixel weights", [=](Hash& h) { outputs(h, cross_entropy(in->x, in->y32, none)); });
+  add("cross_entropy none pixel weights",
+      [=](Hash& h) { outputs(h, cross_entropy(in->x, in->y32, none)); });
   CrossEntropyOptions soft = CrossEntropyOptions::pytorch();
   soft.class_axis = axis;
   soft.want_entropy = true;
-  add("cross_entropy probabilities", [=](Hash& h) { outputs(h, cross_entropy(in->x, in->soft, soft)); });
+  add("cross_entropy probabilities",
+      [=](Hash& h) { outputs(h, cross_entropy(in->x, in->soft, soft)); });
   CrossEntropyGrads grads;
   grads.loss = in->grad_map.view();
   grads.prob = in->grad.view();
-  add("cross_entropy_backward upstream", [=](Hash& h) { h.add(cross_entropy_backward(in->x, in->y, grads, none)); });
-  add("cross_entropy_forward_backward", [=](Hash& h) { outputs(h, cross_entropy_forward_backward(in->x, in->y, all)); });
+  add("cross_entropy_backward upstream",
+      [=](Hash& h) { h.add(cross_entropy_backward(in->x, in->y, grads, none)); });
+  add("cross_entropy_forward_backward",
+      [=](Hash& h) { outputs(h, cross_entropy_forward_backward(in->x, in->y, all)); });
   add("cross_entropy_forward_backward probabilities",
       [=](Hash& h) { outputs(h, cross_entropy_forward_backward(in->x, in->soft, soft)); });
   CrossEntropyOptions floor = CrossEntropyOptions::caffe2_spatial();
@@ -223,8 +237,8 @@ void add_loss_family(std::vector<Problem>& out, const std::string& tag, DType dt
   });
 }
 
-void add_spatial(std::vector<Problem>& out, const std::string& tag, DType dtype, Shape shape, ClassAxis axis,
-                 std::uint64_t seed) {
+void add_spatial(std::vector<Problem>& out, const std::string& tag, DType dtype, Shape shape,
+                 ClassAxis axis, std::uint64_t seed) {
   auto in = std::make_shared<Inputs>();
   in->x = uniform(dtype, shape, -4.0, 4.0, seed);
   SpatialSoftArgmaxOptions o;
@@ -239,7 +253,8 @@ void add_spatial(std::vector<Problem>& out, const std::string& tag, DType dtype,
   in->softmax = uniform(dtype, r.softmax.shape(), -1.0, 1.0, seed + 2);
   in->covariance = uniform(dtype, r.covariance.shape(), -1.0, 1.0, seed + 3);
   out.push_back({tag + " spatial_softmax", [in, o](Hash& h) { h.add(spatial_softmax(in->x, o)); }});
-  for (const auto& [name, options] : {std::pair{"normalized divide", o}, std::pair{"pixel multiply", pixel}}) {
+  for (const auto& [name, options] :
+       {std::pair{"normalized divide", o}, std::pair{"pixel multiply", pixel}}) {
     out.push_back({tag + " spatial_soft_argmax " + name, [in, options = options](Hash& h) {
                      const SpatialSoftArgmaxResult f = spatial_soft_argmax(in->x, options);
                      for (const Tensor* t : {&f.keypoints, &f.softmax, &f.covariance}) h.add(*t);
@@ -247,7 +262,8 @@ void add_spatial(std::vector<Problem>& out, const std::string& tag, DType dtype,
                      g.keypoints = in->keypoints.view();
                      g.softmax = in->softmax.view();
                      g.covariance = in->covariance.view();
-                     const SpatialSoftArgmaxBackward b = spatial_soft_argmax_backward(in->x, g, options);
+                     const SpatialSoftArgmaxBackward b =
+                         spatial_soft_argmax_backward(in->x, g, options);
                      h.add(b.grad_input);
                      h.add(b.grad_temperature);
                    }});
@@ -266,11 +282,12 @@ void add_caffe2(std::vector<Problem>& out, std::uint64_t seed) {
     args.variant = variant;
     const std::string v = variant == caffe2::Variant::kCpu ? "cpu" : "cuda";
     out.push_back({"caffe2 SpatialSoftmaxWithLoss " + v, [in, args](Hash& h) {
-                     const caffe2::LossOutputs f = caffe2::spatial_softmax_with_loss(in->x, in->y32, in->pixel_weight, args);
+                     const caffe2::LossOutputs f =
+                         caffe2::spatial_softmax_with_loss(in->x, in->y32, in->pixel_weight, args);
                      h.add(f.prob);
                      h.add(f.loss);
-                     h.add(caffe2::spatial_softmax_with_loss_gradient(in->x, in->y32, in->pixel_weight, f.prob,
-                                                                       in->grad_map, args));
+                     h.add(caffe2::spatial_softmax_with_loss_gradient(
+                         in->x, in->y32, in->pixel_weight, f.prob, in->grad_map, args));
                    }});
   }
   auto rows = std::make_shared<Inputs>();
@@ -282,11 +299,12 @@ void add_caffe2(std::vector<Problem>& out, std::uint64_t seed) {
   args.scale = 2.0f;
   args.average_by_batch_size = 1;
   out.push_back({"caffe2 SoftmaxWithLoss", [rows, args](Hash& h) {
-                   const caffe2::LossOutputs f = caffe2::softmax_with_loss(rows->x, rows->y32, rows->pixel_weight, args);
+                   const caffe2::LossOutputs f =
+                       caffe2::softmax_with_loss(rows->x, rows->y32, rows->pixel_weight, args);
                    h.add(f.prob);
                    h.add(f.loss);
-                   h.add(caffe2::softmax_with_loss_gradient(rows->x, rows->y32, rows->pixel_weight, f.prob,
-                                                            rows->grad_map, args));
+                   h.add(caffe2::softmax_with_loss_gradient(rows->x, rows->y32, rows->pixel_weight,
+                                                            f.prob, rows->grad_map, args));
                  }});
 }
 
@@ -366,7 +384,8 @@ TEST_P(OutputHashes, EveryOutputBitwiseAsRecordedAtEveryThreadCount) {
       p.run(h);
       const std::string got = hex(h.value());
       if (threads == 1) first = got;
-      EXPECT_EQ(got, first) << key_of(target, p.name) << ": " << threads << " threads differ from 1";
+      EXPECT_EQ(got, first) << key_of(target, p.name) << ": " << threads
+                            << " threads differ from 1";
     }
     const std::string key = key_of(target, p.name);
     written << key << " = " << first << "\n";
@@ -374,7 +393,8 @@ TEST_P(OutputHashes, EveryOutputBitwiseAsRecordedAtEveryThreadCount) {
     const auto it = table.find(key);
     ASSERT_NE(it, table.end()) << key << ": not in the table";
     if (it->second == kUnrecorded) {
-      std::cout << "note: " << key << " is marked unrecorded; only its thread counts were compared\n";
+      std::cout << "note: " << key
+                << " is marked unrecorded; only its thread counts were compared\n";
       continue;
     }
     EXPECT_EQ(first, it->second) << key << ": outputs differ from the recorded ones";
@@ -392,7 +412,9 @@ TEST_P(OutputHashes, EveryOutputBitwiseAsRecordedAtEveryThreadCount) {
       }
     }
     std::string text = kept.str();
-    if (text.empty()) text = "# Bitwise output hashes of tests/test_output_hashes.cc: target | problem = FNV-1a 64.\n";
+    if (text.empty())
+      text =
+          "# Bitwise output hashes of tests/test_output_hashes.cc: target | problem = FNV-1a 64.\n";
     std::ofstream(write_to, std::ios::trunc) << text << written.str();
     GTEST_SKIP() << "wrote the hashes of " << simd_target_name(target) << " to " << write_to
                  << " (nothing checked)";
@@ -407,7 +429,8 @@ TEST(OutputHashesTable, SomeTargetOfThisMachineIsRecorded) {
   ASSERT_FALSE(table.empty()) << "no table at " << SPATIALSOFTMAX_OUTPUT_HASHES;
   const std::string first_problem = problems().front().name;
   std::size_t recorded = 0;
-  for (const std::int64_t target : simd_targets()) recorded += table.count(key_of(target, first_problem));
+  for (const std::int64_t target : simd_targets())
+    recorded += table.count(key_of(target, first_problem));
   EXPECT_GT(recorded, 0u) << "no target of this machine is in the table";
 }
 

@@ -18,7 +18,10 @@ namespace {
 
 // A float32 buffer filled with NaN, seen as a writable view.
 struct Buffer {
-  explicit Buffer(Shape s) : shape(std::move(s)), data(static_cast<std::size_t>(std::max<std::int64_t>(1, checked_numel(shape, "buffer"))), std::numeric_limits<float>::quiet_NaN()) {}
+  explicit Buffer(Shape s)
+      : shape(std::move(s)),
+        data(static_cast<std::size_t>(std::max<std::int64_t>(1, checked_numel(shape, "buffer"))),
+             std::numeric_limits<float>::quiet_NaN()) {}
   MutableTensorView view() { return MutableTensorView(data.data(), DType::kFloat32, shape); }
   Shape shape;
   std::vector<float> data;
@@ -27,7 +30,8 @@ struct Buffer {
 void expect_same_bits(const Tensor& want, const Buffer& got, const char* what) {
   ASSERT_TRUE(want.defined()) << what;
   ASSERT_EQ(want.shape(), got.shape) << what;
-  EXPECT_EQ(std::memcmp(want.data(), got.data.data(), want.nbytes()), 0) << what << ": differs from the allocating form";
+  EXPECT_EQ(std::memcmp(want.data(), got.data.data(), want.nbytes()), 0)
+      << what << ": differs from the allocating form";
 }
 
 bool all_nan(const Buffer& b) {
@@ -69,7 +73,8 @@ TEST_F(IntoForms, CrossEntropyOutputsMatchTheAllocatingForms) {
     o.label_smoothing = 0.2;
     o.want_prob = o.want_log_prob = o.want_entropy = true;
     const CrossEntropyResult want = cross_entropy_forward_backward(x_, y_, o);
-    Buffer loss(reduction == Reduction::kNone ? map_ : Shape{}), prob(shape_), log_prob(shape_), h(map_), dx(shape_);
+    Buffer loss(reduction == Reduction::kNone ? map_ : Shape{}), prob(shape_), log_prob(shape_),
+        h(map_), dx(shape_);
     CrossEntropyOutputs out;
     out.loss = loss.view();
     out.prob = prob.view();
@@ -112,8 +117,9 @@ TEST_F(IntoForms, GradOverTheLogitsIsTheInPlaceCall) {
   // log_prob needs X, which dX replaces.
   Buffer log_prob(shape_);
   out.log_prob = log_prob.view();
-  EXPECT_ERROR_MENTIONS(cross_entropy_forward_backward_into(logits, y_, out, o),
-                        {"cross_entropy_forward_backward_into", "outputs.log_prob", "dX is written over the logits"});
+  EXPECT_ERROR_MENTIONS(
+      cross_entropy_forward_backward_into(logits, y_, out, o),
+      {"cross_entropy_forward_backward_into", "outputs.log_prob", "dX is written over the logits"});
 }
 
 TEST_F(IntoForms, NllKlAndSpatialMatchTheAllocatingForms) {
@@ -132,7 +138,8 @@ TEST_F(IntoForms, NllKlAndSpatialMatchTheAllocatingForms) {
     Buffer out(reduction == Reduction::kNone ? shape_ : Shape{}), dx(shape_);
     kl_div_into(x_, p_target_, out.view(), k);
     expect_same_bits(kl_div(x_, p_target_, k), out, "kl_div");
-    const Tensor g = reduction == Reduction::kNone ? Tensor::copy_of(grad_) : Tensor::scalar(DType::kFloat32, 1.5);
+    const Tensor g = reduction == Reduction::kNone ? Tensor::copy_of(grad_)
+                                                   : Tensor::scalar(DType::kFloat32, 1.5);
     kl_div_backward_into(x_, p_target_, g, dx.view(), k);
     expect_same_bits(kl_div_backward(x_, p_target_, g, k), dx, "kl_div_backward");
   }
@@ -161,23 +168,29 @@ TEST_F(IntoForms, NllKlAndSpatialMatchTheAllocatingForms) {
 TEST_F(IntoForms, BadOutputViewsAreRefusedAndNothingIsWritten) {
   Buffer prob(shape_), small({2, 5, 3}), other(shape_);
   std::vector<double> doubles(static_cast<std::size_t>(x_.numel()));
-  EXPECT_ERROR_MENTIONS(softmax_into(x_, small.view()), {"softmax_into", "prob", "(the logits' shape)"});
-  EXPECT_ERROR_MENTIONS(softmax_into(x_, MutableTensorView(doubles.data(), DType::kFloat64, shape_)),
-                        {"softmax_into", "prob", "float32", "float64"});
-  EXPECT_ERROR_MENTIONS(softmax_into(x_, MutableTensorView(prob.data.data(), DType::kFloat32, shape_, Device::cuda(0))),
+  EXPECT_ERROR_MENTIONS(softmax_into(x_, small.view()),
+                        {"softmax_into", "prob", "(the logits' shape)"});
+  EXPECT_ERROR_MENTIONS(
+      softmax_into(x_, MutableTensorView(doubles.data(), DType::kFloat64, shape_)),
+      {"softmax_into", "prob", "float32", "float64"});
+  EXPECT_ERROR_MENTIONS(softmax_into(x_, MutableTensorView(prob.data.data(), DType::kFloat32,
+                                                           shape_, Device::cuda(0))),
                         {"softmax_into", "prob", "device", "expected cpu", "got cuda:0"});
   EXPECT_ERROR_MENTIONS(softmax_into(x_, MutableTensorView(nullptr, DType::kFloat32, shape_)),
                         {"softmax_into", "prob", "null"});
   // An output over an input, and two outputs over one buffer.
   Tensor logits = Tensor::copy_of(x_);
-  EXPECT_ERROR_MENTIONS(softmax_into(logits, logits.mutable_view()), {"softmax_into", "prob", "overlap", "logits"});
+  EXPECT_ERROR_MENTIONS(softmax_into(logits, logits.mutable_view()),
+                        {"softmax_into", "prob", "overlap", "logits"});
   CrossEntropyOutputs out;
   out.loss = MutableTensorView(other.data.data(), DType::kFloat32, {});
   out.prob = other.view();
-  EXPECT_ERROR_MENTIONS(cross_entropy_into(x_, y_, out), {"cross_entropy_into", "prob", "overlap", "loss"});
+  EXPECT_ERROR_MENTIONS(cross_entropy_into(x_, y_, out),
+                        {"cross_entropy_into", "prob", "overlap", "loss"});
   out.prob = prob.view();
   out.grad_logits = small.view();
-  EXPECT_ERROR_MENTIONS(cross_entropy_into(x_, y_, out), {"cross_entropy_into", "outputs.grad_logits", "expected none"});
+  EXPECT_ERROR_MENTIONS(cross_entropy_into(x_, y_, out),
+                        {"cross_entropy_into", "outputs.grad_logits", "expected none"});
   out.grad_logits.reset();
   // A bad label after every output is checked: still nothing written.
   Tensor bad = Tensor::copy_of(y_);
@@ -191,10 +204,12 @@ TEST_F(IntoForms, BadOutputViewsAreRefusedAndNothingIsWritten) {
 
 TEST_F(IntoForms, DevicesMustAgreeAndHaveABackend) {
   const TensorView on_cuda(x_.data(), DType::kFloat32, shape_, Device::cuda(1));
-  EXPECT_ERROR_MENTIONS(softmax(on_cuda), {"softmax", "no backend runs on cuda:1", "highway (cpu)"});
+  EXPECT_ERROR_MENTIONS(softmax(on_cuda),
+                        {"softmax", "no backend runs on cuda:1", "highway (cpu)"});
   const TensorView labels_on_cuda(y_.data(), DType::kInt64, map_, Device::cuda(0));
-  EXPECT_ERROR_MENTIONS(cross_entropy(x_, labels_on_cuda),
-                        {"cross_entropy", "targets", "device: expected cpu (the device of logits), got cuda:0"});
+  EXPECT_ERROR_MENTIONS(
+      cross_entropy(x_, labels_on_cuda),
+      {"cross_entropy", "targets", "device: expected cpu (the device of logits), got cuda:0"});
   EXPECT_EQ(device_name(Device::cuda(3)), "cuda:3");
   EXPECT_EQ(device_name(Device::cpu()), "cpu");
 }
@@ -211,7 +226,8 @@ TEST_F(IntoForms, ExecutionContextThreadsGiveBitwiseEqualResults) {
   EXPECT_TRUE(bitwise_equal(a.grad_logits, b.grad_logits));
   ExecutionContext bad;
   bad.num_threads = kMaxThreads + 1;
-  EXPECT_ERROR_MENTIONS(softmax(big, ClassAxis::kFirst, bad), {"num_threads = 257", "expected in [0, 256]"});
+  EXPECT_ERROR_MENTIONS(softmax(big, ClassAxis::kFirst, bad),
+                        {"num_threads = 257", "expected in [0, 256]"});
 }
 
 TEST(BackendNames, BestFirstReferenceLast) {

@@ -21,10 +21,10 @@ namespace {
 
 using testing::all_close;
 using testing::bitwise_equal;
+using testing::filled;
 using testing::max_abs;
 using testing::random_labels;
 using testing::random_uniform;
-using testing::filled;
 using testing::set_element;
 using testing::values;
 

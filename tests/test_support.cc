@@ -48,10 +48,18 @@ Tensor random_labels(DType dtype, Shape shape, std::int64_t classes, std::uint64
 
 void set_element(Tensor& t, std::int64_t flat, double value) {
   switch (t.dtype()) {
-    case DType::kFloat32: t.data_as<float>()[flat] = static_cast<float>(value); break;
-    case DType::kFloat64: t.data_as<double>()[flat] = value; break;
-    case DType::kInt32: t.data_as<std::int32_t>()[flat] = static_cast<std::int32_t>(value); break;
-    case DType::kInt64: t.data_as<std::int64_t>()[flat] = static_cast<std::int64_t>(value); break;
+    case DType::kFloat32:
+      t.data_as<float>()[flat] = static_cast<float>(value);
+      break;
+    case DType::kFloat64:
+      t.data_as<double>()[flat] = value;
+      break;
+    case DType::kInt32:
+      t.data_as<std::int32_t>()[flat] = static_cast<std::int32_t>(value);
+      break;
+    case DType::kInt64:
+      t.data_as<std::int64_t>()[flat] = static_cast<std::int64_t>(value);
+      break;
   }
 }
 
@@ -63,7 +71,8 @@ Tensor filled(DType dtype, Shape shape, double value) {
 
 Tensor values(DType dtype, Shape shape, const std::vector<double>& values) {
   Tensor t(dtype, std::move(shape));
-  EXPECT_EQ(static_cast<std::size_t>(t.numel()), values.size()) << "values() for " << shape_string(t.shape());
+  EXPECT_EQ(static_cast<std::size_t>(t.numel()), values.size())
+      << "values() for " << shape_string(t.shape());
   for (std::int64_t i = 0; i < t.numel() && static_cast<std::size_t>(i) < values.size(); ++i) {
     set_element(t, i, values[static_cast<std::size_t>(i)]);
   }
@@ -111,7 +120,8 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
          std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
-Tolerance conformance_tolerance(std::string_view op, std::string_view name, const TensorView& want) {
+Tolerance conformance_tolerance(std::string_view op, std::string_view name,
+                                const TensorView& want) {
   // Gradients: atol relative to the largest expected magnitude, so an
   // all-zero expected gradient must be reproduced as exact zeros.
   if (name == "grad_input" || name == "dX") return {1e-5, 1e-6 * max_abs(want)};
@@ -153,7 +163,8 @@ ScopedTarget::~ScopedTarget() { cpu::use_only_target_for_test(0); }
 std::string target_test_name(std::int64_t target) {
   std::string name = cpu::target_name(target);
   for (char& ch : name) {
-    const bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+    const bool ok =
+        (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
     if (!ok) ch = '_';
   }
   // gtest rejects an empty name; a target Highway cannot name gets its bit.

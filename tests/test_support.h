@@ -3,6 +3,8 @@
 // test fixture, and the operator-layer helpers.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -16,8 +18,6 @@
 #include <tuple>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/op/gradient.h"
@@ -87,8 +87,9 @@ template <class F>
   return ::testing::AssertionFailure() << "did not throw";
 }
 
-#define EXPECT_ERROR_MENTIONS(statement, ...) \
-  EXPECT_TRUE(::spatialsoftmax::testing::error_mentions([&] { (void)(statement); }, __VA_ARGS__)) << #statement
+#define EXPECT_ERROR_MENTIONS(statement, ...)                                                     \
+  EXPECT_TRUE(::spatialsoftmax::testing::error_mentions([&] { (void)(statement); }, __VA_ARGS__)) \
+      << #statement
 
 // A view into storage of its own (a strided or offset layout, the storage
 // between the elements poisoned).
@@ -185,8 +186,8 @@ class PerTargetWith : public ::testing::TestWithParam<std::tuple<std::int64_t, T
 std::string target_test_name(std::int64_t target);
 std::string target_param_name(const ::testing::TestParamInfo<std::int64_t>& info);
 
-#define SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(suite)                                     \
-  INSTANTIATE_TEST_SUITE_P(Targets, suite,                                               \
+#define SPATIALSOFTMAX_INSTANTIATE_PER_TARGET(suite)                                       \
+  INSTANTIATE_TEST_SUITE_P(Targets, suite,                                                 \
                            ::testing::ValuesIn(::spatialsoftmax::testing::simd_targets()), \
                            ::spatialsoftmax::testing::target_param_name)
 

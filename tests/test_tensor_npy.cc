@@ -100,10 +100,18 @@ TEST_F(NpyTest, RoundTripsEveryDtypeAndRank) {
       Tensor t(dtype, shape);
       for (std::int64_t i = 0; i < t.numel(); ++i) {
         switch (dtype) {
-          case DType::kFloat32: t.data_as<float>()[i] = 0.5f * static_cast<float>(i) - 3; break;
-          case DType::kFloat64: t.data_as<double>()[i] = -1e-300 * static_cast<double>(i); break;
-          case DType::kInt32: t.data_as<std::int32_t>()[i] = -static_cast<std::int32_t>(i); break;
-          case DType::kInt64: t.data_as<std::int64_t>()[i] = (std::int64_t{1} << 40) + i; break;
+          case DType::kFloat32:
+            t.data_as<float>()[i] = 0.5f * static_cast<float>(i) - 3;
+            break;
+          case DType::kFloat64:
+            t.data_as<double>()[i] = -1e-300 * static_cast<double>(i);
+            break;
+          case DType::kInt32:
+            t.data_as<std::int32_t>()[i] = -static_cast<std::int32_t>(i);
+            break;
+          case DType::kInt64:
+            t.data_as<std::int64_t>()[i] = (std::int64_t{1} << 40) + i;
+            break;
         }
       }
       const fs::path p = dir_ / "t.npy";

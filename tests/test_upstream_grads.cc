@@ -4,9 +4,9 @@
 // pixel-lane tiles (class first), transposed tiles (class last, C < 256) and
 // class-lane rows (class last or one position per image, C >= 256, with and
 // without a partial vector of classes at the end of the row).
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "test_support.h"
 
@@ -78,14 +78,14 @@ const UpstreamCase kCases[] = {
     {"rows_soft_c271", {6, 271}, ClassAxis::kLast, true},
 };
 
-INSTANTIATE_TEST_SUITE_P(
-    Paths, UpstreamGrads,
-    ::testing::Combine(::testing::ValuesIn(kCases),
-                       ::testing::Values(DType::kFloat32, DType::kFloat64)),
-    [](const auto& test_info) {
-      return std::string(std::get<0>(test_info.param).name) +
-             (std::get<1>(test_info.param) == DType::kFloat32 ? "_f32" : "_f64");
-    });
+INSTANTIATE_TEST_SUITE_P(Paths, UpstreamGrads,
+                         ::testing::Combine(::testing::ValuesIn(kCases),
+                                            ::testing::Values(DType::kFloat32, DType::kFloat64)),
+                         [](const auto& test_info) {
+                           return std::string(std::get<0>(test_info.param).name) +
+                                  (std::get<1>(test_info.param) == DType::kFloat32 ? "_f32"
+                                                                                   : "_f64");
+                         });
 
 }  // namespace
 }  // namespace spatialsoftmax::testing

@@ -29,11 +29,10 @@
 #include <cstdlib>
 #include <exception>
 #include <iostream>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 namespace {
 
@@ -71,7 +70,8 @@ std::vector<std::string> split(const std::string& text, char sep) {
 long parse_positive(const std::string& text, const std::string& what) {
   char* end = nullptr;
   const long value = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value < 1) usage_error(what + ": expected a positive integer, got '" + text + "'");
+  if (text.empty() || *end != '\0' || value < 1)
+    usage_error(what + ": expected a positive integer, got '" + text + "'");
   return value;
 }
 
@@ -80,8 +80,10 @@ Case parse_case(const std::string& text) {
   const auto colon = text.find(':');
   c.layout = colon == std::string::npos ? "NCHW" : text.substr(colon + 1);
   for (char& ch : c.layout) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  if (c.layout != "NCHW" && c.layout != "NHWC") usage_error("case " + text + ": layout must be NCHW or NHWC");
-  for (const std::string& d : split(text.substr(0, colon), 'x')) c.shape.push_back(parse_positive(d, "case " + text));
+  if (c.layout != "NCHW" && c.layout != "NHWC")
+    usage_error("case " + text + ": layout must be NCHW or NHWC");
+  for (const std::string& d : split(text.substr(0, colon), 'x'))
+    c.shape.push_back(parse_positive(d, "case " + text));
   if (c.shape.size() < 2) usage_error("case " + text + ": need N x C [x d...]");
   if (c.shape.size() == 2) c.layout = "NHWC";  // rows x classes: one memory layout
   return c;
@@ -98,7 +100,8 @@ Args parse_args(int argc, char** argv) {
       a.cases.push_back(parse_case(value));
     } else if (flag == "--threads") {
       a.threads.clear();
-      for (const std::string& t : split(value, ',')) a.threads.push_back(static_cast<int>(parse_positive(t, flag)));
+      for (const std::string& t : split(value, ','))
+        a.threads.push_back(static_cast<int>(parse_positive(t, flag)));
     } else if (flag == "--ops") {
       a.ops = split(value, ',');
       for (const std::string& op : a.ops)
@@ -139,10 +142,11 @@ std::string escape(const std::string& text) {
 int main(int argc, char** argv) try {
   const Args args = parse_args(argc, argv);
   const dnnl_version_t* v = dnnl_version();
-  const std::string version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
-                              std::to_string(v->patch);
+  const std::string version =
+      std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
   if (std::find(args.ops.begin(), args.ops.end(), "forward_backward") != args.ops.end())
-    std::cerr << "onednn: forward_backward skipped (no fused cross-entropy; softmax forward only)\n";
+    std::cerr
+        << "onednn: forward_backward skipped (no fused cross-entropy; softmax forward only)\n";
   if (std::find(args.ops.begin(), args.ops.end(), "forward") == args.ops.end()) return 0;
 
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -200,7 +204,8 @@ int main(int argc, char** argv) try {
       const std::size_t n = times.size();
       const double t_min = times.front();
       const double t_median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-      const double fused_bytes = 4.0 * static_cast<double>(numel) + 8.0 * static_cast<double>(label_count);
+      const double fused_bytes =
+          4.0 * static_cast<double>(numel) + 8.0 * static_cast<double>(label_count);
       const double io_bytes = 8.0 * static_cast<double>(numel);
       std::printf(
           "{\"impl\": \"onednn\", \"op\": \"forward\", \"shape\": %s, \"layout\": \"%s\", "

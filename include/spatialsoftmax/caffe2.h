@@ -51,7 +51,8 @@ Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView&
 
 LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
                               const std::optional<TensorView>& weight,
-                              const SoftmaxWithLossArgs& args = {}, const ExecutionContext& context = {});
+                              const SoftmaxWithLossArgs& args = {},
+                              const ExecutionContext& context = {});
 Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
                                   const std::optional<TensorView>& weight, const TensorView& P,
                                   const TensorView& d_loss, const SoftmaxWithLossArgs& args = {},
@@ -67,19 +68,25 @@ struct LossOutputViews {
   MutableTensorView prob;
   MutableTensorView loss;
 };
-void spatial_softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                                    const LossOutputViews& outputs, const SpatialSoftmaxWithLossArgs& args = {},
+void spatial_softmax_with_loss_into(const TensorView& X, const TensorView& T,
+                                    const std::optional<TensorView>& weight,
+                                    const LossOutputViews& outputs,
+                                    const SpatialSoftmaxWithLossArgs& args = {},
                                     const ExecutionContext& context = {});
 void spatial_softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T,
-                                             const std::optional<TensorView>& weight, const TensorView& P,
-                                             const TensorView& d_loss, const MutableTensorView& dX,
+                                             const std::optional<TensorView>& weight,
+                                             const TensorView& P, const TensorView& d_loss,
+                                             const MutableTensorView& dX,
                                              const SpatialSoftmaxWithLossArgs& args = {},
                                              const ExecutionContext& context = {});
-void softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                            const LossOutputViews& outputs, const SoftmaxWithLossArgs& args = {},
+void softmax_with_loss_into(const TensorView& X, const TensorView& T,
+                            const std::optional<TensorView>& weight, const LossOutputViews& outputs,
+                            const SoftmaxWithLossArgs& args = {},
                             const ExecutionContext& context = {});
-void softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                                     const TensorView& P, const TensorView& d_loss, const MutableTensorView& dX,
-                                     const SoftmaxWithLossArgs& args = {}, const ExecutionContext& context = {});
+void softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T,
+                                     const std::optional<TensorView>& weight, const TensorView& P,
+                                     const TensorView& d_loss, const MutableTensorView& dX,
+                                     const SoftmaxWithLossArgs& args = {},
+                                     const ExecutionContext& context = {});
 
 }  // namespace spatialsoftmax::caffe2

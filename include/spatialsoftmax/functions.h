@@ -28,10 +28,12 @@ Tensor log_softmax(const TensorView& logits, ClassAxis class_axis = ClassAxis::k
                    const ExecutionContext& context = {});
 // dX_c = p_c * (g_c - sum_j p_j g_j), from the softmax output p.
 Tensor softmax_backward(const TensorView& prob, const TensorView& grad_prob,
-                        ClassAxis class_axis = ClassAxis::kFirst, const ExecutionContext& context = {});
+                        ClassAxis class_axis = ClassAxis::kFirst,
+                        const ExecutionContext& context = {});
 // dX_c = g_c - p_c * sum_j g_j with p = exp(log_prob), from the output.
 Tensor log_softmax_backward(const TensorView& log_prob, const TensorView& grad_log_prob,
-                            ClassAxis class_axis = ClassAxis::kFirst, const ExecutionContext& context = {});
+                            ClassAxis class_axis = ClassAxis::kFirst,
+                            const ExecutionContext& context = {});
 // Per-position entropy H = -sum_c p_c logp_c, shape (N, d1..dk).
 Tensor entropy(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirst,
                const ExecutionContext& context = {});
@@ -41,24 +43,27 @@ Tensor entropy(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirs
 void softmax_into(const TensorView& logits, const MutableTensorView& prob,
                   ClassAxis class_axis = ClassAxis::kFirst, const ExecutionContext& context = {});
 void log_softmax_into(const TensorView& logits, const MutableTensorView& log_prob,
-                      ClassAxis class_axis = ClassAxis::kFirst, const ExecutionContext& context = {});
+                      ClassAxis class_axis = ClassAxis::kFirst,
+                      const ExecutionContext& context = {});
 void entropy_into(const TensorView& logits, const MutableTensorView& entropy,
                   ClassAxis class_axis = ClassAxis::kFirst, const ExecutionContext& context = {});
 void softmax_backward_into(const TensorView& prob, const TensorView& grad_prob,
-                           const MutableTensorView& grad_logits, ClassAxis class_axis = ClassAxis::kFirst,
+                           const MutableTensorView& grad_logits,
+                           ClassAxis class_axis = ClassAxis::kFirst,
                            const ExecutionContext& context = {});
 void log_softmax_backward_into(const TensorView& log_prob, const TensorView& grad_log_prob,
-                               const MutableTensorView& grad_logits, ClassAxis class_axis = ClassAxis::kFirst,
+                               const MutableTensorView& grad_logits,
+                               ClassAxis class_axis = ClassAxis::kFirst,
                                const ExecutionContext& context = {});
 
 // --- cross-entropy ----------------------------------------------------------
 // `targets` are class indices (int32/int64, shape (N, d1..dk)) or
 // probabilities (the logits' dtype and shape).
 struct CrossEntropyResult {
-  Tensor loss;       // scalar, or (N, d1..dk) for Reduction::kNone
-  Tensor prob;       // if want_prob
-  Tensor log_prob;   // if want_log_prob
-  Tensor entropy;    // if want_entropy
+  Tensor loss;         // scalar, or (N, d1..dk) for Reduction::kNone
+  Tensor prob;         // if want_prob
+  Tensor log_prob;     // if want_log_prob
+  Tensor entropy;      // if want_entropy
   Tensor grad_logits;  // only from cross_entropy_forward_backward
 };
 
@@ -110,14 +115,19 @@ struct CrossEntropyOutputs {
   std::optional<MutableTensorView> entropy;
   std::optional<MutableTensorView> grad_logits;
 };
-void cross_entropy_into(const TensorView& logits, const TensorView& targets, const CrossEntropyOutputs& outputs,
-                        const CrossEntropyOptions& options = {}, const ExecutionContext& context = {});
+void cross_entropy_into(const TensorView& logits, const TensorView& targets,
+                        const CrossEntropyOutputs& outputs, const CrossEntropyOptions& options = {},
+                        const ExecutionContext& context = {});
 void cross_entropy_backward_into(const TensorView& logits, const TensorView& targets,
-                                 const CrossEntropyGrads& grads, const MutableTensorView& grad_logits,
-                                 const CrossEntropyOptions& options = {}, const ExecutionContext& context = {});
+                                 const CrossEntropyGrads& grads,
+                                 const MutableTensorView& grad_logits,
+                                 const CrossEntropyOptions& options = {},
+                                 const ExecutionContext& context = {});
 void cross_entropy_forward_backward_into(const TensorView& logits, const TensorView& targets,
-                                         const CrossEntropyOutputs& outputs, const CrossEntropyOptions& options = {},
-                                         const CrossEntropyGrads& grads = {}, const ExecutionContext& context = {});
+                                         const CrossEntropyOutputs& outputs,
+                                         const CrossEntropyOptions& options = {},
+                                         const CrossEntropyGrads& grads = {},
+                                         const ExecutionContext& context = {});
 
 // --- negative log-likelihood over given log-probabilities (ONNX NLL) --------
 // l_i = -w_{y_i} * log_prob[i, y_i]; class weights, ignore_index and the
@@ -127,25 +137,28 @@ Tensor nll_loss(const TensorView& log_prob, const TensorView& labels,
 Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels,
                          const TensorView& grad_loss, const CrossEntropyOptions& options = {},
                          const ExecutionContext& context = {});
-void nll_loss_into(const TensorView& log_prob, const TensorView& labels, const MutableTensorView& loss,
-                   const CrossEntropyOptions& options = {}, const ExecutionContext& context = {});
-void nll_loss_backward_into(const TensorView& log_prob, const TensorView& labels, const TensorView& grad_loss,
-                            const MutableTensorView& grad_log_prob, const CrossEntropyOptions& options = {},
+void nll_loss_into(const TensorView& log_prob, const TensorView& labels,
+                   const MutableTensorView& loss, const CrossEntropyOptions& options = {},
+                   const ExecutionContext& context = {});
+void nll_loss_backward_into(const TensorView& log_prob, const TensorView& labels,
+                            const TensorView& grad_loss, const MutableTensorView& grad_log_prob,
+                            const CrossEntropyOptions& options = {},
                             const ExecutionContext& context = {});
 
 // --- KL divergence KL(target || softmax(logits)) ------------------------------
-Tensor kl_div(const TensorView& logits, const TensorView& target,
-              const KlDivOptions& options = {}, const ExecutionContext& context = {});
+Tensor kl_div(const TensorView& logits, const TensorView& target, const KlDivOptions& options = {},
+              const ExecutionContext& context = {});
 // `grad_output` is a scalar for sum/mean/batchmean, the logits' shape for none.
 Tensor kl_div_backward(const TensorView& logits, const TensorView& target,
                        const TensorView& grad_output, const KlDivOptions& options = {},
                        const ExecutionContext& context = {});
 // output: the logits' shape for none, () otherwise; grad_logits: the logits' shape.
-void kl_div_into(const TensorView& logits, const TensorView& target, const MutableTensorView& output,
-                 const KlDivOptions& options = {}, const ExecutionContext& context = {});
-void kl_div_backward_into(const TensorView& logits, const TensorView& target, const TensorView& grad_output,
-                          const MutableTensorView& grad_logits, const KlDivOptions& options = {},
-                          const ExecutionContext& context = {});
+void kl_div_into(const TensorView& logits, const TensorView& target,
+                 const MutableTensorView& output, const KlDivOptions& options = {},
+                 const ExecutionContext& context = {});
+void kl_div_backward_into(const TensorView& logits, const TensorView& target,
+                          const TensorView& grad_output, const MutableTensorView& grad_logits,
+                          const KlDivOptions& options = {}, const ExecutionContext& context = {});
 
 // --- spatial softmax and soft-argmax keypoints (docs/semantics.md 4) ------------------
 struct SpatialSoftArgmaxResult {
@@ -168,9 +181,10 @@ Tensor spatial_softmax(const TensorView& input, const SpatialSoftArgmaxOptions& 
 SpatialSoftArgmaxResult spatial_soft_argmax(const TensorView& input,
                                             const SpatialSoftArgmaxOptions& options = {},
                                             const ExecutionContext& context = {});
-SpatialSoftArgmaxBackward spatial_soft_argmax_backward(
-    const TensorView& input, const SpatialSoftArgmaxGrads& grads,
-    const SpatialSoftArgmaxOptions& options = {}, const ExecutionContext& context = {});
+SpatialSoftArgmaxBackward spatial_soft_argmax_backward(const TensorView& input,
+                                                       const SpatialSoftArgmaxGrads& grads,
+                                                       const SpatialSoftArgmaxOptions& options = {},
+                                                       const ExecutionContext& context = {});
 
 // Where spatial_soft_argmax_into writes: keypoints (N, C, k) always; softmax
 // (the input's shape) and covariance (N, C, k, k) where given (the options'
@@ -181,12 +195,15 @@ struct SpatialSoftArgmaxOutputs {
   std::optional<MutableTensorView> covariance;
 };
 void spatial_soft_argmax_into(const TensorView& input, const SpatialSoftArgmaxOutputs& outputs,
-                              const SpatialSoftArgmaxOptions& options = {}, const ExecutionContext& context = {});
+                              const SpatialSoftArgmaxOptions& options = {},
+                              const ExecutionContext& context = {});
 void spatial_softmax_into(const TensorView& input, const MutableTensorView& softmax,
-                          const SpatialSoftArgmaxOptions& options = {}, const ExecutionContext& context = {});
+                          const SpatialSoftArgmaxOptions& options = {},
+                          const ExecutionContext& context = {});
 // Writes grad_input (the input's shape); returns dL/dT (divide mode) or
 // dL/d(multiplier).
-double spatial_soft_argmax_backward_into(const TensorView& input, const SpatialSoftArgmaxGrads& grads,
+double spatial_soft_argmax_backward_into(const TensorView& input,
+                                         const SpatialSoftArgmaxGrads& grads,
                                          const MutableTensorView& grad_input,
                                          const SpatialSoftArgmaxOptions& options = {},
                                          const ExecutionContext& context = {});

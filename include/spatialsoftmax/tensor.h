@@ -28,20 +28,27 @@ bool is_floating(DType dtype);
 template <class T>
 constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::kFloat32; }
+constexpr DType dtype_of<float>() {
+  return DType::kFloat32;
+}
 template <>
-constexpr DType dtype_of<double>() { return DType::kFloat64; }
+constexpr DType dtype_of<double>() {
+  return DType::kFloat64;
+}
 template <>
-constexpr DType dtype_of<std::int32_t>() { return DType::kInt32; }
+constexpr DType dtype_of<std::int32_t>() {
+  return DType::kInt32;
+}
 template <>
-constexpr DType dtype_of<std::int64_t>() { return DType::kInt64; }
+constexpr DType dtype_of<std::int64_t>() {
+  return DType::kInt64;
+}
 
 using Shape = std::vector<std::int64_t>;
 
 // Number of elements of `shape`; throws Error if a dim is negative or the
 // product overflows int64. `what` names the tensor in the message.
-std::int64_t checked_numel(std::span<const std::int64_t> shape,
-                           std::string_view what);
+std::int64_t checked_numel(std::span<const std::int64_t> shape, std::string_view what);
 // Row-major (C order) strides, in elements.
 Shape contiguous_strides(std::span<const std::int64_t> shape);
 std::string shape_string(std::span<const std::int64_t> shape);
@@ -150,9 +157,13 @@ class Tensor {
   void* data() { return storage_.get(); }
   const void* data() const { return storage_.get(); }
   template <class T>
-  T* data_as() { return static_cast<T*>(data()); }
+  T* data_as() {
+    return static_cast<T*>(data());
+  }
   template <class T>
-  const T* data_as() const { return static_cast<const T*>(data()); }
+  const T* data_as() const {
+    return static_cast<const T*>(data());
+  }
 
   TensorView view() const { return TensorView(data(), dtype_, shape_); }
   operator TensorView() const { return view(); }  // NOLINT: views are cheap

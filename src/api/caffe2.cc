@@ -1,6 +1,8 @@
 // Caffe2's SpatialSoftmaxWithLoss and SoftmaxWithLoss (docs/semantics.md section 2),
 // expressed through the shared cross-entropy driver plus Caffe2's own rules
 // for scale and the total weight.
+#include "spatialsoftmax/caffe2.h"
+
 #include <cmath>
 #include <initializer_list>
 #include <string>
@@ -10,7 +12,6 @@
 #include "api/outputs.h"
 #include "api/validate.h"
 #include "dispatch/backend.h"
-#include "spatialsoftmax/caffe2.h"
 
 namespace spatialsoftmax::caffe2 {
 namespace {
@@ -22,7 +23,6 @@ constexpr std::string_view kSpatial = "SpatialSoftmaxWithLoss";
 constexpr std::string_view kSpatialGrad = "SpatialSoftmaxWithLossGradient";
 constexpr std::string_view kSoftmax = "SoftmaxWithLoss";
 constexpr std::string_view kSoftmaxGrad = "SoftmaxWithLossGradient";
-
 
 void check_common_args(std::string_view op, float scale, const std::string& order) {
   if (!(scale >= 0) || !std::isfinite(scale)) {
@@ -37,18 +37,21 @@ constexpr std::string_view kPixelWeightShape = "((N, H, W): one weight per pixel
 
 // X (N, D, H, W) float; T (N, H, W) int32. The weights and the labels'
 // values are checked by the caller, once.
-api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X, const TensorView& T) {
+api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
+                                      const TensorView& T) {
   if (X.rank() != 4) {
-    fail(op, "X", "rank: expected 4 (N, D, H, W), got " + std::to_string(X.rank()) +
-                      " with shape " + shape_string(X.shape()));
+    fail(op, "X",
+         "rank: expected 4 (N, D, H, W), got " + std::to_string(X.rank()) + " with shape " +
+             shape_string(X.shape()));
   }
   const api::ClassTensor info = api::analyze_class_tensor(op, "X", X, ClassAxis::kFirst, 2);
   if (T.dtype() != DType::kInt32) {
     fail(op, "T", "dtype: expected int32, got " + std::string(dtype_name(T.dtype())));
   }
   if (T.rank() != 3) {
-    fail(op, "T", "rank: expected 3 (N, H, W), got " + std::to_string(T.rank()) +
-                      " with shape " + shape_string(T.shape()));
+    fail(op, "T",
+         "rank: expected 3 (N, H, W), got " + std::to_string(T.rank()) + " with shape " +
+             shape_string(T.shape()));
   }
   api::check_shape(op, "T", T, info.map_shape, "((N, H, W) of X)");
   return info;
@@ -57,9 +60,10 @@ api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X, 
 // dX = (P - target) * w_i * coef (0 where the label is -1 if
 // ignore_minus_one), written to dx.
 template <class T>
-void run_prob_minus_target(std::string_view op, Device device, const core::Geometry& geom, const Dense& prob,
-                           core::Labels labels, const T* target_probs, const Dense& weight, bool ignore_minus_one,
-                           double coef, void* dx, const ExecutionContext& context) {
+void run_prob_minus_target(std::string_view op, Device device, const core::Geometry& geom,
+                           const Dense& prob, core::Labels labels, const T* target_probs,
+                           const Dense& weight, bool ignore_minus_one, double coef, void* dx,
+                           const ExecutionContext& context) {
   core::ProbMinusTargetProblem<T> pb;
   pb.geom = geom;
   pb.prob = prob.get<T>();
@@ -70,7 +74,8 @@ void run_prob_minus_target(std::string_view op, Device device, const core::Geome
   pb.ignore_index = -1;
   pb.coef = static_cast<T>(coef);
   pb.grad_logits = static_cast<T*>(dx);
-  dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op).prob_minus_target(pb, context);
+  dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op)
+      .prob_minus_target(pb, context);
 }
 
 // The gradients' inputs, as their messages name them.
@@ -84,12 +89,17 @@ struct GradientInputs {
 
 // Where dX goes: the caller's view (checked; it may be exactly P's memory,
 // as Caffe2 runs the gradient in place over P) or a new tensor in *allocated.
-void* place_dx(std::string_view op, const GradientInputs& in, const MutableTensorView* into, Tensor* allocated) {
+void* place_dx(std::string_view op, const GradientInputs& in, const MutableTensorView* into,
+               Tensor* allocated) {
   const TensorView* weight_view = in.weight ? &*in.weight : nullptr;
-  const std::initializer_list<api::NamedView> inputs = {
-      {"X", &in.X}, {"T", &in.T}, {"weight_tensor", weight_view}, {"P", &in.P}, {"d_loss", &in.d_loss}};
+  const std::initializer_list<api::NamedView> inputs = {{"X", &in.X},
+                                                        {"T", &in.T},
+                                                        {"weight_tensor", weight_view},
+                                                        {"P", &in.P},
+                                                        {"d_loss", &in.d_loss}};
   api::Footprint footprint(op, api::common_device(op, inputs), inputs);
-  return footprint.place_over("dX", into, "P", in.X.dtype(), in.X.shape(), "(X's shape)", allocated);
+  return footprint.place_over("dX", into, "P", in.X.dtype(), in.X.shape(), "(X's shape)",
+                              allocated);
 }
 
 // The forward's scalar avg_loss: the caller's view, or a new scalar.
@@ -106,7 +116,8 @@ void write_loss(double loss, DType dtype, const LossOutputViews* into, Tensor* o
   });
 }
 
-LossOutputs run_spatial(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+LossOutputs run_spatial(const TensorView& X, const TensorView& T,
+                        const std::optional<TensorView>& weight,
                         const SpatialSoftmaxWithLossArgs& args, const LossOutputViews* into,
                         const ExecutionContext& context) {
   const std::string_view op = kSpatial;
@@ -121,9 +132,9 @@ LossOutputs run_spatial(const TensorView& X, const TensorView& T, const std::opt
     views.prob = into->prob;
     views.loss = into->loss;
   }
-  api::CrossEntropyRun run = api::run_cross_entropy({op, "X", "T", "weight_tensor", kPixelWeightShape}, X, T, options,
-                                                    {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr,
-                                                    context);
+  api::CrossEntropyRun run =
+      api::run_cross_entropy({op, "X", "T", "weight_tensor", kPixelWeightShape}, X, T, options, {},
+                             api::Pass::kForward, false, nullptr, into ? &views : nullptr, context);
   const double L = run.loss_sum, Wt = run.denominator;
   double loss;
   if (args.variant == Variant::kCpu) {
@@ -142,7 +153,9 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
   const TensorView &X = in.X, &T = in.T, &P = in.P;
   check_common_args(op, args.scale, args.order);
   const api::ClassTensor info = check_spatial_inputs(op, X, T);
-  if (in.weight) api::check_weights(op, "weight_tensor", *in.weight, info.map_shape, kPixelWeightShape, X.dtype());
+  if (in.weight)
+    api::check_weights(op, "weight_tensor", *in.weight, info.map_shape, kPixelWeightShape,
+                       X.dtype());
   api::check_dtype(op, "P", P, X.dtype());
   api::check_shape(op, "P", P, X.shape(), "(X's shape)");
   const double g = api::first_element(op, "d_loss", in.d_loss);
@@ -152,12 +165,13 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
   const Dense labels(T), w(in.weight), prob(P);
   const core::Labels y{labels.raw(), DType::kInt32};
   // Caffe2's total weight: the pixel weights of the labels that are not -1.
-  const double Wt =
-      api::scan_labels({op, "T", T, y, info.geom.classes, -1}, nullptr, w.raw(), X.dtype(), device, context);
+  const double Wt = api::scan_labels({op, "T", T, y, info.geom.classes, -1}, nullptr, w.raw(),
+                                     X.dtype(), device, context);
   const double coef = Wt > 0 ? args.scale / Wt * g : g;
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
-    run_prob_minus_target<F>(op, device, info.geom, prob, y, nullptr, w, true, coef, dx_data, context);
+    run_prob_minus_target<F>(op, device, info.geom, prob, y, nullptr, w, true, coef, dx_data,
+                             context);
   });
   return dx;
 }
@@ -165,28 +179,34 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
 }  // namespace
 
 LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
-                                      const std::optional<TensorView>& weight, const SpatialSoftmaxWithLossArgs& args,
+                                      const std::optional<TensorView>& weight,
+                                      const SpatialSoftmaxWithLossArgs& args,
                                       const ExecutionContext& context) {
   return run_spatial(X, T, weight, args, nullptr, context);
 }
 
 Tensor spatial_softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
-                                          const std::optional<TensorView>& weight, const TensorView& P,
-                                          const TensorView& d_loss, const SpatialSoftmaxWithLossArgs& args,
+                                          const std::optional<TensorView>& weight,
+                                          const TensorView& P, const TensorView& d_loss,
+                                          const SpatialSoftmaxWithLossArgs& args,
                                           const ExecutionContext& context) {
   return run_spatial_gradient({X, T, weight, P, d_loss}, args, nullptr, context);
 }
 
-void spatial_softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                                    const LossOutputViews& outputs, const SpatialSoftmaxWithLossArgs& args,
+void spatial_softmax_with_loss_into(const TensorView& X, const TensorView& T,
+                                    const std::optional<TensorView>& weight,
+                                    const LossOutputViews& outputs,
+                                    const SpatialSoftmaxWithLossArgs& args,
                                     const ExecutionContext& context) {
   run_spatial(X, T, weight, args, &outputs, context);
 }
 
 void spatial_softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T,
-                                             const std::optional<TensorView>& weight, const TensorView& P,
-                                             const TensorView& d_loss, const MutableTensorView& dX,
-                                             const SpatialSoftmaxWithLossArgs& args, const ExecutionContext& context) {
+                                             const std::optional<TensorView>& weight,
+                                             const TensorView& P, const TensorView& d_loss,
+                                             const MutableTensorView& dX,
+                                             const SpatialSoftmaxWithLossArgs& args,
+                                             const ExecutionContext& context) {
   run_spatial_gradient({X, T, weight, P, d_loss}, args, &dX, context);
 }
 
@@ -204,9 +224,9 @@ Coerced coerce(std::string_view op, const TensorView& X, int axis) {
   }
   const int rank = X.rank();
   if (axis < -rank || axis >= rank) {
-    fail(op, "axis", "= " + std::to_string(axis) + ", expected in [" + std::to_string(-rank) +
-                         ", " + std::to_string(rank) + ") for X of shape " +
-                         shape_string(X.shape()));
+    fail(op, "axis",
+         "= " + std::to_string(axis) + ", expected in [" + std::to_string(-rank) + ", " +
+             std::to_string(rank) + ") for X of shape " + shape_string(X.shape()));
   }
   checked_numel(X.shape(), std::string(op) + ": X");
   Coerced c;
@@ -235,21 +255,23 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
     if (T.dtype() != DType::kInt32) {
       fail(op, "T", "dtype: expected int32 labels, got " + std::string(dtype_name(T.dtype())));
     }
-    const bool ok = T.rank() == static_cast<int>(axis)
-                        ? checked_numel(T.shape(), "T") == N
-                        : product(T.shape(), 0, axis) == N &&
-                              product(T.shape(), axis, T.shape().size()) == 1;
+    const bool ok =
+        T.rank() == static_cast<int>(axis)
+            ? checked_numel(T.shape(), "T") == N
+            : product(T.shape(), 0, axis) == N && product(T.shape(), axis, T.shape().size()) == 1;
     if (!ok) {
-      fail(op, "T", "shape: expected " + std::to_string(N) + " labels (X's dims before axis " +
-                        std::to_string(axis) + "), got " + shape_string(T.shape()));
+      fail(op, "T",
+           "shape: expected " + std::to_string(N) + " labels (X's dims before axis " +
+               std::to_string(axis) + "), got " + shape_string(T.shape()));
     }
     return;
   }
   api::check_dtype(op, "T", T, X.dtype());
   if (T.rank() < 2 || product(T.shape(), 0, axis) != N ||
       product(T.shape(), axis, T.shape().size()) != D) {
-    fail(op, "T", "shape: expected probabilities whose 2-D view is (" + std::to_string(N) + ", " +
-                      std::to_string(D) + "), got " + shape_string(T.shape()));
+    fail(op, "T",
+         "shape: expected probabilities whose 2-D view is (" + std::to_string(N) + ", " +
+             std::to_string(D) + "), got " + shape_string(T.shape()));
   }
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
@@ -285,8 +307,9 @@ TensorView as_2d(const Dense& dense, DType dtype, const core::Geometry& g) {
 
 namespace {
 
-LossOutputs run_softmax(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                        const SoftmaxWithLossArgs& args, const LossOutputViews* into, const ExecutionContext& context) {
+LossOutputs run_softmax(const TensorView& X, const TensorView& T,
+                        const std::optional<TensorView>& weight, const SoftmaxWithLossArgs& args,
+                        const LossOutputViews* into, const ExecutionContext& context) {
   check_common_args(kSoftmax, args.scale, args.order);
   const Coerced c = coerce(kSoftmax, X, args.axis);
   const Dense x(X), target(T);
@@ -307,17 +330,17 @@ LossOutputs run_softmax(const TensorView& X, const TensorView& T, const std::opt
   CrossEntropyOutputs views;
   if (into) {
     api::check_shape(kSoftmax, "prob", into->prob.view(), X.shape(), "(X's shape)");
-    views.prob = MutableTensorView(into->prob.data(), into->prob.dtype(), {c.geom.batch, c.geom.classes},
-                                   into->prob.device());
+    views.prob = MutableTensorView(into->prob.data(), into->prob.dtype(),
+                                   {c.geom.batch, c.geom.classes}, into->prob.device());
     views.loss = into->loss;
   }
-  api::CrossEntropyRun run =
-      api::run_cross_entropy({kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom),
-                             targets, options, {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr,
-                             context);
-  const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu ? static_cast<double>(c.geom.batch)
-                    : weight                                                     ? run.pixel_weight_sum
-                                                                                 : static_cast<double>(c.geom.batch);
+  api::CrossEntropyRun run = api::run_cross_entropy(
+      {kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom), targets,
+      options, {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr, context);
+  const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu
+                        ? static_cast<double>(c.geom.batch)
+                    : weight ? run.pixel_weight_sum
+                             : static_cast<double>(c.geom.batch);
   const double loss = Wt != 0 ? args.scale * run.loss_sum / Wt : 0.0;
   LossOutputs out{std::move(run.result.prob), {}};
   if (!into) out.prob.reshape(X.shape());
@@ -325,66 +348,73 @@ LossOutputs run_softmax(const TensorView& X, const TensorView& T, const std::opt
   return out;
 }
 
-Tensor run_softmax_gradient(const GradientInputs& in, const SoftmaxWithLossArgs& args, const MutableTensorView* into,
-                            const ExecutionContext& context) {
+Tensor run_softmax_gradient(const GradientInputs& in, const SoftmaxWithLossArgs& args,
+                            const MutableTensorView* into, const ExecutionContext& context) {
   const TensorView &X = in.X, &T = in.T, &P = in.P;
   check_common_args(kSoftmaxGrad, args.scale, args.order);
   const Coerced c = coerce(kSoftmaxGrad, X, args.axis);
   const Dense target(T);
   check_softmax_targets(kSoftmaxGrad, X, T, c, args.label_prob, target);
-  const double weight_sum =
-      in.weight
-          ? api::check_weights(kSoftmaxGrad, "weight_tensor", *in.weight, {c.geom.batch}, kRowWeightShape, X.dtype())
-          : static_cast<double>(c.geom.batch);
+  const double weight_sum = in.weight
+                                ? api::check_weights(kSoftmaxGrad, "weight_tensor", *in.weight,
+                                                     {c.geom.batch}, kRowWeightShape, X.dtype())
+                                : static_cast<double>(c.geom.batch);
   api::check_dtype(kSoftmaxGrad, "P", P, X.dtype());
   if (checked_numel(P.shape(), "P") != c.geom.batch * c.geom.classes) {
-    fail(kSoftmaxGrad, "P", "shape: expected " + shape_string(X.shape()) + " (X's shape), got " +
-                                shape_string(P.shape()));
+    fail(kSoftmaxGrad, "P",
+         "shape: expected " + shape_string(X.shape()) + " (X's shape), got " +
+             shape_string(P.shape()));
   }
   const double g = api::first_element(kSoftmaxGrad, "d_loss", in.d_loss);
   const bool cpu = args.variant == Variant::kCpu;
-  const double Wt = args.average_by_batch_size && cpu ? static_cast<double>(c.geom.batch) : weight_sum;
+  const double Wt =
+      args.average_by_batch_size && cpu ? static_cast<double>(c.geom.batch) : weight_sum;
   // CPU: no d_loss factor when the total weight is 0; CUDA always applies it.
   const double coef = Wt > 0 ? args.scale / Wt * g : (cpu ? 1.0 : g);
   Tensor dx;
   void* dx_data = place_dx(kSoftmaxGrad, in, into, &dx);
   const Device device = P.device();
   if (args.label_prob == 0) {
-    (void)api::scan_labels({kSoftmaxGrad, "T", T, {target.raw(), DType::kInt32}, c.geom.classes, std::nullopt},
-                           nullptr, nullptr, X.dtype(), device, context);
+    (void)api::scan_labels(
+        {kSoftmaxGrad, "T", T, {target.raw(), DType::kInt32}, c.geom.classes, std::nullopt},
+        nullptr, nullptr, X.dtype(), device, context);
   }
   const Dense prob(P), w(in.weight);
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* soft = args.label_prob != 0 ? target.get<F>() : nullptr;
-    run_prob_minus_target<F>(kSoftmaxGrad, device, c.geom, prob, {target.raw(), DType::kInt32}, soft, w, false,
-                             coef, dx_data, context);
+    run_prob_minus_target<F>(kSoftmaxGrad, device, c.geom, prob, {target.raw(), DType::kInt32},
+                             soft, w, false, coef, dx_data, context);
   });
   return dx;
 }
 
 }  // namespace
 
-LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
+LossOutputs softmax_with_loss(const TensorView& X, const TensorView& T,
+                              const std::optional<TensorView>& weight,
                               const SoftmaxWithLossArgs& args, const ExecutionContext& context) {
   return run_softmax(X, T, weight, args, nullptr, context);
 }
 
-Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                                  const TensorView& P, const TensorView& d_loss, const SoftmaxWithLossArgs& args,
+Tensor softmax_with_loss_gradient(const TensorView& X, const TensorView& T,
+                                  const std::optional<TensorView>& weight, const TensorView& P,
+                                  const TensorView& d_loss, const SoftmaxWithLossArgs& args,
                                   const ExecutionContext& context) {
   return run_softmax_gradient({X, T, weight, P, d_loss}, args, nullptr, context);
 }
 
-void softmax_with_loss_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                            const LossOutputViews& outputs, const SoftmaxWithLossArgs& args,
-                            const ExecutionContext& context) {
+void softmax_with_loss_into(const TensorView& X, const TensorView& T,
+                            const std::optional<TensorView>& weight, const LossOutputViews& outputs,
+                            const SoftmaxWithLossArgs& args, const ExecutionContext& context) {
   run_softmax(X, T, weight, args, &outputs, context);
 }
 
-void softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T, const std::optional<TensorView>& weight,
-                                     const TensorView& P, const TensorView& d_loss, const MutableTensorView& dX,
-                                     const SoftmaxWithLossArgs& args, const ExecutionContext& context) {
+void softmax_with_loss_gradient_into(const TensorView& X, const TensorView& T,
+                                     const std::optional<TensorView>& weight, const TensorView& P,
+                                     const TensorView& d_loss, const MutableTensorView& dX,
+                                     const SoftmaxWithLossArgs& args,
+                                     const ExecutionContext& context) {
   run_softmax_gradient({X, T, weight, P, d_loss}, args, &dX, context);
 }
 

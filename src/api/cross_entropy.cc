@@ -1,13 +1,14 @@
 // The cross-entropy family (cross_entropy, its backward and fused forms,
 // nll_loss) and the shared driver that the Caffe2 operators use too:
 // validate, place the outputs, run the selected backend, reduce.
+#include "api/cross_entropy.h"
+
 #include <cmath>
 #include <cstddef>
 #include <initializer_list>
 #include <limits>
 #include <optional>
 
-#include "api/cross_entropy.h"
 #include "api/labels.h"
 #include "api/outputs.h"
 #include "api/validate.h"
@@ -33,7 +34,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
                                   bool logits_are_log_probs, Tensor* grad_over_logits,
-                                  const CrossEntropyOutputs* into, const ExecutionContext& context) {
+                                  const CrossEntropyOutputs* into,
+                                  const ExecutionContext& context) {
   const std::string_view op = names.op, targets_name = names.targets;
   const ClassTensor info = analyze_class_tensor(op, names.logits, logits, options.class_axis);
   const DType dtype = logits.dtype();
@@ -48,7 +50,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     fail(op, "reduction", "= batchmean, expected none, sum or mean (batchmean is for kl_div)");
   }
   if (!(options.label_smoothing >= 0 && options.label_smoothing <= 1)) {
-    fail(op, "label_smoothing", "= " + format_value(options.label_smoothing) + ", expected in [0, 1]");
+    fail(op, "label_smoothing",
+         "= " + format_value(options.label_smoothing) + ", expected in [0, 1]");
   }
   if (!(options.prob_floor >= 0 && std::isfinite(options.prob_floor))) {
     fail(op, "prob_floor", "= " + format_value(options.prob_floor) + ", expected finite and >= 0");
@@ -89,11 +92,14 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const TensorView* class_weight_view = options.class_weight ? &*options.class_weight : nullptr;
   const TensorView* pixel_weight_view = options.pixel_weight ? &*options.pixel_weight : nullptr;
   const auto grad_view = [](const std::optional<TensorView>& g) { return g ? &*g : nullptr; };
-  const std::initializer_list<NamedView> inputs = {
-      {names.logits, &logits},           {targets_name, &targets},
-      {"class_weight", class_weight_view}, {names.pixel_weight, pixel_weight_view},
-      {"grad_loss", grad_view(grads.loss)}, {"grad_prob", grad_view(grads.prob)},
-      {"grad_log_prob", grad_view(grads.log_prob)}, {"grad_entropy", grad_view(grads.entropy)}};
+  const std::initializer_list<NamedView> inputs = {{names.logits, &logits},
+                                                   {targets_name, &targets},
+                                                   {"class_weight", class_weight_view},
+                                                   {names.pixel_weight, pixel_weight_view},
+                                                   {"grad_loss", grad_view(grads.loss)},
+                                                   {"grad_prob", grad_view(grads.prob)},
+                                                   {"grad_log_prob", grad_view(grads.log_prob)},
+                                                   {"grad_entropy", grad_view(grads.entropy)}};
   const Device device = common_device(op, inputs);
   const Dense x(logits), target(targets), class_weight(options.class_weight),
       pixel_weight(options.pixel_weight);
@@ -123,7 +129,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     check_shape(op, name, *g, shape, what);
     return Dense(*g);
   };
-  const Dense grad_prob = check_upstream(grads.prob, "grad_prob", logits.shape(), "(the logits' shape)");
+  const Dense grad_prob =
+      check_upstream(grads.prob, "grad_prob", logits.shape(), "(the logits' shape)");
   const Dense grad_log_prob =
       check_upstream(grads.log_prob, "grad_log_prob", logits.shape(), "(the logits' shape)");
   const Dense grad_entropy =
@@ -139,10 +146,12 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
       pass != Pass::kForward && options.reduction == Reduction::kMean && ignore_index.has_value();
   // dX over X: the in-place form, or an _into grad_logits view of X's bytes.
   const bool writes_over_logits =
-      grad_over_logits || (into && into->grad_logits && into->grad_logits->view().byte_range() == logits.byte_range() &&
-                           logits.byte_range().first != logits.byte_range().second);
+      grad_over_logits ||
+      (into && into->grad_logits && into->grad_logits->view().byte_range() == logits.byte_range() &&
+       logits.byte_range().first != logits.byte_range().second);
   // Nor into the caller's views: a bad label must leave them as they were.
-  const bool kernel_checks_labels = !soft && !weighted && !denominator_first && !writes_over_logits && !into;
+  const bool kernel_checks_labels =
+      !soft && !weighted && !denominator_first && !writes_over_logits && !into;
   core::LabelCheck label_check;
   const LabelArg label_arg{op, targets_name, targets, labels, C, ignore_index};
   double index_denominator = 0;
@@ -152,7 +161,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     // count, and sum and none do not use it.
     index_denominator = static_cast<double>(info.geom.positions());
   } else if (!soft) {
-    index_denominator = scan_labels(label_arg, class_weight.raw(), pixel_weight.raw(), dtype, device, context);
+    index_denominator =
+        scan_labels(label_arg, class_weight.raw(), pixel_weight.raw(), dtype, device, context);
   }
 
   // The mean's denominator depends only on targets and weights, so it is known
@@ -181,7 +191,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     fail(op, "outputs.grad_logits", "expected a view of the logits' shape, got none");
   }
   if (writes_over_logits && want_log_prob) {
-    fail(op, "outputs.log_prob", "expected none when dX is written over the logits (log_prob needs X)");
+    fail(op, "outputs.log_prob",
+         "expected none when dX is written over the logits (log_prob needs X)");
   }
   // Every output placed (and checked) before anything is written.
   Footprint footprint(op, device, inputs);
@@ -191,18 +202,21 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   };
   void* loss_data = nullptr;
   if (want_loss) {
-    loss_data = footprint.place("loss", view_of(&CrossEntropyOutputs::loss), dtype, map_loss ? info.map_shape : Shape{},
-                                map_loss ? "(reduction none: (N, d1..dk))" : "(a scalar: ())", &result.loss);
+    loss_data = footprint.place(
+        "loss", view_of(&CrossEntropyOutputs::loss), dtype, map_loss ? info.map_shape : Shape{},
+        map_loss ? "(reduction none: (N, d1..dk))" : "(a scalar: ())", &result.loss);
   }
-  void* prob_data = want_prob ? footprint.place("prob", view_of(&CrossEntropyOutputs::prob), dtype, logits.shape(),
-                                                "(the logits' shape)", &result.prob)
+  void* prob_data = want_prob ? footprint.place("prob", view_of(&CrossEntropyOutputs::prob), dtype,
+                                                logits.shape(), "(the logits' shape)", &result.prob)
                               : nullptr;
-  void* log_prob_data = want_log_prob ? footprint.place("log_prob", view_of(&CrossEntropyOutputs::log_prob), dtype,
-                                                        logits.shape(), "(the logits' shape)", &result.log_prob)
-                                      : nullptr;
-  void* entropy_data = want_entropy ? footprint.place("entropy", view_of(&CrossEntropyOutputs::entropy), dtype,
-                                                      info.map_shape, "((N, d1..dk))", &result.entropy)
-                                    : nullptr;
+  void* log_prob_data =
+      want_log_prob ? footprint.place("log_prob", view_of(&CrossEntropyOutputs::log_prob), dtype,
+                                      logits.shape(), "(the logits' shape)", &result.log_prob)
+                    : nullptr;
+  void* entropy_data =
+      want_entropy ? footprint.place("entropy", view_of(&CrossEntropyOutputs::entropy), dtype,
+                                     info.map_shape, "((N, d1..dk))", &result.entropy)
+                   : nullptr;
   void* grad_data = nullptr;
   if (backward) {
     // Everything is validated by now: only from here on is X overwritten.
@@ -214,8 +228,9 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
                                        "(the logits' shape)", nullptr);
       result.grad_logits = std::move(*grad_over_logits);
     } else {
-      grad_data = footprint.place_over("grad_logits", view_of(&CrossEntropyOutputs::grad_logits), names.logits,
-                                       dtype, logits.shape(), "(the logits' shape)", &result.grad_logits);
+      grad_data = footprint.place_over("grad_logits", view_of(&CrossEntropyOutputs::grad_logits),
+                                       names.logits, dtype, logits.shape(), "(the logits' shape)",
+                                       &result.grad_logits);
     }
   }
 
@@ -250,7 +265,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
       pb.grad_log_prob = grad_log_prob.get<T>();
       pb.grad_entropy = grad_entropy.get<T>();
     }
-    dispatch::select(dispatch::Op::kCrossEntropy, info.geom, dtype, device, op).cross_entropy(pb, context);
+    dispatch::select(dispatch::Op::kCrossEntropy, info.geom, dtype, device, op)
+        .cross_entropy(pb, context);
   });
   if (kernel_checks_labels) {
     if (label_check.first_bad >= 0) fail_label(label_arg, label_check.first_bad);
@@ -266,7 +282,9 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
         loss = options.zero_weight_mean == ZeroWeightMean::kNaN ? kNaN : 0.0;
       }
     }
-    visit_float(dtype, [&](auto tag) { *static_cast<decltype(tag)*>(loss_data) = static_cast<decltype(tag)>(loss); });
+    visit_float(dtype, [&](auto tag) {
+      *static_cast<decltype(tag)*>(loss_data) = static_cast<decltype(tag)>(loss);
+    });
   }
   return run;
 }
@@ -274,101 +292,115 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
 }  // namespace api
 
 CrossEntropyResult cross_entropy(const TensorView& logits, const TensorView& targets,
-                                 const CrossEntropyOptions& options, const ExecutionContext& context) {
-  return api::run_cross_entropy({"cross_entropy"}, logits, targets, options, {}, api::Pass::kForward, false,
-                                nullptr, nullptr, context)
+                                 const CrossEntropyOptions& options,
+                                 const ExecutionContext& context) {
+  return api::run_cross_entropy({"cross_entropy"}, logits, targets, options, {},
+                                api::Pass::kForward, false, nullptr, nullptr, context)
       .result;
 }
 
-Tensor cross_entropy_backward(const TensorView& logits, const TensorView& targets, const CrossEntropyGrads& grads,
-                              const CrossEntropyOptions& options, const ExecutionContext& context) {
-  return api::run_cross_entropy({"cross_entropy_backward"}, logits, targets, options, grads, api::Pass::kBackward,
-                                false, nullptr, nullptr, context)
+Tensor cross_entropy_backward(const TensorView& logits, const TensorView& targets,
+                              const CrossEntropyGrads& grads, const CrossEntropyOptions& options,
+                              const ExecutionContext& context) {
+  return api::run_cross_entropy({"cross_entropy_backward"}, logits, targets, options, grads,
+                                api::Pass::kBackward, false, nullptr, nullptr, context)
       .result.grad_logits;
 }
 
-CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits, const TensorView& targets,
-                                                  const CrossEntropyOptions& options, const CrossEntropyGrads& grads,
+CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
+                                                  const TensorView& targets,
+                                                  const CrossEntropyOptions& options,
+                                                  const CrossEntropyGrads& grads,
                                                   const ExecutionContext& context) {
   return api::run_cross_entropy({"cross_entropy_forward_backward"}, logits, targets, options, grads,
                                 api::Pass::kFused, false, nullptr, nullptr, context)
       .result;
 }
 
-CrossEntropyResult cross_entropy_forward_backward_in_place(Tensor&& logits, const TensorView& targets,
+CrossEntropyResult cross_entropy_forward_backward_in_place(Tensor&& logits,
+                                                           const TensorView& targets,
                                                            const CrossEntropyOptions& options,
                                                            const CrossEntropyGrads& grads,
                                                            const ExecutionContext& context) {
   constexpr std::string_view op = "cross_entropy_forward_backward_in_place";
   if (!logits.defined()) fail(op, "logits", "expected a defined tensor, got an empty one");
   if (options.want_log_prob) {
-    fail(op, "options.want_log_prob", "= true, expected false (dX replaces X, which log_prob needs)");
+    fail(op, "options.want_log_prob",
+         "= true, expected false (dX replaces X, which log_prob needs)");
   }
   const TensorView x = logits.view();
-  return api::run_cross_entropy({op}, x, targets, options, grads, api::Pass::kFused, false, &logits, nullptr,
-                                context)
+  return api::run_cross_entropy({op}, x, targets, options, grads, api::Pass::kFused, false, &logits,
+                                nullptr, context)
       .result;
 }
 
-Tensor nll_loss(const TensorView& log_prob, const TensorView& labels, const CrossEntropyOptions& options,
-                const ExecutionContext& context) {
+Tensor nll_loss(const TensorView& log_prob, const TensorView& labels,
+                const CrossEntropyOptions& options, const ExecutionContext& context) {
   CrossEntropyOptions o = options;
   o.want_prob = o.want_log_prob = o.want_entropy = false;
-  return api::run_cross_entropy({"nll_loss", "log_prob", "labels"}, log_prob, labels, o, {}, api::Pass::kForward,
-                                true, nullptr, nullptr, context)
+  return api::run_cross_entropy({"nll_loss", "log_prob", "labels"}, log_prob, labels, o, {},
+                                api::Pass::kForward, true, nullptr, nullptr, context)
       .result.loss;
 }
 
-Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels, const TensorView& grad_loss,
-                         const CrossEntropyOptions& options, const ExecutionContext& context) {
+Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels,
+                         const TensorView& grad_loss, const CrossEntropyOptions& options,
+                         const ExecutionContext& context) {
   CrossEntropyGrads grads;
   grads.loss = grad_loss;
-  return api::run_cross_entropy({"nll_loss_backward", "log_prob", "labels"}, log_prob, labels, options, grads,
-                                api::Pass::kBackward, true, nullptr, nullptr, context)
+  return api::run_cross_entropy({"nll_loss_backward", "log_prob", "labels"}, log_prob, labels,
+                                options, grads, api::Pass::kBackward, true, nullptr, nullptr,
+                                context)
       .result.grad_logits;
 }
 
 // --- into caller-provided outputs -----------------------------------------------
 
-void cross_entropy_into(const TensorView& logits, const TensorView& targets, const CrossEntropyOutputs& outputs,
-                        const CrossEntropyOptions& options, const ExecutionContext& context) {
-  api::run_cross_entropy({"cross_entropy_into"}, logits, targets, options, {}, api::Pass::kForward, false, nullptr,
-                         &outputs, context);
-}
-
-void cross_entropy_backward_into(const TensorView& logits, const TensorView& targets, const CrossEntropyGrads& grads,
-                                 const MutableTensorView& grad_logits, const CrossEntropyOptions& options,
-                                 const ExecutionContext& context) {
-  CrossEntropyOutputs outputs;
-  outputs.grad_logits = grad_logits;
-  api::run_cross_entropy({"cross_entropy_backward_into"}, logits, targets, options, grads, api::Pass::kBackward,
+void cross_entropy_into(const TensorView& logits, const TensorView& targets,
+                        const CrossEntropyOutputs& outputs, const CrossEntropyOptions& options,
+                        const ExecutionContext& context) {
+  api::run_cross_entropy({"cross_entropy_into"}, logits, targets, options, {}, api::Pass::kForward,
                          false, nullptr, &outputs, context);
 }
 
+void cross_entropy_backward_into(const TensorView& logits, const TensorView& targets,
+                                 const CrossEntropyGrads& grads,
+                                 const MutableTensorView& grad_logits,
+                                 const CrossEntropyOptions& options,
+                                 const ExecutionContext& context) {
+  CrossEntropyOutputs outputs;
+  outputs.grad_logits = grad_logits;
+  api::run_cross_entropy({"cross_entropy_backward_into"}, logits, targets, options, grads,
+                         api::Pass::kBackward, false, nullptr, &outputs, context);
+}
+
 void cross_entropy_forward_backward_into(const TensorView& logits, const TensorView& targets,
-                                         const CrossEntropyOutputs& outputs, const CrossEntropyOptions& options,
-                                         const CrossEntropyGrads& grads, const ExecutionContext& context) {
+                                         const CrossEntropyOutputs& outputs,
+                                         const CrossEntropyOptions& options,
+                                         const CrossEntropyGrads& grads,
+                                         const ExecutionContext& context) {
   api::run_cross_entropy({"cross_entropy_forward_backward_into"}, logits, targets, options, grads,
                          api::Pass::kFused, false, nullptr, &outputs, context);
 }
 
-void nll_loss_into(const TensorView& log_prob, const TensorView& labels, const MutableTensorView& loss,
-                   const CrossEntropyOptions& options, const ExecutionContext& context) {
+void nll_loss_into(const TensorView& log_prob, const TensorView& labels,
+                   const MutableTensorView& loss, const CrossEntropyOptions& options,
+                   const ExecutionContext& context) {
   CrossEntropyOutputs outputs;
   outputs.loss = loss;
   api::run_cross_entropy({"nll_loss_into", "log_prob", "labels"}, log_prob, labels, options, {},
                          api::Pass::kForward, true, nullptr, &outputs, context);
 }
 
-void nll_loss_backward_into(const TensorView& log_prob, const TensorView& labels, const TensorView& grad_loss,
-                            const MutableTensorView& grad_log_prob, const CrossEntropyOptions& options,
-                            const ExecutionContext& context) {
+void nll_loss_backward_into(const TensorView& log_prob, const TensorView& labels,
+                            const TensorView& grad_loss, const MutableTensorView& grad_log_prob,
+                            const CrossEntropyOptions& options, const ExecutionContext& context) {
   CrossEntropyGrads grads;
   grads.loss = grad_loss;
   CrossEntropyOutputs outputs;
   outputs.grad_logits = grad_log_prob;
-  api::run_cross_entropy({"nll_loss_backward_into", "log_prob", "labels"}, log_prob, labels, options, grads,
-                         api::Pass::kBackward, true, nullptr, &outputs, context);
+  api::run_cross_entropy({"nll_loss_backward_into", "log_prob", "labels"}, log_prob, labels,
+                         options, grads, api::Pass::kBackward, true, nullptr, &outputs, context);
 }
 
 }  // namespace spatialsoftmax

@@ -13,8 +13,8 @@ enum class Pass { kForward, kBackward, kFused };
 
 struct CrossEntropyRun {
   CrossEntropyResult result;
-  double loss_sum = 0;     // sum_i l_i
-  double denominator = 0;  // sum_i e_i (index targets) or sum_i a_i (soft)
+  double loss_sum = 0;          // sum_i l_i
+  double denominator = 0;       // sum_i e_i (index targets) or sum_i a_i (soft)
   double pixel_weight_sum = 0;  // sum_i a_i over every position (Caffe2's rows)
 };
 

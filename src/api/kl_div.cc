@@ -32,9 +32,14 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
   double denominator = 1;
   switch (options.reduction) {
     case Reduction::kNone:
-    case Reduction::kSum: break;
-    case Reduction::kMean: denominator = elements; break;
-    case Reduction::kBatchMean: denominator = static_cast<double>(info.geom.batch); break;
+    case Reduction::kSum:
+      break;
+    case Reduction::kMean:
+      denominator = elements;
+      break;
+    case Reduction::kBatchMean:
+      denominator = static_cast<double>(info.geom.batch);
+      break;
   }
   const bool map = options.reduction == Reduction::kNone;
   Dense grad_map;
@@ -42,7 +47,8 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
   if (grad_output) {
     if (map) {
       api::check_dtype(op, "grad_output", *grad_output, dtype);
-      api::check_shape(op, "grad_output", *grad_output, logits.shape(), "(reduction none: the logits' shape)");
+      api::check_shape(op, "grad_output", *grad_output, logits.shape(),
+                       "(reduction none: the logits' shape)");
       grad_map = Dense(*grad_output);
     } else {
       grad_scale = api::scalar_grad(op, "grad_output", *grad_output, dtype) / denominator;
@@ -56,10 +62,12 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
   Tensor out;
   void* data = nullptr;
   if (grad_output) {
-    data = footprint.place("grad_logits", into, dtype, logits.shape(), "(the logits' shape)", &out, true);
+    data = footprint.place("grad_logits", into, dtype, logits.shape(), "(the logits' shape)", &out,
+                           true);
   } else {
-    data = footprint.place("output", into, dtype, map ? logits.shape() : Shape{},
-                           map ? "(reduction none: the logits' shape)" : "(a scalar: ())", &out, true);
+    data =
+        footprint.place("output", into, dtype, map ? logits.shape() : Shape{},
+                        map ? "(reduction none: the logits' shape)" : "(a scalar: ())", &out, true);
   }
   const Dense x(logits), t(target);
   double sum = 0;
@@ -79,7 +87,8 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
       pb.grad_scale = static_cast<T>(grad_scale);
     }
     dispatch::select(dispatch::Op::kKlDiv, info.geom, dtype, device, op).kl_div(pb, context);
-    if (!grad_output && !map) *static_cast<T*>(data) = static_cast<T>(denominator != 0 ? sum / denominator : kNaN);
+    if (!grad_output && !map)
+      *static_cast<T*>(data) = static_cast<T>(denominator != 0 ? sum / denominator : kNaN);
   });
   return out;
 }
@@ -91,19 +100,21 @@ Tensor kl_div(const TensorView& logits, const TensorView& target, const KlDivOpt
   return run_kl_div("kl_div", logits, target, std::nullopt, options, nullptr, context);
 }
 
-Tensor kl_div_backward(const TensorView& logits, const TensorView& target, const TensorView& grad_output,
-                       const KlDivOptions& options, const ExecutionContext& context) {
+Tensor kl_div_backward(const TensorView& logits, const TensorView& target,
+                       const TensorView& grad_output, const KlDivOptions& options,
+                       const ExecutionContext& context) {
   return run_kl_div("kl_div_backward", logits, target, grad_output, options, nullptr, context);
 }
 
-void kl_div_into(const TensorView& logits, const TensorView& target, const MutableTensorView& output,
-                 const KlDivOptions& options, const ExecutionContext& context) {
+void kl_div_into(const TensorView& logits, const TensorView& target,
+                 const MutableTensorView& output, const KlDivOptions& options,
+                 const ExecutionContext& context) {
   run_kl_div("kl_div_into", logits, target, std::nullopt, options, &output, context);
 }
 
-void kl_div_backward_into(const TensorView& logits, const TensorView& target, const TensorView& grad_output,
-                          const MutableTensorView& grad_logits, const KlDivOptions& options,
-                          const ExecutionContext& context) {
+void kl_div_backward_into(const TensorView& logits, const TensorView& target,
+                          const TensorView& grad_output, const MutableTensorView& grad_logits,
+                          const KlDivOptions& options, const ExecutionContext& context) {
   run_kl_div("kl_div_backward_into", logits, target, grad_output, options, &grad_logits, context);
 }
 

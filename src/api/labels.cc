@@ -7,8 +7,8 @@
 
 namespace spatialsoftmax::api {
 
-double scan_labels(const LabelArg& labels, const void* class_weight, const void* pixel_weight, DType weight_dtype,
-                   Device device, const ExecutionContext& context) {
+double scan_labels(const LabelArg& labels, const void* class_weight, const void* pixel_weight,
+                   DType weight_dtype, Device device, const ExecutionContext& context) {
   const std::int64_t count = checked_numel(labels.view.shape(), labels.name);
   double total = 0;
   std::int64_t first_bad = -1;
@@ -25,7 +25,8 @@ double scan_labels(const LabelArg& labels, const void* class_weight, const void*
     pb.total = &total;
     pb.first_bad = &first_bad;
     const core::Geometry geom{1, labels.classes, count, false};
-    dispatch::select(dispatch::Op::kScanLabels, geom, weight_dtype, device, labels.op).scan_labels(pb, context);
+    dispatch::select(dispatch::Op::kScanLabels, geom, weight_dtype, device, labels.op)
+        .scan_labels(pb, context);
   });
   if (first_bad >= 0) fail_label(labels, first_bad);
   return total;
@@ -40,9 +41,11 @@ void fail_label(const LabelArg& labels, std::int64_t first_bad) {
     rest /= dim;
   }
   fail(labels.op, std::string(labels.name) + "[" + index + "]",
-       "(flat index " + std::to_string(first_bad) + ") = " + std::to_string(labels.dense[first_bad]) +
-           ", expected in [0, " + std::to_string(labels.classes) + ") or ignore_index (" +
-           (labels.ignore_index ? std::to_string(*labels.ignore_index) : std::string("unset")) + ")");
+       "(flat index " + std::to_string(first_bad) +
+           ") = " + std::to_string(labels.dense[first_bad]) + ", expected in [0, " +
+           std::to_string(labels.classes) + ") or ignore_index (" +
+           (labels.ignore_index ? std::to_string(*labels.ignore_index) : std::string("unset")) +
+           ")");
 }
 
 }  // namespace spatialsoftmax::api

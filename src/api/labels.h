@@ -30,8 +30,8 @@ struct LabelArg {
 // sum_i a_i * w_{y_i} (a: pixel weights, w: class weights, both optional
 // and dense, of `weight_dtype`), run by the backend for `device`. A bad label
 // is an Error naming it (fail_label).
-double scan_labels(const LabelArg& labels, const void* class_weight, const void* pixel_weight, DType weight_dtype,
-                   Device device, const ExecutionContext& context);
+double scan_labels(const LabelArg& labels, const void* class_weight, const void* pixel_weight,
+                   DType weight_dtype, Device device, const ExecutionContext& context);
 
 // The error for the label at flat index `first_bad`: its multi-index, flat
 // index and value, and the range it should be in.

@@ -1,8 +1,9 @@
+#include "spatialsoftmax/options.h"
+
 #include <string>
 #include <utility>
 
 #include "spatialsoftmax/error.h"
-#include "spatialsoftmax/options.h"
 
 namespace spatialsoftmax {
 namespace {
@@ -15,14 +16,16 @@ constexpr Names<Reduction> kReductions[] = {{"none", Reduction::kNone},
                                             {"sum", Reduction::kSum},
                                             {"mean", Reduction::kMean},
                                             {"batchmean", Reduction::kBatchMean}};
-constexpr Names<ZeroWeightMean> kZeroWeightMeans[] = {{"nan", ZeroWeightMean::kNaN}, {"zero", ZeroWeightMean::kZero}};
-constexpr Names<ZeroTargetLog> kZeroTargetLogs[] = {{"ieee", ZeroTargetLog::kIeee}, {"zero", ZeroTargetLog::kZero}};
+constexpr Names<ZeroWeightMean> kZeroWeightMeans[] = {{"nan", ZeroWeightMean::kNaN},
+                                                      {"zero", ZeroWeightMean::kZero}};
+constexpr Names<ZeroTargetLog> kZeroTargetLogs[] = {{"ieee", ZeroTargetLog::kIeee},
+                                                    {"zero", ZeroTargetLog::kZero}};
 constexpr Names<TemperatureMode> kTemperatureModes[] = {{"divide", TemperatureMode::kDivide},
                                                         {"multiply", TemperatureMode::kMultiply}};
 constexpr Names<Coordinates> kCoordinates[] = {{"normalized", Coordinates::kNormalized},
                                                {"pixel", Coordinates::kPixel}};
-constexpr Names<SingletonCoordinate> kSingletonCoordinates[] = {{"center", SingletonCoordinate::kCenter},
-                                                                {"minus_one", SingletonCoordinate::kMinusOne}};
+constexpr Names<SingletonCoordinate> kSingletonCoordinates[] = {
+    {"center", SingletonCoordinate::kCenter}, {"minus_one", SingletonCoordinate::kMinusOne}};
 
 template <class E, std::size_t N>
 E parse(const Names<E> (&names)[N], std::string_view text, std::string_view what) {
@@ -44,8 +47,12 @@ std::string_view name(const Names<E> (&names)[N], E value) {
 
 }  // namespace
 
-ClassAxis parse_layout(std::string_view text, std::string_view what) { return parse(kLayouts, text, what); }
-Reduction parse_reduction(std::string_view text, std::string_view what) { return parse(kReductions, text, what); }
+ClassAxis parse_layout(std::string_view text, std::string_view what) {
+  return parse(kLayouts, text, what);
+}
+Reduction parse_reduction(std::string_view text, std::string_view what) {
+  return parse(kReductions, text, what);
+}
 ZeroWeightMean parse_zero_weight_mean(std::string_view text, std::string_view what) {
   return parse(kZeroWeightMeans, text, what);
 }

@@ -28,19 +28,21 @@ Footprint::Footprint(std::string_view op, Device device, std::initializer_list<N
   }
 }
 
-void* Footprint::place(std::string_view arg, const MutableTensorView* given, DType dtype, const Shape& shape,
-                       std::string_view shape_what, Tensor* allocated, bool zeroed) {
+void* Footprint::place(std::string_view arg, const MutableTensorView* given, DType dtype,
+                       const Shape& shape, std::string_view shape_what, Tensor* allocated,
+                       bool zeroed) {
   return place_impl(arg, given, {}, dtype, shape, shape_what, allocated, zeroed);
 }
 
-void* Footprint::place_over(std::string_view arg, const MutableTensorView* given, std::string_view input_name,
-                            DType dtype, const Shape& shape, std::string_view shape_what, Tensor* allocated) {
+void* Footprint::place_over(std::string_view arg, const MutableTensorView* given,
+                            std::string_view input_name, DType dtype, const Shape& shape,
+                            std::string_view shape_what, Tensor* allocated) {
   return place_impl(arg, given, input_name, dtype, shape, shape_what, allocated, false);
 }
 
-void* Footprint::place_impl(std::string_view arg, const MutableTensorView* given, std::string_view may_alias,
-                            DType dtype, const Shape& shape, std::string_view shape_what, Tensor* allocated,
-                            bool zeroed) {
+void* Footprint::place_impl(std::string_view arg, const MutableTensorView* given,
+                            std::string_view may_alias, DType dtype, const Shape& shape,
+                            std::string_view shape_what, Tensor* allocated, bool zeroed) {
   if (!given) {
     *allocated = zeroed ? Tensor(dtype, shape) : Tensor::uninitialized(dtype, shape);
     return allocated->data();
@@ -49,12 +51,15 @@ void* Footprint::place_impl(std::string_view arg, const MutableTensorView* given
   check_dtype(op_, arg, view, dtype);
   check_shape(op_, arg, view, shape, shape_what);
   if (given->device() != device_) {
-    fail(op_, arg, "device: expected " + device_name(device_) + " (the inputs' device), got " +
-                       device_name(given->device()));
+    fail(op_, arg,
+         "device: expected " + device_name(device_) + " (the inputs' device), got " +
+             device_name(given->device()));
   }
   const auto [begin, end] = view.byte_range();
   if (begin == end) return given->data();
-  if (!given->data()) fail(op_, arg, "data: expected memory for " + std::to_string(view.numel()) + " elements, got null");
+  if (!given->data())
+    fail(op_, arg,
+         "data: expected memory for " + std::to_string(view.numel()) + " elements, got null");
   for (const Range& r : ranges_) {
     if (r.name == may_alias && r.begin == begin && r.end == end) continue;
     if (begin < r.end && r.begin < end) {

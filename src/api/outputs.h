@@ -42,8 +42,9 @@ class Footprint {
               std::string_view shape_what, Tensor* allocated, bool zeroed = false);
   // As place, for an output that may be exactly the input `input_name` (dX
   // written over the logits): that input's range is then not checked.
-  void* place_over(std::string_view arg, const MutableTensorView* given, std::string_view input_name,
-                   DType dtype, const Shape& shape, std::string_view shape_what, Tensor* allocated);
+  void* place_over(std::string_view arg, const MutableTensorView* given,
+                   std::string_view input_name, DType dtype, const Shape& shape,
+                   std::string_view shape_what, Tensor* allocated);
 
   Device device() const { return device_; }
 

@@ -44,10 +44,10 @@ ClassShape class_shape(std::string_view op, std::string_view arg, DType dtype, c
   }
   if (out.classes == 0 && !allow_no_classes) {
     fail(op, arg,
-         "class dim " + std::to_string(class_dim) + ": expected C >= 1, got 0 (shape " + shape_string(shape) + ")");
+         "class dim " + std::to_string(class_dim) + ": expected C >= 1, got 0 (shape " +
+             shape_string(shape) + ")");
   }
   return out;
 }
 
 }  // namespace spatialsoftmax
-

@@ -23,11 +23,14 @@ Tensor class_softmax(std::string_view op, const TensorView& logits, ClassAxis ax
   const ClassTensor info = api::analyze_class_tensor(op, "logits", logits, axis);
   const Device device = api::common_device(op, {{"logits", &logits}});
   const bool entropy = want == Want::kEntropy;
-  const std::string_view out_name = want == Want::kProb ? "prob" : want == Want::kLogProb ? "log_prob" : "entropy";
+  const std::string_view out_name = want == Want::kProb      ? "prob"
+                                    : want == Want::kLogProb ? "log_prob"
+                                                             : "entropy";
   api::Footprint footprint(op, device, {{"logits", &logits}});
   Tensor out;  // the kernels write every element: not zeroed first
-  void* data = footprint.place(out_name, into, logits.dtype(), entropy ? info.map_shape : logits.shape(),
-                               entropy ? "((N, d1..dk))" : "(the logits' shape)", &out);
+  void* data =
+      footprint.place(out_name, into, logits.dtype(), entropy ? info.map_shape : logits.shape(),
+                      entropy ? "((N, d1..dk))" : "(the logits' shape)", &out);
   const Dense x(logits);
   visit_float(logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -38,19 +41,21 @@ Tensor class_softmax(std::string_view op, const TensorView& logits, ClassAxis ax
     if (want == Want::kProb) pb.prob = p;
     if (want == Want::kLogProb) pb.log_prob = p;
     if (entropy) pb.entropy = p;
-    dispatch::select(dispatch::Op::kSoftmax, info.geom, logits.dtype(), device, op).softmax(pb, context);
+    dispatch::select(dispatch::Op::kSoftmax, info.geom, logits.dtype(), device, op)
+        .softmax(pb, context);
   });
   return out;
 }
 
-Tensor class_softmax_backward(std::string_view op, const TensorView& output, const TensorView& grad_output,
-                              ClassAxis axis, bool log, const MutableTensorView* into,
-                              const ExecutionContext& context) {
+Tensor class_softmax_backward(std::string_view op, const TensorView& output,
+                              const TensorView& grad_output, ClassAxis axis, bool log,
+                              const MutableTensorView* into, const ExecutionContext& context) {
   const std::string_view output_name = log ? "log_prob" : "prob";
   const std::string_view grad_name = log ? "grad_log_prob" : "grad_prob";
   const ClassTensor info = api::analyze_class_tensor(op, output_name, output, axis);
   api::check_dtype(op, grad_name, grad_output, output.dtype());
-  api::check_shape(op, grad_name, grad_output, output.shape(), log ? "(log_prob's shape)" : "(prob's shape)");
+  api::check_shape(op, grad_name, grad_output, output.shape(),
+                   log ? "(log_prob's shape)" : "(prob's shape)");
   const Device device = api::common_device(op, {{output_name, &output}, {grad_name, &grad_output}});
   api::Footprint footprint(op, device, {{output_name, &output}, {grad_name, &grad_output}});
   Tensor dx;
@@ -86,9 +91,10 @@ Tensor softmax_backward(const TensorView& prob, const TensorView& grad_prob, Cla
                         const ExecutionContext& context) {
   return class_softmax_backward("softmax_backward", prob, grad_prob, axis, false, nullptr, context);
 }
-Tensor log_softmax_backward(const TensorView& log_prob, const TensorView& grad_log_prob, ClassAxis axis,
-                            const ExecutionContext& context) {
-  return class_softmax_backward("log_softmax_backward", log_prob, grad_log_prob, axis, true, nullptr, context);
+Tensor log_softmax_backward(const TensorView& log_prob, const TensorView& grad_log_prob,
+                            ClassAxis axis, const ExecutionContext& context) {
+  return class_softmax_backward("log_softmax_backward", log_prob, grad_log_prob, axis, true,
+                                nullptr, context);
 }
 
 void softmax_into(const TensorView& logits, const MutableTensorView& prob, ClassAxis axis,
@@ -103,14 +109,17 @@ void entropy_into(const TensorView& logits, const MutableTensorView& entropy, Cl
                   const ExecutionContext& context) {
   class_softmax("entropy_into", logits, axis, Want::kEntropy, &entropy, context);
 }
-void softmax_backward_into(const TensorView& prob, const TensorView& grad_prob, const MutableTensorView& grad_logits,
-                           ClassAxis axis, const ExecutionContext& context) {
-  class_softmax_backward("softmax_backward_into", prob, grad_prob, axis, false, &grad_logits, context);
+void softmax_backward_into(const TensorView& prob, const TensorView& grad_prob,
+                           const MutableTensorView& grad_logits, ClassAxis axis,
+                           const ExecutionContext& context) {
+  class_softmax_backward("softmax_backward_into", prob, grad_prob, axis, false, &grad_logits,
+                         context);
 }
 void log_softmax_backward_into(const TensorView& log_prob, const TensorView& grad_log_prob,
                                const MutableTensorView& grad_logits, ClassAxis axis,
                                const ExecutionContext& context) {
-  class_softmax_backward("log_softmax_backward_into", log_prob, grad_log_prob, axis, true, &grad_logits, context);
+  class_softmax_backward("log_softmax_backward_into", log_prob, grad_log_prob, axis, true,
+                         &grad_logits, context);
 }
 
 }  // namespace spatialsoftmax

@@ -19,7 +19,6 @@ using api::Dense;
 using api::fail;
 using api::visit_float;
 
-
 struct SoftArgmaxSetup {
   ClassTensor info;
   int k = 0;
@@ -75,7 +74,8 @@ core::SpatialSoftArgmaxProblem<T> soft_argmax_problem(const SoftArgmaxSetup& s, 
 // (keypoints may be absent only for spatial_softmax_into).
 SpatialSoftArgmaxResult run_soft_argmax(std::string_view op, const TensorView& input,
                                         const SpatialSoftArgmaxOptions& options,
-                                        const SpatialSoftArgmaxOutputs* into, const ExecutionContext& context) {
+                                        const SpatialSoftArgmaxOutputs* into,
+                                        const ExecutionContext& context) {
   const SoftArgmaxSetup s = setup_soft_argmax(op, input, options);
   const DType dtype = input.dtype();
   const std::int64_t N = s.info.geom.batch, C = s.info.geom.classes, k = s.k;
@@ -86,15 +86,18 @@ SpatialSoftArgmaxResult run_soft_argmax(std::string_view op, const TensorView& i
   const bool want_covariance = into ? into->covariance.has_value() : options.want_covariance;
   const MutableTensorView* none = nullptr;
   SpatialSoftArgmaxResult r;
-  void* keypoints = want_keypoints ? footprint.place("keypoints", into ? api::given(into->keypoints) : none, dtype,
-                                                     {N, C, k}, "((N, C, k))", &r.keypoints)
-                                   : nullptr;
-  void* softmax = want_softmax ? footprint.place("softmax", into ? api::given(into->softmax) : none, dtype,
-                                                 input.shape(), "(the input's shape)", &r.softmax)
-                               : nullptr;
-  void* covariance = want_covariance ? footprint.place("covariance", into ? api::given(into->covariance) : none,
-                                                       dtype, {N, C, k, k}, "((N, C, k, k))", &r.covariance)
-                                     : nullptr;
+  void* keypoints = want_keypoints
+                        ? footprint.place("keypoints", into ? api::given(into->keypoints) : none,
+                                          dtype, {N, C, k}, "((N, C, k))", &r.keypoints)
+                        : nullptr;
+  void* softmax = want_softmax
+                      ? footprint.place("softmax", into ? api::given(into->softmax) : none, dtype,
+                                        input.shape(), "(the input's shape)", &r.softmax)
+                      : nullptr;
+  void* covariance = want_covariance
+                         ? footprint.place("covariance", into ? api::given(into->covariance) : none,
+                                           dtype, {N, C, k, k}, "((N, C, k, k))", &r.covariance)
+                         : nullptr;
   const Dense x(input);
   // The kernel always computes the keypoints: scratch where none are wanted.
   Tensor unwanted;
@@ -111,9 +114,11 @@ SpatialSoftArgmaxResult run_soft_argmax(std::string_view op, const TensorView& i
   return r;
 }
 
-double run_soft_argmax_backward(std::string_view op, const TensorView& input, const SpatialSoftArgmaxGrads& grads,
-                                const SpatialSoftArgmaxOptions& options, const MutableTensorView* into,
-                                Tensor* allocated, const ExecutionContext& context) {
+double run_soft_argmax_backward(std::string_view op, const TensorView& input,
+                                const SpatialSoftArgmaxGrads& grads,
+                                const SpatialSoftArgmaxOptions& options,
+                                const MutableTensorView* into, Tensor* allocated,
+                                const ExecutionContext& context) {
   const SoftArgmaxSetup s = setup_soft_argmax(op, input, options);
   const DType dtype = input.dtype();
   const std::int64_t N = s.info.geom.batch, C = s.info.geom.classes, k = s.k;
@@ -128,14 +133,16 @@ double run_soft_argmax_backward(std::string_view op, const TensorView& input, co
   const Dense gs = check(grads.softmax, "grad_softmax", input.shape(), "(the input's shape)");
   const Dense gc = check(grads.covariance, "grad_covariance", {N, C, k, k}, "((N, C, k, k))");
   const auto view_of = [](const std::optional<TensorView>& g) { return g ? &*g : nullptr; };
-  const std::initializer_list<api::NamedView> inputs = {{"input", &input},
-                                                        {"grad_keypoints", view_of(grads.keypoints)},
-                                                        {"grad_softmax", view_of(grads.softmax)},
-                                                        {"grad_covariance", view_of(grads.covariance)}};
+  const std::initializer_list<api::NamedView> inputs = {
+      {"input", &input},
+      {"grad_keypoints", view_of(grads.keypoints)},
+      {"grad_softmax", view_of(grads.softmax)},
+      {"grad_covariance", view_of(grads.covariance)}};
   const Device device = api::common_device(op, inputs);
   api::Footprint footprint(op, device, inputs);
   // Written whole by the kernel.
-  void* grad_input = footprint.place("grad_input", into, dtype, input.shape(), "(the input's shape)", allocated);
+  void* grad_input =
+      footprint.place("grad_input", into, dtype, input.shape(), "(the input's shape)", allocated);
   const Dense x(input);
   double grad_beta = 0;
   visit_float(dtype, [&](auto tag) {
@@ -156,7 +163,8 @@ double run_soft_argmax_backward(std::string_view op, const TensorView& input, co
 
 }  // namespace
 
-SpatialSoftArgmaxResult spatial_soft_argmax(const TensorView& input, const SpatialSoftArgmaxOptions& options,
+SpatialSoftArgmaxResult spatial_soft_argmax(const TensorView& input,
+                                            const SpatialSoftArgmaxOptions& options,
                                             const ExecutionContext& context) {
   return run_soft_argmax("spatial_soft_argmax", input, options, nullptr, context);
 }
@@ -169,35 +177,41 @@ Tensor spatial_softmax(const TensorView& input, const SpatialSoftArgmaxOptions& 
   return run_soft_argmax("spatial_softmax", input, o, nullptr, context).softmax;
 }
 
-SpatialSoftArgmaxBackward spatial_soft_argmax_backward(const TensorView& input, const SpatialSoftArgmaxGrads& grads,
+SpatialSoftArgmaxBackward spatial_soft_argmax_backward(const TensorView& input,
+                                                       const SpatialSoftArgmaxGrads& grads,
                                                        const SpatialSoftArgmaxOptions& options,
                                                        const ExecutionContext& context) {
   SpatialSoftArgmaxBackward r;
-  r.grad_temperature =
-      run_soft_argmax_backward("spatial_soft_argmax_backward", input, grads, options, nullptr, &r.grad_input, context);
+  r.grad_temperature = run_soft_argmax_backward("spatial_soft_argmax_backward", input, grads,
+                                                options, nullptr, &r.grad_input, context);
   return r;
 }
 
 void spatial_soft_argmax_into(const TensorView& input, const SpatialSoftArgmaxOutputs& outputs,
-                              const SpatialSoftArgmaxOptions& options, const ExecutionContext& context) {
+                              const SpatialSoftArgmaxOptions& options,
+                              const ExecutionContext& context) {
   if (!outputs.keypoints) {
-    api::fail("spatial_soft_argmax_into", "outputs.keypoints", "expected a view of shape (N, C, k), got none");
+    api::fail("spatial_soft_argmax_into", "outputs.keypoints",
+              "expected a view of shape (N, C, k), got none");
   }
   run_soft_argmax("spatial_soft_argmax_into", input, options, &outputs, context);
 }
 
 void spatial_softmax_into(const TensorView& input, const MutableTensorView& softmax,
-                          const SpatialSoftArgmaxOptions& options, const ExecutionContext& context) {
+                          const SpatialSoftArgmaxOptions& options,
+                          const ExecutionContext& context) {
   SpatialSoftArgmaxOutputs outputs;
   outputs.softmax = softmax;
   run_soft_argmax("spatial_softmax_into", input, options, &outputs, context);
 }
 
-double spatial_soft_argmax_backward_into(const TensorView& input, const SpatialSoftArgmaxGrads& grads,
-                                         const MutableTensorView& grad_input, const SpatialSoftArgmaxOptions& options,
+double spatial_soft_argmax_backward_into(const TensorView& input,
+                                         const SpatialSoftArgmaxGrads& grads,
+                                         const MutableTensorView& grad_input,
+                                         const SpatialSoftArgmaxOptions& options,
                                          const ExecutionContext& context) {
-  return run_soft_argmax_backward("spatial_soft_argmax_backward_into", input, grads, options, &grad_input, nullptr,
-                                  context);
+  return run_soft_argmax_backward("spatial_soft_argmax_backward_into", input, grads, options,
+                                  &grad_input, nullptr, context);
 }
 
 }  // namespace spatialsoftmax

@@ -1,10 +1,10 @@
 #include "api/validate.h"
 
-#include "spatialsoftmax/shapes.h"
-
 #include <cmath>
 #include <limits>
 #include <sstream>
+
+#include "spatialsoftmax/shapes.h"
 
 namespace spatialsoftmax::api {
 
@@ -29,7 +29,8 @@ std::string format_value(double v) {
 
 ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, const TensorView& x,
                                  ClassAxis axis, int min_spatial_rank, bool allow_no_classes) {
-  ClassShape shape = class_shape(op, arg, x.dtype(), x.shape(), axis, min_spatial_rank, allow_no_classes);
+  ClassShape shape =
+      class_shape(op, arg, x.dtype(), x.shape(), axis, min_spatial_rank, allow_no_classes);
   ClassTensor info;
   info.geom = {shape.batch, shape.classes, shape.pixels, axis == ClassAxis::kLast};
   info.map_shape = std::move(shape.map_shape);

@@ -41,7 +41,7 @@ void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
 // Class or pixel weights: shape, dtype, every value finite and >= 0.
 // Returns their sum, in float64 and element order (a mean's denominator).
 double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
-                   const Shape& expected, std::string_view expected_what, DType dtype);
+                     const Shape& expected, std::string_view expected_what, DType dtype);
 
 // A contiguous pointer to a view's data: the view itself when it is dense,
 // otherwise a dense copy owned by this object.

@@ -1,25 +1,30 @@
+#include "spatialsoftmax/tensor.h"
+
 #include <sys/mman.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "spatialsoftmax/error.h"
-#include "spatialsoftmax/tensor.h"
 
 namespace spatialsoftmax {
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
   }
   return "unknown";
 }
@@ -27,9 +32,11 @@ std::string_view dtype_name(DType dtype) {
 std::size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::kFloat32:
-    case DType::kInt32: return 4;
+    case DType::kInt32:
+      return 4;
     case DType::kFloat64:
-    case DType::kInt64: return 8;
+    case DType::kInt64:
+      return 8;
   }
   return 0;
 }
@@ -88,8 +95,10 @@ std::string shape_string(std::span<const std::int64_t> shape) {
 
 std::string device_name(const Device& device) {
   switch (device.type) {
-    case DeviceType::kCpu: return "cpu";
-    case DeviceType::kCuda: return "cuda:" + std::to_string(device.index);
+    case DeviceType::kCpu:
+      return "cpu";
+    case DeviceType::kCuda:
+      return "cuda:" + std::to_string(device.index);
   }
   return "device type " + std::to_string(static_cast<int>(device.type));
 }
@@ -102,7 +111,11 @@ TensorView::TensorView(const void* data, DType dtype, Shape shape, Device device
       device_(device) {}
 
 TensorView::TensorView(const void* data, DType dtype, Shape shape, Shape strides, Device device)
-    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)), device_(device) {
+    : data_(data),
+      dtype_(dtype),
+      shape_(std::move(shape)),
+      strides_(std::move(strides)),
+      device_(device) {
   if (strides_.size() != shape_.size()) {
     throw Error("TensorView: strides has " + std::to_string(strides_.size()) +
                 " entries, expected one per dim (" + std::to_string(shape_.size()) + ")");
@@ -145,12 +158,14 @@ std::pair<const std::byte*, const std::byte*> TensorView::byte_range() const {
   std::int64_t low_bytes = 0, high_bytes = 0;
   saturated |= __builtin_mul_overflow(low, size, &low_bytes);
   saturated |= __builtin_mul_overflow(high + 1, size, &high_bytes);
-  const std::uintptr_t below = std::uintptr_t{0} - static_cast<std::uintptr_t>(low_bytes);  // low <= 0
+  const std::uintptr_t below =
+      std::uintptr_t{0} - static_cast<std::uintptr_t>(low_bytes);  // low <= 0
   const auto above = static_cast<std::uintptr_t>(high_bytes);
   if (saturated || below > address || above > UINTPTR_MAX - address) {
     return {nullptr, reinterpret_cast<const std::byte*>(UINTPTR_MAX)};
   }
-  return {reinterpret_cast<const std::byte*>(address - below), reinterpret_cast<const std::byte*>(address + above)};
+  return {reinterpret_cast<const std::byte*>(address - below),
+          reinterpret_cast<const std::byte*>(address + above)};
 }
 
 MutableTensorView::MutableTensorView(void* data, DType dtype, Shape shape, Device device)
@@ -171,10 +186,14 @@ std::int64_t TensorView::offset_of(std::int64_t flat) const {
 double TensorView::at(std::int64_t flat) const {
   const std::int64_t o = offset_of(flat);
   switch (dtype_) {
-    case DType::kFloat32: return static_cast<const float*>(data_)[o];
-    case DType::kFloat64: return static_cast<const double*>(data_)[o];
-    case DType::kInt32: return static_cast<const std::int32_t*>(data_)[o];
-    case DType::kInt64: return static_cast<double>(static_cast<const std::int64_t*>(data_)[o]);
+    case DType::kFloat32:
+      return static_cast<const float*>(data_)[o];
+    case DType::kFloat64:
+      return static_cast<const double*>(data_)[o];
+    case DType::kInt32:
+      return static_cast<const std::int32_t*>(data_)[o];
+    case DType::kInt64:
+      return static_cast<double>(static_cast<const std::int64_t*>(data_)[o]);
   }
   return 0;
 }
@@ -231,7 +250,9 @@ Tensor::Tensor(DType dtype, Shape shape) : Tensor(dtype, std::move(shape), Unini
 }
 
 Tensor::Tensor(DType dtype, Shape shape, Uninitialized)
-    : dtype_(dtype), shape_(std::move(shape)), numel_(checked_numel(shape_, "tensor")),
+    : dtype_(dtype),
+      shape_(std::move(shape)),
+      numel_(checked_numel(shape_, "tensor")),
       defined_(true) {
   const std::size_t elem = dtype_size(dtype_);
   if (static_cast<std::uint64_t>(numel_) > std::numeric_limits<std::size_t>::max() / elem / 2) {
@@ -276,10 +297,18 @@ Tensor Tensor::copy_of(const TensorView& view) {
 Tensor Tensor::scalar(DType dtype, double value) {
   Tensor t(dtype, {});
   switch (dtype) {
-    case DType::kFloat32: *t.data_as<float>() = static_cast<float>(value); break;
-    case DType::kFloat64: *t.data_as<double>() = value; break;
-    case DType::kInt32: *t.data_as<std::int32_t>() = static_cast<std::int32_t>(value); break;
-    case DType::kInt64: *t.data_as<std::int64_t>() = static_cast<std::int64_t>(value); break;
+    case DType::kFloat32:
+      *t.data_as<float>() = static_cast<float>(value);
+      break;
+    case DType::kFloat64:
+      *t.data_as<double>() = value;
+      break;
+    case DType::kInt32:
+      *t.data_as<std::int32_t>() = static_cast<std::int32_t>(value);
+      break;
+    case DType::kInt64:
+      *t.data_as<std::int64_t>() = static_cast<std::int64_t>(value);
+      break;
   }
   return t;
 }
@@ -291,10 +320,18 @@ Tensor Tensor::to(DType dtype) const {
   for (std::int64_t i = 0; i < numel_; ++i) {
     const double v = source.at(i);
     switch (dtype) {
-      case DType::kFloat32: t.data_as<float>()[i] = static_cast<float>(v); break;
-      case DType::kFloat64: t.data_as<double>()[i] = v; break;
-      case DType::kInt32: t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v); break;
-      case DType::kInt64: t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v); break;
+      case DType::kFloat32:
+        t.data_as<float>()[i] = static_cast<float>(v);
+        break;
+      case DType::kFloat64:
+        t.data_as<double>()[i] = v;
+        break;
+      case DType::kInt32:
+        t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v);
+        break;
+      case DType::kInt64:
+        t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v);
+        break;
     }
   }
   return t;

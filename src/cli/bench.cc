@@ -16,8 +16,8 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -31,14 +31,13 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "spatialsoftmax/error.h"
@@ -95,7 +94,8 @@ std::int64_t parse_positive(const std::string& text, const std::string& what) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || value < 1) throw Error(what + ": '" + text + "' is not a positive integer");
+  if (used != text.size() || value < 1)
+    throw Error(what + ": '" + text + "' is not a positive integer");
   return value;
 }
 
@@ -103,11 +103,13 @@ Shape parse_shape(const std::string& text) {
   for (const auto& [name, shape] : named_shapes())
     if (text == name) return shape;
   Shape shape;
-  for (const std::string& d : split(text, 'x')) shape.push_back(parse_positive(d, "--shapes " + text));
+  for (const std::string& d : split(text, 'x'))
+    shape.push_back(parse_positive(d, "--shapes " + text));
   if (shape.size() < 2) {
     std::string names;
     for (const auto& [name, s] : named_shapes()) names += (names.empty() ? "" : ", ") + name;
-    throw Error("--shapes: '" + text + "' is neither N x C [x d...] (like 8x2x512x512) nor one of " + names);
+    throw Error("--shapes: '" + text +
+                "' is neither N x C [x d...] (like 8x2x512x512) nor one of " + names);
   }
   checked_numel(shape, "--shapes " + text);
   return shape;
@@ -152,7 +154,8 @@ std::vector<int> parse_threads(const std::string& text) {
     return threads;
   }
   for (const std::string& t : split(text, ','))
-    threads.push_back(static_cast<int>(std::min<std::int64_t>(parse_positive(t, "--threads"), 4096)));
+    threads.push_back(
+        static_cast<int>(std::min<std::int64_t>(parse_positive(t, "--threads"), 4096)));
   return threads;
 }
 
@@ -235,8 +238,14 @@ std::uint64_t sum_words(const std::uint64_t* p, std::size_t n) {
   std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3];
-    a4 += p[i + 4]; a5 += p[i + 5]; a6 += p[i + 6]; a7 += p[i + 7];
+    a0 += p[i];
+    a1 += p[i + 1];
+    a2 += p[i + 2];
+    a3 += p[i + 3];
+    a4 += p[i + 4];
+    a5 += p[i + 5];
+    a6 += p[i + 6];
+    a7 += p[i + 7];
   }
   for (; i < n; ++i) a0 += p[i];
   return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
@@ -253,8 +262,10 @@ std::map<int, Bandwidth> measure_memory(const BenchOptions& o, const std::vector
   struct Free {
     void operator()(void* p) const { std::free(p); }
   };
-  std::unique_ptr<void, Free> src(std::aligned_alloc(64, bytes)), dst(std::aligned_alloc(64, bytes));
-  if (!src || !dst) throw Error("cannot allocate the " + std::to_string(o.memcpy_mib) + " MiB memcpy buffers");
+  std::unique_ptr<void, Free> src(std::aligned_alloc(64, bytes)),
+      dst(std::aligned_alloc(64, bytes));
+  if (!src || !dst)
+    throw Error("cannot allocate the " + std::to_string(o.memcpy_mib) + " MiB memcpy buffers");
   std::memset(src.get(), 1, bytes);  // touch every page before timing
   std::memset(dst.get(), 0, bytes);
   auto* s = static_cast<char*>(src.get());
@@ -263,17 +274,20 @@ std::map<int, Bandwidth> measure_memory(const BenchOptions& o, const std::vector
   std::map<int, Bandwidth> result;
   for (int t : threads) {
     const Timing copy = time_it(o, [&] {
-      split_run(bytes, t, [&](int, std::size_t b, std::size_t e) { std::memcpy(d + b, s + b, e - b); });
+      split_run(bytes, t,
+                [&](int, std::size_t b, std::size_t e) { std::memcpy(d + b, s + b, e - b); });
     });
     std::vector<std::uint64_t> sums(static_cast<std::size_t>(t) * 8);  // a cache line per thread
     const Timing read = time_it(o, [&] {
       split_run(bytes, t, [&](int i, std::size_t b, std::size_t e) {
-        sums[static_cast<std::size_t>(i) * 8] = sum_words(reinterpret_cast<const std::uint64_t*>(s + b), (e - b) / 8);
+        sums[static_cast<std::size_t>(i) * 8] =
+            sum_words(reinterpret_cast<const std::uint64_t*>(s + b), (e - b) / 8);
       });
     });
     volatile std::uint64_t sink = sums[0];
     (void)sink;
-    json copy_row = make_row("memcpy", "copy", flat, "flat", t, copy, 2.0 * static_cast<double>(bytes));
+    json copy_row =
+        make_row("memcpy", "copy", flat, "flat", t, copy, 2.0 * static_cast<double>(bytes));
     json read_row = make_row("memread", "read", flat, "flat", t, read, static_cast<double>(bytes));
     result[t] = {copy_row["gbps"].get<double>(), read_row["gbps"].get<double>()};
     emit(copy_row);
@@ -355,9 +369,9 @@ bool run_peer(const std::string& name, const std::string& command, std::vector<j
   return true;
 }
 
-void run_peers(const BenchOptions& o, const std::vector<Case>& cases, const std::vector<int>& threads,
-               const std::vector<std::string>& ops, std::vector<json>& rows, const Log& progress,
-               const Log& note) {
+void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
+               const std::vector<int>& threads, const std::vector<std::string>& ops,
+               std::vector<json>& rows, const Log& progress, const Log& note) {
   const std::vector<std::string> wanted = split(o.peers, ',');
   auto want = [&](const std::string& peer) {
     return std::find(wanted.begin(), wanted.end(), peer) != wanted.end();
@@ -372,18 +386,22 @@ void run_peers(const BenchOptions& o, const std::vector<Case>& cases, const std:
       note("peers not installed (no " + python.string() + "): run scripts/install-peers.sh");
     } else {
       if (want("pytorch"))
-        run_peer("pytorch", quote(python.string()) + " " + quote((scripts / "torch_ce.py").string()) + args,
+        run_peer("pytorch",
+                 quote(python.string()) + " " + quote((scripts / "torch_ce.py").string()) + args,
                  rows, progress, note);
       if (want("onnxruntime"))
-        run_peer("onnxruntime", quote(python.string()) + " " + quote((scripts / "ort_sce.py").string()) + args,
+        run_peer("onnxruntime",
+                 quote(python.string()) + " " + quote((scripts / "ort_sce.py").string()) + args,
                  rows, progress, note);
     }
   }
   if (want("onednn")) {
-    const fs::path binary = o.onednn_peer.empty() ? self_dir() / kOnednnPeer : fs::path(o.onednn_peer);
+    const fs::path binary =
+        o.onednn_peer.empty() ? self_dir() / kOnednnPeer : fs::path(o.onednn_peer);
     if (!fs::exists(binary)) {
-      note("onednn: not installed (no " + binary.string() +
-           "; it is built when libdnnl-dev is present: scripts/install-peers.sh, then reconfigure)");
+      note(
+          "onednn: not installed (no " + binary.string() +
+          "; it is built when libdnnl-dev is present: scripts/install-peers.sh, then reconfigure)");
     } else {
       // Debian's libdnnl runs on GNU OpenMP: the peer calls omp_set_num_threads
       // per thread count; OMP_WAIT_POLICY stays at its default.
@@ -402,9 +420,9 @@ std::uint64_t mix(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-void run_ours(const BenchOptions& o, const std::vector<Case>& cases, const std::vector<int>& threads,
-              const std::vector<std::string>& ops, const std::function<void(json)>& emit,
-              const Log& progress) {
+void run_ours(const BenchOptions& o, const std::vector<Case>& cases,
+              const std::vector<int>& threads, const std::vector<std::string>& ops,
+              const std::function<void(json)>& emit, const Log& progress) {
   const int saved_threads = num_threads();
   for (const Case& c : cases) {
     const bool last = parse_layout(c.layout, "layout") == ClassAxis::kLast;
@@ -420,7 +438,8 @@ void run_ours(const BenchOptions& o, const std::vector<Case>& cases, const std::
     Tensor labels(DType::kInt64, label_shape);
     float* xp = x.data_as<float>();
     for (std::int64_t i = 0; i < x.numel(); ++i)  // uniform in [-2, 2)
-      xp[i] = static_cast<float>(static_cast<double>(mix(static_cast<std::uint64_t>(i)) >> 40) * 0x1.0p-24 * 4.0 - 2.0);
+      xp[i] = static_cast<float>(
+          static_cast<double>(mix(static_cast<std::uint64_t>(i)) >> 40) * 0x1.0p-24 * 4.0 - 2.0);
     auto* yp = labels.data_as<std::int64_t>();
     const auto classes = static_cast<std::uint64_t>(c.shape[1]);
     for (std::int64_t i = 0; i < labels.numel(); ++i)
@@ -433,10 +452,13 @@ void run_ours(const BenchOptions& o, const std::vector<Case>& cases, const std::
     for (int t : threads) {
       set_num_threads(t);
       for (const std::string& op : ops) {
-        const Timing timing = op == "forward"
-            ? time_it(o, [&] { sink = cross_entropy(xv, yv, options).loss.at(0); })
-            : time_it(o, [&] { sink = cross_entropy_forward_backward(xv, yv, options).loss.at(0); });
-        json row = make_row("spatialsoftmax", op, c.shape, c.layout, t, timing, bytes_moved(c.shape, op));
+        const Timing timing =
+            op == "forward" ? time_it(o, [&] { sink = cross_entropy(xv, yv, options).loss.at(0); })
+                            : time_it(o, [&] {
+                                sink = cross_entropy_forward_backward(xv, yv, options).loss.at(0);
+                              });
+        json row =
+            make_row("spatialsoftmax", op, c.shape, c.layout, t, timing, bytes_moved(c.shape, op));
         row["version"] = SPATIALSOFTMAX_VERSION;
         emit(std::move(row));
       }
@@ -463,8 +485,8 @@ double load_average() {
 }
 
 std::string row_key(const json& r) {
-  return r["op"].get<std::string>() + "|" + r["shape"].dump() + "|" + r["layout"].get<std::string>() + "|" +
-         std::to_string(r["threads"].get<int>());
+  return r["op"].get<std::string>() + "|" + r["shape"].dump() + "|" +
+         r["layout"].get<std::string>() + "|" + std::to_string(r["threads"].get<int>());
 }
 
 void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
@@ -473,37 +495,45 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
             << " MiB buffer; copy counts read + written bytes):\n";
   std::cout << "  threads   copy GB/s   read GB/s\n";
   for (std::size_t i = 0; i + 1 < memory.size(); i += 2)
-    std::cout << "  " << std::left << std::setw(9) << memory[i]["threads"].get<int>() << " " << std::right
-              << std::setw(9) << fixed(memory[i]["gbps"].get<double>(), 2) << "   " << std::setw(9)
-              << fixed(memory[i + 1]["gbps"].get<double>(), 2) << "\n";
-  std::cout << "\nGB/s: forward = bytes(X) + bytes(int64 labels), forward_backward adds bytes(dX); "
-               "from the best run.\n%copy, %read: of the same-run bandwidth at the same thread count "
-               "(%read for forward only).\nspeed-up: peer time / our time, best runs (> 1: we are faster). "
-               "onnxruntime and onednn: forward only;\nonednn is softmax only (writes P, no loss); onnxruntime "
-               "NHWC includes a Transpose to class-first;\n(...) after a peer: the implementation it "
-               "picked.\n\n";
+    std::cout << "  " << std::left << std::setw(9) << memory[i]["threads"].get<int>() << " "
+              << std::right << std::setw(9) << fixed(memory[i]["gbps"].get<double>(), 2) << "   "
+              << std::setw(9) << fixed(memory[i + 1]["gbps"].get<double>(), 2) << "\n";
+  std::cout
+      << "\nGB/s: forward = bytes(X) + bytes(int64 labels), forward_backward adds bytes(dX); "
+         "from the best run.\n%copy, %read: of the same-run bandwidth at the same thread count "
+         "(%read for forward only).\nspeed-up: peer time / our time, best runs (> 1: we are "
+         "faster). "
+         "onnxruntime and onednn: forward only;\nonednn is softmax only (writes P, no loss); "
+         "onnxruntime "
+         "NHWC includes a Transpose to class-first;\n(...) after a peer: the implementation it "
+         "picked.\n\n";
   std::map<std::string, std::vector<const json*>> by_key;
   for (const json& p : peers) by_key[row_key(p)].push_back(&p);
   const std::vector<std::string> peer_names = {"pytorch", "onnxruntime", "onednn"};
-  std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17) << "op"
-            << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right << std::setw(11) << "ms min"
-            << std::setw(11) << "ms median" << std::setw(8) << "GB/s" << std::setw(7) << "%copy" << std::setw(7)
-            << "%read" << "  speed-up\n";
+  std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17)
+            << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
+            << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
+            << std::setw(7) << "%copy" << std::setw(7) << "%read"
+            << "  speed-up\n";
   for (const json& r : ours) {
     auto line = [&](const json& row, const std::string& speedups) {
-      std::cout << std::left << std::setw(18) << shape_text(row["shape"].get<Shape>()) << std::setw(7)
-                << row["layout"].get<std::string>() << std::setw(17) << row["op"].get<std::string>()
-                << std::setw(4) << row["threads"].get<int>() << std::setw(15) << row["impl"].get<std::string>()
-                << std::right << std::setw(11) << fixed(row["ms_min"].get<double>(), 3) << std::setw(11)
-                << fixed(row["ms_median"].get<double>(), 3) << std::setw(8) << fixed(row["gbps"].get<double>(), 2)
-                << std::setw(7) << (row.contains("pct_memcpy") ? fixed(row["pct_memcpy"].get<double>(), 1) : "")
-                << std::setw(7) << (row.contains("pct_read") ? fixed(row["pct_read"].get<double>(), 1) : "")
-                << "  " << speedups << "\n";
+      std::cout << std::left << std::setw(18) << shape_text(row["shape"].get<Shape>())
+                << std::setw(7) << row["layout"].get<std::string>() << std::setw(17)
+                << row["op"].get<std::string>() << std::setw(4) << row["threads"].get<int>()
+                << std::setw(15) << row["impl"].get<std::string>() << std::right << std::setw(11)
+                << fixed(row["ms_min"].get<double>(), 3) << std::setw(11)
+                << fixed(row["ms_median"].get<double>(), 3) << std::setw(8)
+                << fixed(row["gbps"].get<double>(), 2) << std::setw(7)
+                << (row.contains("pct_memcpy") ? fixed(row["pct_memcpy"].get<double>(), 1) : "")
+                << std::setw(7)
+                << (row.contains("pct_read") ? fixed(row["pct_read"].get<double>(), 1) : "") << "  "
+                << speedups << "\n";
     };
     std::string speedups;
     for (const std::string& peer : peer_names)
       if (r.contains("speedup_vs_" + peer))
-        speedups += (speedups.empty() ? "" : "  ") + peer + " " + fixed(r["speedup_vs_" + peer].get<double>(), 2) + "x";
+        speedups += (speedups.empty() ? "" : "  ") + peer + " " +
+                    fixed(r["speedup_vs_" + peer].get<double>(), 2) + "x";
     line(r, speedups);
     for (const json* p : by_key[row_key(r)])
       line(*p, p->contains("impl_info") ? "(" + (*p)["impl_info"].get<std::string>() + ")" : "");
@@ -519,31 +549,41 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "bench",
-      "Time our cross-entropy forward and fused forward+backward against memcpy bandwidth and the peers "
+      "Time our cross-entropy forward and fused forward+backward against memcpy bandwidth and the "
+      "peers "
       "(PyTorch, ONNX Runtime, oneDNN; install them with scripts/install-peers.sh)");
   cmd->add_flag("--json", o.json, "One JSON object per line on stdout (notes go to stderr)");
-  cmd->add_option("--shapes", o.shapes,
-                  "Comma-separated logical shapes N x C [x d...] or names: cityscapes (2x19x512x1024), "
-                  "ade20k (2x150x256x256), binary (8x2x512x512), voc (32x21x64x64), lm (8192x32000, rows x "
-                  "classes, reported as NHWC); default: all five");
+  cmd->add_option(
+      "--shapes", o.shapes,
+      "Comma-separated logical shapes N x C [x d...] or names: cityscapes (2x19x512x1024), "
+      "ade20k (2x150x256x256), binary (8x2x512x512), voc (32x21x64x64), lm (8192x32000, rows x "
+      "classes, reported as NHWC); default: all five");
   cmd->add_option("--layouts", o.layouts, "NCHW and/or NHWC (class-last), for shapes of rank > 2")
       ->capture_default_str();
-  cmd->add_option("--threads", o.threads, "Comma-separated thread counts (default: 1 and the hardware threads)");
+  cmd->add_option("--threads", o.threads,
+                  "Comma-separated thread counts (default: 1 and the hardware threads)");
   cmd->add_option("--ops", o.ops, "forward and/or forward_backward")->capture_default_str();
   cmd->add_option("--repeats", o.repeats, "At least this many timed runs per row")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--min-time", o.min_time, "And at least this many seconds of timed runs per row")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--warmup", o.warmup, "Untimed runs before timing")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup", o.warmup, "Untimed runs before timing")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--memcpy-mib", o.memcpy_mib, "Size of the bandwidth buffers in MiB")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-peers", o.no_peers, "Do not run the peers");
   cmd->add_option("--peers", o.peers, "Which peers to run")->capture_default_str();
-  cmd->add_option("--python", o.python, "Python with torch/onnxruntime (default: <source>/.venv-peers/bin/python)");
-  cmd->add_option("--peers-dir", o.peers_dir, "Folder of torch_ce.py and ort_sce.py (default: <source>/bench/peers)");
-  cmd->add_option("--onednn-peer", o.onednn_peer,
-                  std::string("The oneDNN runner (default: ") + kOnednnPeer + " beside this program)");
+  cmd->add_option("--python", o.python,
+                  "Python with torch/onnxruntime (default: <source>/.venv-peers/bin/python)");
+  cmd->add_option("--peers-dir", o.peers_dir,
+                  "Folder of torch_ce.py and ort_sce.py (default: <source>/bench/peers)");
+  cmd->add_option(
+      "--onednn-peer", o.onednn_peer,
+      std::string("The oneDNN runner (default: ") + kOnednnPeer + " beside this program)");
   return cmd;
 }
 
@@ -559,13 +599,16 @@ int run_bench(const BenchOptions& o) {
       if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn")
         throw Error("--peers: '" + peer + "', expected pytorch, onnxruntime, onednn");
   } catch (const std::exception& e) {
-    std::cerr << "spatialsoftmax bench: " << one_line(e.what()) << " (see spatialsoftmax bench --help)\n";
+    std::cerr << "spatialsoftmax bench: " << one_line(e.what())
+              << " (see spatialsoftmax bench --help)\n";
     return 2;
   }
   try {
     std::vector<std::string> notes;
     // Progress goes to stderr; notes (what was skipped or failed) also end the table.
-    const Log progress = [](const std::string& text) { std::cerr << "bench: " << text << std::endl; };
+    const Log progress = [](const std::string& text) {
+      std::cerr << "bench: " << text << std::endl;
+    };
     const Log note = [&](const std::string& text) {
       std::cerr << "bench: " << text << std::endl;
       notes.push_back(text);
@@ -576,15 +619,19 @@ int run_bench(const BenchOptions& o) {
 
     const double load = load_average();
     if (load > 0.5)
-      note("load average " + fixed(load, 2) + " at the start: other processes are running, so timings "
+      note("load average " + fixed(load, 2) +
+           " at the start: other processes are running, so timings "
            "(multi-threaded ones above all) will be noisy");
     if (!o.json) {
       std::string names;
       for (const std::string& name : backend_names()) names += (names.empty() ? "" : ", ") + name;
       const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
-      std::cout << "spatialsoftmax " SPATIALSOFTMAX_VERSION " bench: " << std::thread::hardware_concurrency()
-                << " hardware threads, load average " << (load < 0 ? std::string("?") : fixed(load, 2)) << "; backends (best first): " << names
-                << (forced ? std::string("; SPATIALSOFTMAX_BACKEND=") + forced : std::string()) << "\n\n";
+      std::cout << "spatialsoftmax " SPATIALSOFTMAX_VERSION " bench: "
+                << std::thread::hardware_concurrency() << " hardware threads, load average "
+                << (load < 0 ? std::string("?") : fixed(load, 2))
+                << "; backends (best first): " << names
+                << (forced ? std::string("; SPATIALSOFTMAX_BACKEND=") + forced : std::string())
+                << "\n\n";
     }
 
     std::vector<json> memory;
@@ -613,15 +660,19 @@ int run_bench(const BenchOptions& o) {
     }
 
     std::map<std::string, std::map<std::string, double>> peer_ms;  // key -> impl -> ms_min
-    for (const json& p : peers) peer_ms[row_key(p)][p["impl"].get<std::string>()] = p["ms_min"].get<double>();
+    for (const json& p : peers)
+      peer_ms[row_key(p)][p["impl"].get<std::string>()] = p["ms_min"].get<double>();
     std::vector<json> ours;
-    run_ours(o, cases, threads, ops, [&](json r) {
-      add_percentages(r);
-      for (const auto& [impl, ms] : peer_ms[row_key(r)])
-        r["speedup_vs_" + impl] = round_to(ms / r["ms_min"].get<double>(), 1e3);
-      print(r);
-      ours.push_back(std::move(r));
-    }, progress);
+    run_ours(
+        o, cases, threads, ops,
+        [&](json r) {
+          add_percentages(r);
+          for (const auto& [impl, ms] : peer_ms[row_key(r)])
+            r["speedup_vs_" + impl] = round_to(ms / r["ms_min"].get<double>(), 1e3);
+          print(r);
+          ours.push_back(std::move(r));
+        },
+        progress);
 
     if (!o.json) print_table(memory, ours, peers, notes);
     return 0;

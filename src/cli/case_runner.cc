@@ -65,10 +65,14 @@ const OpSpec* find_op(std::string_view name);
 
 std::string_view type_name(AttrType type) {
   switch (type) {
-    case AttrType::kString: return "a string";
-    case AttrType::kNumber: return "a number";
-    case AttrType::kInteger: return "an integer";
-    case AttrType::kBool: return "a boolean";
+    case AttrType::kString:
+      return "a string";
+    case AttrType::kNumber:
+      return "a number";
+    case AttrType::kInteger:
+      return "an integer";
+    case AttrType::kBool:
+      return "a boolean";
   }
   return "?";
 }
@@ -77,14 +81,17 @@ std::string_view type_name(AttrType type) {
 // but not the other way round, and booleans are never numbers.
 bool has_type(const json& value, AttrType type) {
   switch (type) {
-    case AttrType::kString: return value.is_string();
-    case AttrType::kNumber: return value.is_number();
+    case AttrType::kString:
+      return value.is_string();
+    case AttrType::kNumber:
+      return value.is_number();
     case AttrType::kInteger:
       return value.is_number_integer() &&
              !(value.is_number_unsigned() &&
                value.get<std::uint64_t>() >
                    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()));
-    case AttrType::kBool: return value.is_boolean();
+    case AttrType::kBool:
+      return value.is_boolean();
   }
   return false;
 }
@@ -119,8 +126,8 @@ void check_attributes(const Case& c, const OpSpec& spec) {
                       " (known: " + known_attribute_list(spec) + ")");
     }
     if (!has_type(value, it->type)) {
-      fail(c.dir, "case.json: attribute '" + key + "' must be " +
-                      std::string(type_name(it->type)) + ", got " + value.dump());
+      fail(c.dir, "case.json: attribute '" + key + "' must be " + std::string(type_name(it->type)) +
+                      ", got " + value.dump());
     }
   }
 }
@@ -182,8 +189,8 @@ const Tensor& input(const Case& c, const std::string& name) {
 
 struct CaseNet {
   op::OperatorDef forward;
-  std::string loss;      // the blob to differentiate; empty: forward only
-  std::string seed;      // case array holding the loss's upstream gradient, or ""
+  std::string loss;  // the blob to differentiate; empty: forward only
+  std::string seed;  // case array holding the loss's upstream gradient, or ""
   std::vector<std::pair<std::string, std::string>> outputs;  // blob -> case output name
 };
 
@@ -214,9 +221,11 @@ CaseNet onnx_softmax_cross_entropy_net(const Case& c) {
   // its node has it.
   std::vector<std::string> outputs = {"loss"};
   if (c.declared.contains("log_prob")) outputs.push_back("log_prob");
-  CaseNet n{op::make_operator("SoftmaxCrossEntropyLoss", {"scores", "labels", optional_blob(c, "weights")},
-                    outputs),
-            "", "", {}};
+  CaseNet n{op::make_operator("SoftmaxCrossEntropyLoss",
+                              {"scores", "labels", optional_blob(c, "weights")}, outputs),
+            "",
+            "",
+            {}};
   n.forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
   copy_int_attr(c, "ignore_index", n.forward);
   for (const std::string& o : outputs) n.outputs.emplace_back(o, o);
@@ -224,9 +233,11 @@ CaseNet onnx_softmax_cross_entropy_net(const Case& c) {
 }
 
 CaseNet onnx_nll_net(const Case& c) {
-  CaseNet n{op::make_operator("NegativeLogLikelihoodLoss", {"input", "target", optional_blob(c, "weight")},
-                    {"loss"}),
-            "", "", {{"loss", "loss"}}};
+  CaseNet n{op::make_operator("NegativeLogLikelihoodLoss",
+                              {"input", "target", optional_blob(c, "weight")}, {"loss"}),
+            "",
+            "",
+            {{"loss", "loss"}}};
   n.forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
   copy_int_attr(c, "ignore_index", n.forward);
   return n;
@@ -235,11 +246,11 @@ CaseNet onnx_nll_net(const Case& c) {
 // The `targets` attribute must agree with the target's dtype, because the
 // library decides by dtype alone.
 void check_targets_attr(const Case& c, const Tensor& target) {
-  const std::string kind = string_attr(c, "targets", is_floating(target.dtype()) ? "probabilities"
-                                                                                : "indices");
+  const std::string kind =
+      string_attr(c, "targets", is_floating(target.dtype()) ? "probabilities" : "indices");
   if (kind != "indices" && kind != "probabilities") {
-    fail(c.dir, "case.json: attribute 'targets' = '" + kind +
-                    "', expected one of indices, probabilities");
+    fail(c.dir,
+         "case.json: attribute 'targets' = '" + kind + "', expected one of indices, probabilities");
   }
   if ((kind == "probabilities") != is_floating(target.dtype())) {
     fail(c.dir, "target.npy: dtype " + std::string(dtype_name(target.dtype())) +
@@ -251,15 +262,17 @@ void check_targets_attr(const Case& c, const Tensor& target) {
 CaseNet torch_loss_net(const Case& c, op::OperatorDef forward) {
   forward.set_arg("order", layout_order(c));
   forward.set_arg("reduction", std::string(to_string(reduction_attr(c))));
-  return {std::move(forward), "output", upstream_seed(c),
+  return {std::move(forward),
+          "output",
+          upstream_seed(c),
           {{"output", "output"}, {"input_grad", "grad_input"}}};
 }
 
 CaseNet cross_entropy_net(const Case& c) {
   check_targets_attr(c, input(c, "target"));
   // README: no ignore_index unless the case sets one.
-  op::OperatorDef def = op::make_operator("CrossEntropy", {"input", "target", optional_blob(c, "weight")},
-                                {"output"});
+  op::OperatorDef def = op::make_operator(
+      "CrossEntropy", {"input", "target", optional_blob(c, "weight")}, {"output"});
   def.set_arg("label_smoothing", static_cast<float>(number_attr(c, "label_smoothing", 0.0)));
   copy_int_attr(c, "ignore_index", def);
   return torch_loss_net(c, std::move(def));
@@ -275,7 +288,9 @@ CaseNet kl_div_net(const Case& c) {
 CaseNet class_softmax_net(const Case& c, const char* type) {
   op::OperatorDef def = op::make_operator(type, {"input"}, {"output"});
   def.set_arg("axis", std::int64_t{layout_attr(c) == ClassAxis::kFirst ? 1 : -1});
-  return {std::move(def), "output", "grad_output",
+  return {std::move(def),
+          "output",
+          "grad_output",
           {{"output", "output"}, {"input_grad", "grad_input"}}};
 }
 CaseNet softmax_net(const Case& c) { return class_softmax_net(c, "Softmax"); }
@@ -286,7 +301,9 @@ CaseNet log_softmax_net(const Case& c) { return class_softmax_net(c, "LogSoftmax
 CaseNet spatial_softmax_with_loss_net(const Case& c) {
   std::vector<std::string> inputs = {"X", "T"};
   if (c.arrays.contains("weight_tensor")) inputs.push_back("weight_tensor");
-  CaseNet n{op::make_operator("SpatialSoftmaxWithLoss", inputs, {"P", "avg_loss"}), "avg_loss", "d_avg_loss",
+  CaseNet n{op::make_operator("SpatialSoftmaxWithLoss", inputs, {"P", "avg_loss"}),
+            "avg_loss",
+            "d_avg_loss",
             {{"P", "P"}, {"avg_loss", "avg_loss"}, {"X_grad", "dX"}}};
   n.forward.set_arg("scale", static_cast<float>(number_attr(c, "scale", 1.0)));
   n.forward.set_arg("order", string_attr(c, "order", "NCHW"));
@@ -295,7 +312,9 @@ CaseNet spatial_softmax_with_loss_net(const Case& c) {
 }
 
 CaseNet spatial_soft_argmax_net(const Case& c) {
-  CaseNet n{op::make_operator("SpatialSoftArgmax", {"input"}, {"output"}), "output", "grad_output",
+  CaseNet n{op::make_operator("SpatialSoftArgmax", {"input"}, {"output"}),
+            "output",
+            "grad_output",
             {{"output", "output"}, {"input_grad", "grad_input"}}};
   n.forward.set_arg("order", layout_order(c));
   n.forward.set_arg("temperature", static_cast<float>(number_attr(c, "temperature", 1.0)));
@@ -328,9 +347,10 @@ const std::vector<OpSpec>& op_table() {
        {{"input", true}, {"target", true}, {"grad_output", false}},
        {{"reduction", A::kString}, {"log_target", A::kBool}, {"layout", A::kString}},
        kl_div_net},
-      {"softmax", {{"input", true}, {"grad_output", true}}, {{"layout", A::kString}},
-       softmax_net},
-      {"log_softmax", {{"input", true}, {"grad_output", true}}, {{"layout", A::kString}},
+      {"softmax", {{"input", true}, {"grad_output", true}}, {{"layout", A::kString}}, softmax_net},
+      {"log_softmax",
+       {{"input", true}, {"grad_output", true}},
+       {{"layout", A::kString}},
        log_softmax_net},
       {"SpatialSoftmaxWithLoss",
        {{"X", true}, {"T", true}, {"weight_tensor", false}, {"d_avg_loss", true}},
@@ -379,8 +399,8 @@ std::string string_field(const fs::path& dir, const json& doc, const char* key) 
 
 void check_top_level_keys(const fs::path& dir, const json& doc) {
   if (!doc.is_object()) fail(dir, "case.json: not a JSON object");
-  static constexpr std::string_view kKnown[] = {"name", "op", "opset", "peer", "attributes",
-                                                "arrays"};
+  static constexpr std::string_view kKnown[] = {"name", "op",         "opset",
+                                                "peer", "attributes", "arrays"};
   for (const auto& [key, value] : doc.items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       fail(dir, "case.json: unknown key '" + key +

@@ -2,13 +2,12 @@
 // on the CLI11 app and runs once parsing succeeded.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "spatialsoftmax/tensor.h"
 

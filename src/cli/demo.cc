@@ -69,9 +69,10 @@ Batch make_batch(const DemoOptions& o) {
       for (std::int64_t w = 0; w < o.width; ++w, ++i) {
         const auto region = static_cast<std::uint64_t>(
             (n * (o.height / kRegion + 1) + h / kRegion) * (o.width / kRegion + 1) + w / kRegion);
-        const auto cls = static_cast<std::int32_t>(
-            unit(label_seed, region) * static_cast<double>(o.classes));
-        region_class[static_cast<std::size_t>(i)] = std::min(cls, static_cast<std::int32_t>(o.classes - 1));
+        const auto cls =
+            static_cast<std::int32_t>(unit(label_seed, region) * static_cast<double>(o.classes));
+        region_class[static_cast<std::size_t>(i)] =
+            std::min(cls, static_cast<std::int32_t>(o.classes - 1));
         const bool ignore = unit(ignore_seed, static_cast<std::uint64_t>(i)) < o.ignore_fraction;
         y[i] = ignore ? -1 : region_class[static_cast<std::size_t>(i)];
         b.ignored += ignore ? 1 : 0;
@@ -118,8 +119,8 @@ struct Comparison {
   bool ok = true;
 };
 
-Comparison compare_sample(const Tensor& got, const Tensor& want, const DemoOptions& o,
-                          double atol, double rtol) {
+Comparison compare_sample(const Tensor& got, const Tensor& want, const DemoOptions& o, double atol,
+                          double rtol) {
   const std::int64_t plane = o.height * o.width;
   const std::int64_t pixels = o.batch * plane;
   const std::int64_t samples = std::min(kSamplePixels, pixels);
@@ -159,12 +160,13 @@ void print_timing(const char* what, double ms, double bytes, const std::string& 
 int run_demo_checked(const DemoOptions& o) {
   const Batch batch = make_batch(o);
   const std::int64_t pixels = batch.labels.numel();
-  std::printf("spatialsoftmax demo: N=%lld C=%lld H=%lld W=%lld, float32 logits, int32 labels, "
-              "seed %llu, %lld of %lld pixels ignored (-1)\n",
-              static_cast<long long>(o.batch), static_cast<long long>(o.classes),
-              static_cast<long long>(o.height), static_cast<long long>(o.width),
-              static_cast<unsigned long long>(o.seed), static_cast<long long>(batch.ignored),
-              static_cast<long long>(pixels));
+  std::printf(
+      "spatialsoftmax demo: N=%lld C=%lld H=%lld W=%lld, float32 logits, int32 labels, "
+      "seed %llu, %lld of %lld pixels ignored (-1)\n",
+      static_cast<long long>(o.batch), static_cast<long long>(o.classes),
+      static_cast<long long>(o.height), static_cast<long long>(o.width),
+      static_cast<unsigned long long>(o.seed), static_cast<long long>(batch.ignored),
+      static_cast<long long>(pixels));
 
   const std::optional<TensorView> no_weight;
   const Tensor d_loss = Tensor::scalar(DType::kFloat32, 1.0);
@@ -174,13 +176,14 @@ int run_demo_checked(const DemoOptions& o) {
     forward = c2::spatial_softmax_with_loss(batch.logits, batch.labels, no_weight);
   });
   const double backward_ms = best_ms(o.repeats, [&] {
-    dX = c2::spatial_softmax_with_loss_gradient(batch.logits, batch.labels, no_weight,
-                                                forward.prob, d_loss);
+    dX = c2::spatial_softmax_with_loss_gradient(batch.logits, batch.labels, no_weight, forward.prob,
+                                                d_loss);
   });
 
   // The same API in float64 is the scalar reference path.
   const Tensor logits64 = batch.logits.to(DType::kFloat64);
-  const c2::LossOutputs forward64 = c2::spatial_softmax_with_loss(logits64, batch.labels, no_weight);
+  const c2::LossOutputs forward64 =
+      c2::spatial_softmax_with_loss(logits64, batch.labels, no_weight);
   const Tensor dX64 = c2::spatial_softmax_with_loss_gradient(
       logits64, batch.labels, no_weight, forward64.prob, Tensor::scalar(DType::kFloat64, 1.0));
 
@@ -190,8 +193,10 @@ int run_demo_checked(const DemoOptions& o) {
 
   const double x_bytes = static_cast<double>(batch.logits.nbytes());
   const double y_bytes = static_cast<double>(batch.labels.nbytes());
-  std::printf("  times: best of %d runs (steady_clock); GB/s = bytes counted / time, "
-              "1 GB = 1e9 bytes\n", o.repeats);
+  std::printf(
+      "  times: best of %d runs (steady_clock); GB/s = bytes counted / time, "
+      "1 GB = 1e9 bytes\n",
+      o.repeats);
   print_timing("forward  SpatialSoftmaxWithLoss", forward_ms, 2 * x_bytes + y_bytes,
                "read X + read labels + write P");
   print_timing("backward SpatialSoftmaxWithLossGradient", backward_ms, 2 * x_bytes + y_bytes,
@@ -203,10 +208,11 @@ int run_demo_checked(const DemoOptions& o) {
   const Comparison g = compare_sample(dX, dX64, o, kGradAtolScale * max_abs(dX64), kGradRtol);
   const bool loss_ok = close(loss, loss64, kLossAtol, kLossRtol);
   const bool ok = p.ok && g.ok && loss_ok;
-  std::printf("  check against float64 on %lld sampled pixels (all classes): "
-              "P max error %.3g, dX max error %.3g, loss error %.3g: %s\n",
-              static_cast<long long>(std::min(kSamplePixels, pixels)), p.max_error, g.max_error,
-              std::abs(loss - loss64), ok ? "PASS" : "FAIL");
+  std::printf(
+      "  check against float64 on %lld sampled pixels (all classes): "
+      "P max error %.3g, dX max error %.3g, loss error %.3g: %s\n",
+      static_cast<long long>(std::min(kSamplePixels, pixels)), p.max_error, g.max_error,
+      std::abs(loss - loss64), ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }
 
@@ -222,20 +228,26 @@ CLI::App* add_demo_command(CLI::App& app, DemoOptions& options) {
   // checked for overflow when the batch is built.
   constexpr std::int64_t kMaxDim = std::numeric_limits<std::int32_t>::max();
   command->add_option("--batch", options.batch, "N, images")
-      ->capture_default_str()->check(CLI::Range(std::int64_t{0}, kMaxDim));
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, kMaxDim));
   command->add_option("--classes", options.classes, "C, classes")
-      ->capture_default_str()->check(CLI::Range(std::int64_t{1}, kMaxDim));
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{1}, kMaxDim));
   command->add_option("--height", options.height, "H, pixels")
-      ->capture_default_str()->check(CLI::Range(std::int64_t{0}, kMaxDim));
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, kMaxDim));
   command->add_option("--width", options.width, "W, pixels")
-      ->capture_default_str()->check(CLI::Range(std::int64_t{0}, kMaxDim));
-  command->add_option("--seed", options.seed, "Seed of the synthetic data")
-      ->capture_default_str();
-  command->add_option("--ignore-fraction", options.ignore_fraction,
-                      "Fraction of pixels labelled -1 (ignored)")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, kMaxDim));
+  command->add_option("--seed", options.seed, "Seed of the synthetic data")->capture_default_str();
+  command
+      ->add_option("--ignore-fraction", options.ignore_fraction,
+                   "Fraction of pixels labelled -1 (ignored)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   command->add_option("--repeats", options.repeats, "Timed runs; the best is reported")
-      ->capture_default_str()->check(CLI::Range(1, 1000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   return command;
 }
 

@@ -15,8 +15,7 @@ CLI::App* add_eval_command(CLI::App& app, EvalOptions& options) {
       "eval",
       "Run the operator of one conformance case (a folder holding case.json and .npy "
       "inputs) and write each output as OUT_DIR/NAME.npy");
-  command->add_option("CASE_DIR", options.case_dir, "Case folder (holds case.json)")
-      ->required();
+  command->add_option("CASE_DIR", options.case_dir, "Case folder (holds case.json)")->required();
   command->add_option("--out", options.out_dir, "Folder for the outputs (created if missing)")
       ->type_name("OUT_DIR")
       ->required();

@@ -1,7 +1,6 @@
 // `spatialsoftmax`: command-line front end of the library.
-#include <iostream>
-
 #include <CLI/CLI.hpp>
+#include <iostream>
 
 #include "cli/commands.h"
 

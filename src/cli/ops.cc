@@ -23,8 +23,8 @@ int run_ops(const OpsOptions& options) {
       std::cout << op::schema_of(options.name).describe();
       std::cout << "devices:";
       for (op::Device d : op::devices_of(options.name)) std::cout << " " << op::device_name(d);
-      std::cout << "\ngradient: "
-                << (op::has_gradient(options.name) ? "registered" : "none") << "\n";
+      std::cout << "\ngradient: " << (op::has_gradient(options.name) ? "registered" : "none")
+                << "\n";
       return 0;
     }
     std::cout << std::left << std::setw(36) << "operator" << std::setw(12) << "devices"

@@ -41,9 +41,10 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& options) {
   command->add_option("--out", options.out_dir, "Folder for the blobs (created if missing)")
       ->type_name("DIR")
       ->required();
-  command->add_option("--gradients", options.gradients,
-                      "Loss blobs to differentiate (seeded with 1); the gradient of blob B is "
-                      "written as B_grad.npy")
+  command
+      ->add_option("--gradients", options.gradients,
+                   "Loss blobs to differentiate (seeded with 1); the gradient of blob B is "
+                   "written as B_grad.npy")
       ->type_name("LOSS_BLOB");
   return command;
 }
@@ -69,8 +70,8 @@ int run_run(const RunOptions& options) {
     for (const auto& [name, tensor] : ws.blobs()) {
       const std::string stem = file_stem(name);
       if (const auto [it, inserted] = blob_of_file.emplace(stem, name); !inserted) {
-        throw Error("--out: blobs '" + it->second + "' and '" + name + "' would both be written as " +
-                    stem + ".npy");
+        throw Error("--out: blobs '" + it->second + "' and '" + name +
+                    "' would both be written as " + stem + ".npy");
       }
       outputs.emplace(stem, Tensor::copy_of(tensor));
     }

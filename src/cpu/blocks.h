@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "reference/problems.h"
 #include "parallel/thread_pool.h"
+#include "reference/problems.h"
 
 namespace spatialsoftmax::cpu {
 
@@ -39,8 +39,9 @@ inline std::int64_t span_blocks(const core::Geometry& g, std::int64_t len) {
 // Rows processed per block: about 256 KiB of X, at least one row.
 template <class T>
 std::int64_t rows_per_block(std::int64_t classes) {
-  return std::max<std::int64_t>(1, (std::int64_t{256} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
-                                       std::max<std::int64_t>(classes, 1));
+  return std::max<std::int64_t>(1,
+                                (std::int64_t{256} * 1024 / static_cast<std::int64_t>(sizeof(T))) /
+                                    std::max<std::int64_t>(classes, 1));
 }
 
 // Whether outputs of this many bytes go around the cache (streaming

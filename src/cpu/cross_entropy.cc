@@ -29,7 +29,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
 #include "cpu/labels-inl.h"
@@ -39,6 +38,7 @@
 #include "cpu/rows-inl.h"
 #include "cpu/tiles-inl.h"
 #include "parallel/thread_pool.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -79,8 +79,11 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
     // Rows whose vectors all sit aligned stream straight from pass 3.
     const hn::ScalableTag<T> d;
     const std::size_t vector_bytes = hn::Lanes(d) * sizeof(T);
-    const auto aligned = [&](const T* p) { return !p || reinterpret_cast<std::uintptr_t>(p) % vector_bytes == 0; };
-    const bool stream_rows = stream && static_cast<std::size_t>(C) % hn::Lanes(d) == 0 && aligned(dx) && aligned(s.prob);
+    const auto aligned = [&](const T* p) {
+      return !p || reinterpret_cast<std::uintptr_t>(p) % vector_bytes == 0;
+    };
+    const bool stream_rows =
+        stream && static_cast<std::size_t>(C) % hn::Lanes(d) == 0 && aligned(dx) && aligned(s.prob);
     parallel::for_each_block(blocks, [&](std::int64_t b) {
       LossScratch<T>& sc = loss_scratch<T>();
       const std::int64_t first = b * per_block, count = std::min(rows, first + per_block) - first;
@@ -142,7 +145,8 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
         const std::int64_t i1 = i0 + count;
         const std::int64_t next_count = std::min(W, g.positions() - i1);
         const T* next = i1 < g.positions() ? logits + base_of(i1) : nullptr;
-        plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride, out, stream, next, next_count);
+        plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride, out, stream, next,
+                   next_count);
       } else {
         tile_positions(s, g, logits, i0, count, base_of(i0), cstride, pstride, out);
       }

@@ -11,10 +11,10 @@
 #include <limits>
 #include <vector>
 
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
 #include "cpu/math-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -31,7 +31,7 @@ using core::Geometry;
 // both layouts give the same bits. Returns each lane's sum of the map.
 template <class D>
 HWY_INLINE hn::Vec<D> KlPositions(D d, const core::KlDivProblem<hn::TFromD<D>>& pb,
-                                   std::int64_t base, std::int64_t cs) {
+                                  std::int64_t base, std::int64_t cs) {
   using T = hn::TFromD<D>;
   using V = hn::Vec<D>;
   const std::int64_t C = pb.geom.classes;
@@ -99,8 +99,8 @@ void kl_div_impl(const core::KlDivProblem<T>& pb) {
         for (std::int64_t l = 0; l < N; ++l) sum += static_cast<double>(lane_sums[l]);
       }
       for (; j < count; ++j) {
-        sum += static_cast<double>(
-            hn::GetLane(KlPositions(d1, pb, g.offset(n, 0, p0 + j), g.pixels)));
+        sum +=
+            static_cast<double>(hn::GetLane(KlPositions(d1, pb, g.offset(n, 0, p0 + j), g.pixels)));
       }
     } else {
       for (; j < count; ++j) {

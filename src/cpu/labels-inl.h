@@ -11,12 +11,12 @@
 #define SPATIALSOFTMAX_CPU_LABELS_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
-
-#include <hwy/highway.h>
 
 #include "reference/problems.h"
 
@@ -41,14 +41,17 @@ std::int64_t count_labels_impl(const L* y, std::int64_t n, std::int64_t classes,
                                std::int64_t ignore, bool* bad) {
   constexpr std::int64_t kMax = std::numeric_limits<L>::max();
   const L highest = static_cast<L>(std::min(classes - 1, kMax));  // a label is never above kMax
-  const auto counts_scalar = [&](L label) { return !(has_ignore && label == static_cast<L>(ignore)); };
+  const auto counts_scalar = [&](L label) {
+    return !(has_ignore && label == static_cast<L>(ignore));
+  };
   const auto in_range_scalar = [&](L label) { return label >= 0 && label <= highest; };
   std::int64_t valid = 0, i = 0;
   bool any_bad = false;
 #if HWY_TARGET != HWY_SCALAR
   const hn::ScalableTag<L> d;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
-  const auto hi = hn::Set(d, highest), minus_one = hn::Set(d, L(-1)), ignored = hn::Set(d, static_cast<L>(ignore));
+  const auto hi = hn::Set(d, highest), minus_one = hn::Set(d, L(-1)),
+             ignored = hn::Set(d, static_cast<L>(ignore));
   auto count = hn::Zero(d), out_of_range = hn::Zero(d);
   for (; i + N <= n; i += N) {
     const auto v = hn::LoadU(d, y + i);
@@ -92,7 +95,8 @@ template <class T, class L>
 std::int64_t block_first_bad(const CrossEntropyProblem<T>& pb, const L* y, std::int64_t i0,
                              std::int64_t count, std::int64_t* counted) {
   bool bad = false;
-  *counted += count_labels_impl(y + i0, count, pb.geom.classes, pb.has_ignore_index, pb.ignore_index, &bad);
+  *counted +=
+      count_labels_impl(y + i0, count, pb.geom.classes, pb.has_ignore_index, pb.ignore_index, &bad);
   if (!bad) return -1;
   return i0 + first_bad_label(y + i0, count, pb.geom.classes, pb.has_ignore_index, pb.ignore_index);
 }
@@ -114,8 +118,10 @@ struct BlockLabelChecks {
     if (!out) return true;
     const auto k = static_cast<std::size_t>(b);
     first_bad[k] = pb->labels.dtype == DType::kInt32
-                       ? block_first_bad(*pb, static_cast<const std::int32_t*>(pb->labels.data), i0, count, &counted[k])
-                       : block_first_bad(*pb, static_cast<const std::int64_t*>(pb->labels.data), i0, count, &counted[k]);
+                       ? block_first_bad(*pb, static_cast<const std::int32_t*>(pb->labels.data), i0,
+                                         count, &counted[k])
+                       : block_first_bad(*pb, static_cast<const std::int64_t*>(pb->labels.data), i0,
+                                         count, &counted[k]);
     return first_bad[k] < 0;
   }
   // Blocks may cover positions out of order (tiles of class-first images),

@@ -12,10 +12,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "reference/problems.h"
 #include "cpu/kernels.h"
 #include "cpu/labels-inl.h"
 #include "parallel/thread_pool.h"
+#include "reference/problems.h"
 
 #ifndef SPATIALSOFTMAX_CPU_LABELS_CC_ONCE  // foreach_target includes this file once per target
 #define SPATIALSOFTMAX_CPU_LABELS_CC_ONCE
@@ -38,7 +38,8 @@ namespace HWY_NAMESPACE {
 // taken by the SIMD scan; the first bad label is looked for only if there is
 // one. With weights, one plain loop does both.
 template <class T, class L>
-LabelBlock scan_block(const core::LabelScanProblem<T>& pb, const L* y, std::int64_t i0, std::int64_t n) {
+LabelBlock scan_block(const core::LabelScanProblem<T>& pb, const L* y, std::int64_t i0,
+                      std::int64_t n) {
   LabelBlock out;
   const bool has_ignore = pb.has_ignore_index;
   const std::int64_t ignore = pb.ignore_index, C = pb.classes;
@@ -64,14 +65,16 @@ LabelBlock scan_block(const core::LabelScanProblem<T>& pb, const L* y, std::int6
 
 template <class T>
 LabelBlock scan_labels_impl(const core::LabelScanProblem<T>& pb, std::int64_t i0, std::int64_t n) {
-  return pb.labels.dtype == DType::kInt32 ? scan_block(pb, static_cast<const std::int32_t*>(pb.labels.data), i0, n)
-                                          : scan_block(pb, static_cast<const std::int64_t*>(pb.labels.data), i0, n);
+  return pb.labels.dtype == DType::kInt32
+             ? scan_block(pb, static_cast<const std::int32_t*>(pb.labels.data), i0, n)
+             : scan_block(pb, static_cast<const std::int64_t*>(pb.labels.data), i0, n);
 }
 
 LabelBlock ScanLabelsF32(const core::LabelScanProblem<float>& pb, std::int64_t i0, std::int64_t n) {
   return scan_labels_impl(pb, i0, n);
 }
-LabelBlock ScanLabelsF64(const core::LabelScanProblem<double>& pb, std::int64_t i0, std::int64_t n) {
+LabelBlock ScanLabelsF64(const core::LabelScanProblem<double>& pb, std::int64_t i0,
+                         std::int64_t n) {
   return scan_labels_impl(pb, i0, n);
 }
 

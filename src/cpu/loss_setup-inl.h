@@ -9,14 +9,14 @@
 #define SPATIALSOFTMAX_CPU_LOSS_SETUP_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include <hwy/highway.h>
-
-#include "reference/problems.h"
 #include "cpu/labels-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {

@@ -19,8 +19,8 @@
 #define SPATIALSOFTMAX_CPU_MATH_INL_H_
 #endif
 
-#include <hwy/highway.h>
 #include <hwy/contrib/math/math-inl.h>
+#include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {

@@ -7,10 +7,10 @@
 #define SPATIALSOFTMAX_CPU_MEMORY_INL_H_
 #endif
 
-#include <cstdint>
-
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
+
+#include <cstdint>
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {

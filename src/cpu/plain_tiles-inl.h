@@ -8,19 +8,19 @@
 #define SPATIALSOFTMAX_CPU_PLAIN_TILES_INL_H_
 #endif
 
+#include <hwy/cache_control.h>
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include <hwy/cache_control.h>
-#include <hwy/highway.h>
-
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/loss_setup-inl.h"
 #include "cpu/math-inl.h"
 #include "cpu/memory-inl.h"
 #include "cpu/transpose-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -44,14 +44,14 @@ using core::Geometry;
 template <class T>
 bool is_plain_index_problem(const LossSetup<T>& s) {
   const CrossEntropyProblem<T>* pb = s.pb;
-  return pb && s.index && s.eps == 0 && !s.log_prob && !s.entropy &&
-         !pb->grad_prob && !pb->grad_log_prob && !pb->grad_entropy;
+  return pb && s.index && s.eps == 0 && !s.log_prob && !s.entropy && !pb->grad_prob &&
+         !pb->grad_log_prob && !pb->grad_entropy;
 }
 
 template <class T>
 struct PlainScratch {
-  std::vector<T> x;     // the tile, class-major: X, then e, then dX (or P) when not direct
-  std::vector<T> prob;  // P, when not direct and dX takes x
+  std::vector<T> x;      // the tile, class-major: X, then e, then dX (or P) when not direct
+  std::vector<T> prob;   // P, when not direct and dX takes x
   std::vector<T> stage;  // a class-last tile's output, position-major, before it is streamed
   std::vector<T> weight, label_weight, grad_coef, grad_scale, inv_sum, loss;
   std::vector<T> sum, shifted_sum, label_shift;
@@ -86,8 +86,7 @@ struct PlainTerms {
   explicit PlainTerms(const CrossEntropyProblem<T>& pb)
       : pixel_weight(pb.pixel_weight != nullptr),
         class_weight(pb.class_weight != nullptr),
-        grad_coef(pb.grad_logits &&
-                  (pb.pixel_weight || pb.class_weight || pb.grad_loss_map)) {}
+        grad_coef(pb.grad_logits && (pb.pixel_weight || pb.class_weight || pb.grad_loss_map)) {}
 };
 
 // Per position: the label (-1 if ignored or padding), where x_y sits in the
@@ -213,11 +212,13 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   // And its labels (the next positions), the lines of N of them per vector
   // of positions: with few classes they are as many bytes as X.
   const std::size_t label_bytes = pb.labels.dtype == DType::kInt32 ? 4 : 8;
-  const auto* next_labels = static_cast<const char*>(pb.labels.data) + (i0 + count) * static_cast<std::int64_t>(label_bytes);
+  const auto* next_labels = static_cast<const char*>(pb.labels.data) +
+                            (i0 + count) * static_cast<std::int64_t>(label_bytes);
   const std::int64_t next_label_bytes = next_count * static_cast<std::int64_t>(label_bytes);
   const auto prefetch_labels = [&](std::int64_t j) {
     const std::int64_t from = j * static_cast<std::int64_t>(label_bytes);
-    const std::int64_t to = std::min(from + N * static_cast<std::int64_t>(label_bytes), next_label_bytes);
+    const std::int64_t to =
+        std::min(from + N * static_cast<std::int64_t>(label_bytes), next_label_bytes);
     for (std::int64_t b = from; b < to; b += 64) prefetch_line(next_labels + b);
   };
 
@@ -246,8 +247,8 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     }
     if (want_loss) {  // x_y - max, read before e replaces x
       const auto gather = [&](std::int64_t at, V m) {
-        hn::StoreU(hn::Sub(hn::GatherIndex(d, xs, hn::LoadU(di, sc.label_offset.data() + at)), m), d,
-                   label_shifts + at);
+        hn::StoreU(hn::Sub(hn::GatherIndex(d, xs, hn::LoadU(di, sc.label_offset.data() + at)), m),
+                   d, label_shifts + at);
       };
       gather(j, m0);
       if constexpr (kPair) gather(j1, m1);
@@ -310,7 +311,8 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     const V shifted_sum = hn::LoadU(d, shifted_sums + j);
     const auto no_nan = hn::Eq(shifted_sum, shifted_sum);
     const V sum = hn::IfThenElse(no_nan, hn::LoadU(d, sums + j), shifted_sum);
-    const auto valid = hn::RebindMask(d, hn::Gt(hn::LoadU(di, labels_in + j), hn::Set(di, Index<T>(-1))));
+    const auto valid =
+        hn::RebindMask(d, hn::Gt(hn::LoadU(di, labels_in + j), hn::Set(di, Index<T>(-1))));
     const V inv_sum = hn::Div(one, sum);
     if (want_loss) {
       const V label_shift = hn::LoadU(d, label_shifts + j);
@@ -367,7 +369,8 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
           if constexpr (kGrad) {
             const auto is_label = hn::RebindMask(d, hn::Eq(hn::LoadU(di, labels + j), class_c));
             const V k2 = kVaryCoef ? hn::LoadU(d, grad_coefs + j) : grad_coef;
-            put(hn::MulSub(e, hn::LoadU(d, grad_scales + j), hn::IfThenElseZero(is_label, k2)), g_row + j);
+            put(hn::MulSub(e, hn::LoadU(d, grad_scales + j), hn::IfThenElseZero(is_label, k2)),
+                g_row + j);
           }
         }
       }
@@ -394,7 +397,8 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
           const hn::RebindToSigned<decltype(dd)> ddi;
           const auto class_c = hn::Set(ddi, static_cast<Index<T>>(c));
           const auto is_label = hn::RebindMask(dd, hn::Eq(hn::LoadU(ddi, labels + j), class_c));
-          const auto k2 = vary.grad_coef ? hn::LoadU(dd, grad_coefs + j) : hn::Set(dd, pb.grad_loss_scale);
+          const auto k2 =
+              vary.grad_coef ? hn::LoadU(dd, grad_coefs + j) : hn::Set(dd, pb.grad_loss_scale);
           return hn::MulSub(e, hn::LoadU(dd, grad_scales + j), hn::IfThenElseZero(is_label, k2));
         };
         const auto emit = [&](const auto& value, T* to) {

@@ -10,10 +10,10 @@
 
 #include <cstdint>
 
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
 #include "cpu/labels-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -52,9 +52,11 @@ void prob_minus_target_impl(const ProbMinusTargetProblem<T>& pb) {
         const V kv = hn::Set(d, k);
         for (std::int64_t c = 0; c < full; c += N) {
           const V target = t ? hn::LoadU(d, t + c) : hn::Zero(d);
-          hn::StoreU(ignored ? hn::Zero(d) : hn::Mul(hn::Sub(hn::LoadU(d, p + c), target), kv), d, dx + c);
+          hn::StoreU(ignored ? hn::Zero(d) : hn::Mul(hn::Sub(hn::LoadU(d, p + c), target), kv), d,
+                     dx + c);
         }
-        for (std::int64_t c = full; c < C; ++c) dx[c] = ignored ? T(0) : (p[c] - (t ? t[c] : T(0))) * k;
+        for (std::int64_t c = full; c < C; ++c)
+          dx[c] = ignored ? T(0) : (p[c] - (t ? t[c] : T(0))) * k;
         if (!t && !ignored) dx[y] -= k;
       }
     });
@@ -79,7 +81,8 @@ void prob_minus_target_impl(const ProbMinusTargetProblem<T>& pb) {
         V target = t ? hn::LoadU(d, t + j)
                      : hn::IfThenElseZero(hn::RebindMask(d, hn::Eq(yv, cv)), hn::Set(d, T(1)));
         V g_ = hn::Mul(hn::Sub(hn::LoadU(d, p + j), target), kv);
-        if (!t) g_ = hn::IfThenElseZero(hn::RebindMask(d, hn::Gt(yv, hn::Set(di, Index<T>(-1)))), g_);
+        if (!t)
+          g_ = hn::IfThenElseZero(hn::RebindMask(d, hn::Gt(yv, hn::Set(di, Index<T>(-1)))), g_);
         hn::StoreU(g_, d, dx + j);
       }
       for (std::int64_t j = full; j < count; ++j) {

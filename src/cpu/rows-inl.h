@@ -9,18 +9,18 @@
 #define SPATIALSOFTMAX_CPU_ROWS_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
-#include <hwy/highway.h>
-
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/loss_setup-inl.h"
 #include "cpu/math-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -85,8 +85,12 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       store(v, p, c);
     }
   };
-  const auto in_row_only = [&](std::int64_t c, V v) { return c < full ? v : hn::IfThenElseZero(in_row, v); };
-  const auto weight = [&](std::int64_t c) { return class_weight ? load(class_weight, c, 0) : hn::Set(d, T(1)); };
+  const auto in_row_only = [&](std::int64_t c, V v) {
+    return c < full ? v : hn::IfThenElseZero(in_row, v);
+  };
+  const auto weight = [&](std::int64_t c) {
+    return class_weight ? load(class_weight, c, 0) : hn::Set(d, T(1));
+  };
 
   // Pass 1.
   V mv = load(x, 0, minus_inf);
@@ -115,7 +119,8 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   // The class sums, as lanes within a block of row_sum_block classes and in
   // float64 across blocks (RowSumTotals).
   V sum = hn::Zero(d), weighted_shift = hn::Zero(d), target_mass = hn::Zero(d);
-  V target_shift = hn::Zero(d), e_shift = hn::Zero(d), e_grad_p = hn::Zero(d), sum_grad_l = hn::Zero(d);
+  V target_shift = hn::Zero(d), e_shift = hn::Zero(d), e_grad_p = hn::Zero(d),
+    sum_grad_l = hn::Zero(d);
   RowSumTotals totals;
   const auto end_block = [&](V& lanes, double& total) {
     total += static_cast<double>(hn::GetLane(hn::SumOfLanes(d, lanes)));
@@ -128,7 +133,7 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const std::int64_t block_classes = row_sum_block<T>();
   for (std::int64_t block = 0; block < end; block += block_classes) {
     const std::int64_t block_end = std::min(end, block + block_classes);
-    if (plain) {  // the common cases, without per-class branches
+    if (plain) {             // the common cases, without per-class branches
       V sum2 = hn::Zero(d);  // two chains hide the add latency
       std::int64_t c = block;
       for (; c + 2 * N <= std::min(full, block_end); c += 2 * N) {
@@ -193,7 +198,8 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const T g_h = up_h ? pb->grad_entropy[i] : T(0);
   const auto add_upstream = [&](auto dd, auto g, auto p, auto shifted, auto grad_p, auto grad_l) {
     return AddUpstream(dd, upstreams, g, p, hn::Sub(shifted, hn::Set(dd, log_sum)), grad_p,
-                       hn::Set(dd, dot_p), grad_l, hn::Set(dd, sum_l), hn::Set(dd, g_h), hn::Set(dd, h));
+                       hn::Set(dd, dot_p), grad_l, hn::Set(dd, sum_l), hn::Set(dd, g_h),
+                       hn::Set(dd, h));
   };
 
   // Loss and gradient coefficients.
@@ -209,9 +215,12 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
         const T wy = s.class_weight(y);
         const T dy = x_label - m;
         T neg_log_py = log_sum - dy;
-        if (pb->prob_floor > 0) neg_log_py = -std::log(std::max(std::exp(dy) * inv_sum, pb->prob_floor));
+        if (pb->prob_floor > 0)
+          neg_log_py = -std::log(std::max(std::exp(dy) * inv_sum, pb->prob_floor));
         loss = (1 - s.eps) * wy * neg_log_py;
-        if (smoothing) loss += s.eps_per_class * (s.class_weight_sum * log_sum - static_cast<T>(totals.weighted_shift));
+        if (smoothing)
+          loss += s.eps_per_class *
+                  (s.class_weight_sum * log_sum - static_cast<T>(totals.weighted_shift));
         loss *= a;
         k2 = r * (1 - s.eps) * wy;
         k3 = r * s.eps_per_class;
@@ -224,7 +233,8 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
         double acc_total = 0;
         const V floor_v = hn::Set(d, pb->prob_floor), inv = hn::Set(d, inv_sum);
         for (std::int64_t c = 0; c < end; c += N) {
-          const V e = e_store ? load(e_store, c, 0) : ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
+          const V e =
+              e_store ? load(e_store, c, 0) : ExpNonPositive(d, hn::Sub(load(x, c, minus_inf), mv));
           const V p = hn::Mul(e, inv);
           const V target = soft_target(load(soft, c, 0));
           const V kept = hn::IfThenElse(hn::Lt(p, floor_v), floor_v, p);  // NaN stays
@@ -250,7 +260,8 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
   const V k1v = hn::Set(d, k1), k2v = hn::Set(d, k2), k3v = hn::Set(d, k3);
   const V inv = hn::Set(d, inv_sum), ls = hn::Set(d, log_sum);
   const auto upstream_at = [&](std::int64_t c, V g, V p, V shifted) {
-    return add_upstream(d, g, p, shifted, up_p ? load(grad_prob, c, 0) : g, up_l ? load(grad_log_prob, c, 0) : g);
+    return add_upstream(d, g, p, shifted, up_p ? load(grad_prob, c, 0) : g,
+                        up_l ? load(grad_log_prob, c, 0) : g);
   };
   // The label's class: its own grouping, one lane through the same
   // operations; stored after the loop, or put into its vector before a
@@ -264,8 +275,9 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
     if (upstream) {
       const hn::CappedTag<T, 1> d1;
       const auto one = [&](const T* p) { return hn::Set(d1, p ? p[y] : T(0)); };
-      g_label = hn::GetLane(add_upstream(d1, hn::Set(d1, g_label), hn::Set(d1, p_label), hn::Set(d1, x_label - m),
-                                         one(grad_prob), one(grad_log_prob)));  // x[y] may be dX by now
+      g_label = hn::GetLane(add_upstream(d1, hn::Set(d1, g_label), hn::Set(d1, p_label),
+                                         hn::Set(d1, x_label - m), one(grad_prob),
+                                         one(grad_log_prob)));  // x[y] may be dX by now
     }
   }
   const hn::RebindToSigned<decltype(d)> di;
@@ -280,14 +292,16 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
     V g = hn::Zero(d);
     if (!ignored && s.soft) {
       const V target = soft_target(load(soft, c, 0));
-      g = hn::Mul(k2v, hn::Sub(hn::Mul(p, k1v), hn::Mul(weight(c), target)));  // not fused, as in run_tile
+      g = hn::Mul(
+          k2v, hn::Sub(hn::Mul(p, k1v), hn::Mul(weight(c), target)));  // not fused, as in run_tile
     } else if (!ignored) {
       g = hn::Mul(k2v, p);
       if (smoothing) g = hn::MulAdd(k3v, hn::MulSub(p, w_sum, weight(c)), g);
     }
     if (upstream) g = upstream_at(c, g, p, shifted);
     if (kStream && has_label && y >= c && y < c + N) {
-      const auto at_label = hn::Eq(hn::Iota(di, 0), hn::Set(di, static_cast<hn::TFromD<decltype(di)>>(y - c)));
+      const auto at_label =
+          hn::Eq(hn::Iota(di, 0), hn::Set(di, static_cast<hn::TFromD<decltype(di)>>(y - c)));
       g = hn::IfThenElse(hn::RebindMask(d, at_label), hn::Set(d, g_label), g);
     }
     store_out(g, dx, c);

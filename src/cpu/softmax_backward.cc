@@ -9,10 +9,10 @@
 
 #include <cstdint>
 
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/kernels.h"
 #include "cpu/math-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -48,7 +48,8 @@ void softmax_backward_impl(const core::SoftmaxBackwardProblem<T>& pb) {
     }
     for (std::int64_t c = 0; c < C; ++c) {
       const V1 y1 = hn::Set(d1, y[c * cs]), g1 = hn::Set(d1, gy[c * cs]);
-      const V1 dx = log ? hn::Sub(g1, hn::Mul(ExpNonPositive(d1, y1), dot)) : hn::Mul(y1, hn::Sub(g1, dot));
+      const V1 dx =
+          log ? hn::Sub(g1, hn::Mul(ExpNonPositive(d1, y1), dot)) : hn::Mul(y1, hn::Sub(g1, dot));
       pb.grad_logits[b + c * cs] = hn::GetLane(dx);
     }
   };
@@ -71,7 +72,8 @@ void softmax_backward_impl(const core::SoftmaxBackwardProblem<T>& pb) {
       for (std::int64_t c = 0; c < C; ++c) {
         const std::int64_t o = base + c * st + j;
         const V y = hn::LoadU(d, pb.output + o), gy = hn::LoadU(d, pb.grad_output + o);
-        const V dx = log ? hn::Sub(gy, hn::Mul(ExpNonPositive(d, y), dot)) : hn::Mul(y, hn::Sub(gy, dot));
+        const V dx =
+            log ? hn::Sub(gy, hn::Mul(ExpNonPositive(d, y), dot)) : hn::Mul(y, hn::Sub(gy, dot));
         hn::StoreU(dx, d, pb.grad_logits + o);
       }
     }

@@ -9,12 +9,12 @@
 #define SPATIALSOFTMAX_CPU_SPATIAL_AXES_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
-
-#include <hwy/highway.h>
 
 #include "reference/problems.h"
 

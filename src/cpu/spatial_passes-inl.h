@@ -8,13 +8,13 @@
 #define SPATIALSOFTMAX_CPU_SPATIAL_PASSES_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-
-#include <hwy/highway.h>
 
 #include "cpu/math-inl.h"
 #include "cpu/spatial_axes-inl.h"
@@ -130,7 +130,7 @@ void scale(T* s, std::int64_t n, T by) {
 // (Axes::sums of them); returns sum e dS (0 without dS).
 template <class T>
 double piece_sums(const Axes& ax, const T* e, const T* ds, std::int64_t j, std::int64_t n,
-                 double* rs) {
+                  double* rs) {
   rs[0] = fixed_order_sum(
       n, [&](auto d, std::int64_t i, auto acc) { return hn::Add(acc, LoadWide(d, e + i)); });
   for (int s = 1; s < ax.sums; ++s) {

@@ -55,12 +55,12 @@
 #include <limits>
 #include <vector>
 
-#include "reference/problems.h"
 #include "cpu/kernels.h"
 #include "cpu/spatial_axes-inl.h"
 #include "cpu/spatial_passes-inl.h"
 #include "cpu/transpose-inl.h"
 #include "parallel/thread_pool.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -109,7 +109,7 @@ void grow(std::vector<V>& v, std::int64_t n) {
 // row position), the rows' last elements into a scalar.
 template <class T>
 double backward_rows(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, std::int64_t nc,
-                    Channel& ch) {
+                     Channel& ch) {
   const hn::ScalableTag<double> d;
   const hn::CappedTag<double, 1> d1;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
@@ -148,7 +148,7 @@ double backward_rows(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, std:
 // Channels [nc0, nc1) (index n * C + c); d loss / d beta of channel nc into grad_beta[nc].
 template <class T>
 void channels_first(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool backward,
-                   std::int64_t nc0, std::int64_t nc1, double* grad_beta) {
+                    std::int64_t nc0, std::int64_t nc1, double* grad_beta) {
   const std::int64_t P = ax.pixels;
   SpatialScratch<T>& s = spatial_scratch<T>();
   grow(s.e, std::min(ax.row, kChunk));
@@ -189,8 +189,8 @@ void channels_first(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool 
 // channels_first, channel by channel (see the top of the file).
 template <class T>
 void channels_last(const SpatialSoftArgmaxProblem<T>& pb, const Axes& ax, bool backward,
-                  std::int64_t n0, std::int64_t n1, std::int64_t c0, std::int64_t G,
-                  double* grad_beta) {
+                   std::int64_t n0, std::int64_t n1, std::int64_t c0, std::int64_t G,
+                   double* grad_beta) {
   const hn::ScalableTag<T> dt;
   const hn::ScalableTag<double> d;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
@@ -373,7 +373,7 @@ void soft_argmax_impl(const SpatialSoftArgmaxProblem<T>& pb, bool backward) {
     parallel::for_each_block((N + run - 1) / run * groups, [&](std::int64_t b) {
       const std::int64_t n0 = b / groups * run, c0 = b % groups * G;
       channels_last(pb, ax, backward, n0, std::min(N, n0 + run), c0, std::min(G, C - c0),
-                   grad_beta.data());
+                    grad_beta.data());
     });
   }
   if (pb.grad_beta) {
@@ -391,7 +391,6 @@ void SoftArgmaxBackwardF32(const SpatialSoftArgmaxProblem<float>& pb) {
 void SoftArgmaxBackwardF64(const SpatialSoftArgmaxProblem<double>& pb) {
   soft_argmax_impl(pb, true);
 }
-
 
 }  // namespace HWY_NAMESPACE
 }  // namespace spatialsoftmax::cpu

@@ -2,12 +2,12 @@
 // which one HWY_DYNAMIC_DISPATCH chooses, and forcing one for the tests.
 // Highway's chosen target is one global, shared by every file's dispatch
 // table.
+#include <hwy/highway.h>
+#include <hwy/targets.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <hwy/highway.h>
-#include <hwy/targets.h>
 
 #include "cpu/kernels.h"
 

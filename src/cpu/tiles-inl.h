@@ -9,16 +9,16 @@
 #define SPATIALSOFTMAX_CPU_TILES_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include <hwy/highway.h>
-
-#include "reference/problems.h"
 #include "cpu/blocks.h"
 #include "cpu/loss_setup-inl.h"
 #include "cpu/math-inl.h"
+#include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -34,7 +34,7 @@ template <class T>
 struct TileView {
   const T* x = nullptr;
   const T* soft = nullptr;
-  const T* grad_prob = nullptr;      // upstream gradients of P and log P
+  const T* grad_prob = nullptr;  // upstream gradients of P and log P
   const T* grad_log_prob = nullptr;
   T* dx = nullptr;
   T* prob = nullptr;
@@ -139,7 +139,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
       if (!blocked) return;
       HWY_ALIGN T lane[kMaxLanes<T>];
       hn::Store(lanes, d, lane);
-      for (std::int64_t l = 0; l < N; ++l) total[l] = (block ? total[l] : 0.0) + static_cast<double>(lane[l]);
+      for (std::int64_t l = 0; l < N; ++l)
+        total[l] = (block ? total[l] : 0.0) + static_cast<double>(lane[l]);
       lanes = hn::Zero(d);
     };
     const auto end_blocks = [&](V& lanes, const double* total) {
@@ -165,7 +166,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         sum = hn::Add(sum, e);
         if (pick_label) pick(c, shifted);
         if (e_store) hn::StoreU(e, d, e_store + c * est + j);
-        if (smoothing) weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
+        if (smoothing)
+          weighted_shift = hn::MulAdd(hn::Set(d, s.class_weight(c)), shifted, weighted_shift);
         if (s.soft) {
           V target = hn::LoadU(d, v.soft + c * st + j);
           target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
@@ -176,7 +178,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
           target_shift = hn::Add(target_shift, term);
         }
         if (need_h) {
-          e_shift = hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
+          e_shift =
+              hn::Add(e_shift, hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(e, shifted)));
         }
         if (up_p) e_grad_p = hn::Add(e_grad_p, hn::Mul(e, hn::LoadU(d, v.grad_prob + c * st + j)));
         if (up_l) sum_grad_l = hn::Add(sum_grad_l, hn::LoadU(d, v.grad_log_prob + c * st + j));
@@ -226,7 +229,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         }
         V loss = hn::Mul(hn::Mul(hn::Set(d, 1 - s.eps), wy), neg_log_py);
         if (smoothing) {
-          const V smooth = hn::Sub(hn::Mul(hn::Set(d, s.class_weight_sum), log_sum), weighted_shift);
+          const V smooth =
+              hn::Sub(hn::Mul(hn::Set(d, s.class_weight_sum), log_sum), weighted_shift);
           loss = hn::MulAdd(hn::Set(d, s.eps_per_class), smooth, loss);
         }
         hn::StoreU(hn::IfThenElseZero(valid, hn::Mul(a, loss)), d, t.loss.data() + j);
@@ -259,7 +263,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         target = hn::MulAdd(target, hn::Set(d, 1 - s.eps), hn::Set(d, s.eps_per_class));
         const V floor_v = hn::Set(d, pb->prob_floor);
         const V kept = hn::IfThenElse(hn::Lt(p, floor_v), floor_v, p);  // NaN stays
-        V term = hn::Mul(hn::Mul(hn::Set(d, s.class_weight(c)), target), hn::Neg(LogKeepNaN(d, kept)));
+        V term =
+            hn::Mul(hn::Mul(hn::Set(d, s.class_weight(c)), target), hn::Neg(LogKeepNaN(d, kept)));
         if (zero_log) term = hn::IfThenZeroElse(hn::Eq(target, hn::Zero(d)), term);
         floored = hn::Add(floored, term);
       }
@@ -282,8 +287,8 @@ void run_tile(const LossSetup<T>& s, std::int64_t classes, const TileView<T>& v,
         const V none = hn::Zero(d);
         // log p reads X, which the in-place call overwrites only below.
         const V log_p = up_h ? hn::Sub(hn::Sub(hn::LoadU(d, v.x + o), mv), log_sum) : none;
-        g = AddUpstream(d, upstreams, g, p, log_p, up_p ? hn::LoadU(d, v.grad_prob + o) : none, dot_p,
-                        up_l ? hn::LoadU(d, v.grad_log_prob + o) : none, sum_grad_l,
+        g = AddUpstream(d, upstreams, g, p, log_p, up_p ? hn::LoadU(d, v.grad_prob + o) : none,
+                        dot_p, up_l ? hn::LoadU(d, v.grad_log_prob + o) : none, sum_grad_l,
                         up_h ? hn::LoadU(d, t.grad_entropy.data() + j) : none, h);
       }
       hn::StoreU(g, d, v.dx + o);
@@ -342,7 +347,8 @@ void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, s
     const auto gather = [&](std::vector<T>& buf, const T* src) {
       buf.assign(static_cast<std::size_t>(C * W), T(0));
       for (std::int64_t c = 0; c < C; ++c) {
-        for (std::int64_t j = 0; j < count; ++j) buf[c * W + j] = src[base + c * cstride + j * pstride];
+        for (std::int64_t j = 0; j < count; ++j)
+          buf[c * W + j] = src[base + c * cstride + j * pstride];
       }
       return buf.data();
     };
@@ -366,7 +372,8 @@ void tile_positions(const LossSetup<T>& s, const Geometry& g, const T* logits, s
     const auto scatter = [&](const T* buf, T* dst) {
       if (!buf) return;
       for (std::int64_t c = 0; c < C; ++c) {
-        for (std::int64_t j = 0; j < count; ++j) dst[base + c * cstride + j * pstride] = buf[c * W + j];
+        for (std::int64_t j = 0; j < count; ++j)
+          dst[base + c * cstride + j * pstride] = buf[c * W + j];
       }
     };
     scatter(v.dx, s.want_grad ? pb->grad_logits : nullptr);

@@ -10,9 +10,9 @@
 #define SPATIALSOFTMAX_CPU_TRANSPOSE_INL_H_
 #endif
 
-#include <cstdint>
-
 #include <hwy/highway.h>
+
+#include <cstdint>
 
 HWY_BEFORE_NAMESPACE();
 namespace spatialsoftmax::cpu {
@@ -79,9 +79,11 @@ void transpose_blocks(const T* in, std::int64_t in_stride, T* out, std::int64_t 
       if (k < n) f(n - B);
     };
     if constexpr (kAlongRows) {
-      each_start(rows, [&](std::int64_t a) { each_start(cols, [&](std::int64_t b) { block(a, b); }); });
+      each_start(rows,
+                 [&](std::int64_t a) { each_start(cols, [&](std::int64_t b) { block(a, b); }); });
     } else {
-      each_start(cols, [&](std::int64_t b) { each_start(rows, [&](std::int64_t a) { block(a, b); }); });
+      each_start(cols,
+                 [&](std::int64_t b) { each_start(rows, [&](std::int64_t a) { block(a, b); }); });
     }
     return;
   }
@@ -128,12 +130,15 @@ void class_last_outputs(const T* e, std::int64_t W, std::int64_t count, std::int
       if (C == 2) {
         hn::StoreInterleaved2(v0, v1, d, out + j0 * C);
       } else {
-        hn::StoreInterleaved3(v0, v1, value(d, hn::LoadU(d, e + 2 * W + j0), j0, 2), d, out + j0 * C);
+        hn::StoreInterleaved3(v0, v1, value(d, hn::LoadU(d, e + 2 * W + j0), j0, 2), d,
+                              out + j0 * C);
       }
     }
   }
 #endif
-  const auto shifted = [&](auto dd, auto v, std::int64_t j, std::int64_t c) { return value(dd, v, j + j0, c); };
+  const auto shifted = [&](auto dd, auto v, std::int64_t j, std::int64_t c) {
+    return value(dd, v, j + j0, c);
+  };
   transpose_blocks<false>(e + j0, W, out + j0 * C, C, C, count - j0, shifted);
 }
 

@@ -2,9 +2,9 @@
 
 #include <cstdlib>
 
-#include "reference/reference.h"
 #include "cpu/kernels.h"
 #include "parallel/thread_pool.h"
+#include "reference/reference.h"
 #include "spatialsoftmax/error.h"
 
 namespace spatialsoftmax::dispatch {
@@ -17,31 +17,35 @@ class ReferenceBackend final : public Backend {
   DeviceType device() const override { return DeviceType::kCpu; }
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
-#define SPATIALSOFTMAX_REFERENCE_METHODS(T)                                                                     \
-  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext&) const override {                      \
-    core::reference::softmax(p);                                                                                \
-  }                                                                                                             \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext&) const override {     \
-    core::reference::softmax_backward(p);                                                                       \
-  }                                                                                                             \
-  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext&) const override {           \
-    core::reference::cross_entropy(p);                                                                          \
-  }                                                                                                             \
-  void scan_labels(const core::LabelScanProblem<T>& p, const ExecutionContext&) const override {                \
-    core::reference::scan_labels(p);                                                                            \
-  }                                                                                                             \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext&) const override {    \
-    core::reference::prob_minus_target(p);                                                                      \
-  }                                                                                                             \
-  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext&) const override {                         \
-    core::reference::kl_div(p);                                                                                 \
-  }                                                                                                             \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext&) const override { \
-    core::reference::spatial_soft_argmax(p);                                                                    \
-  }                                                                                                             \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext&)       \
-      const override {                                                                                          \
-    core::reference::spatial_soft_argmax_backward(p);                                                           \
+#define SPATIALSOFTMAX_REFERENCE_METHODS(T)                                                      \
+  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext&) const override {       \
+    core::reference::softmax(p);                                                                 \
+  }                                                                                              \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext&)       \
+      const override {                                                                           \
+    core::reference::softmax_backward(p);                                                        \
+  }                                                                                              \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext&)             \
+      const override {                                                                           \
+    core::reference::cross_entropy(p);                                                           \
+  }                                                                                              \
+  void scan_labels(const core::LabelScanProblem<T>& p, const ExecutionContext&) const override { \
+    core::reference::scan_labels(p);                                                             \
+  }                                                                                              \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext&)      \
+      const override {                                                                           \
+    core::reference::prob_minus_target(p);                                                       \
+  }                                                                                              \
+  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext&) const override {          \
+    core::reference::kl_div(p);                                                                  \
+  }                                                                                              \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext&)  \
+      const override {                                                                           \
+    core::reference::spatial_soft_argmax(p);                                                     \
+  }                                                                                              \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p,                  \
+                                    const ExecutionContext&) const override {                    \
+    core::reference::spatial_soft_argmax_backward(p);                                            \
   }
   SPATIALSOFTMAX_REFERENCE_METHODS(float)
   SPATIALSOFTMAX_REFERENCE_METHODS(double)
@@ -59,41 +63,45 @@ class HighwayBackend final : public Backend {
   // Runs every op; what has no SIMD kernel falls back inside the methods.
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
-#define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                                       \
-  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {                    \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::softmax(p);                                                                                        \
-  }                                                                                                             \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c) const override {   \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::softmax_backward(p);                                                                               \
-  }                                                                                                             \
-  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c) const override {         \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::cross_entropy(p);                                                                                      \
-  }                                                                                                             \
-  void scan_labels(const core::LabelScanProblem<T>& p, const ExecutionContext& c) const override {              \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::scan_labels(p);                                                                                        \
-  }                                                                                                             \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c) const override {  \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::prob_minus_target(p);                                                                              \
-  }                                                                                                             \
-  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {                       \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::kl_div(p);                                                                                         \
-  }                                                                                                             \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c) const override { \
-    if (!cpu::runs(p)) return core::reference::spatial_soft_argmax(p);                                      \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::spatial_soft_argmax(p);                                                                            \
-  }                                                                                                             \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c)     \
-      const override {                                                                                          \
-    if (!cpu::runs(p)) return core::reference::spatial_soft_argmax_backward(p);                             \
-    const parallel::ThreadCount threads(c.num_threads);                                                         \
-    cpu::spatial_soft_argmax_backward(p);                                                                   \
+#define SPATIALSOFTMAX_HIGHWAY_METHODS(T)                                                          \
+  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {       \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::softmax(p);                                                                               \
+  }                                                                                                \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c)       \
+      const override {                                                                             \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::softmax_backward(p);                                                                      \
+  }                                                                                                \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c)             \
+      const override {                                                                             \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::cross_entropy(p);                                                                         \
+  }                                                                                                \
+  void scan_labels(const core::LabelScanProblem<T>& p, const ExecutionContext& c) const override { \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::scan_labels(p);                                                                           \
+  }                                                                                                \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c)      \
+      const override {                                                                             \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::prob_minus_target(p);                                                                     \
+  }                                                                                                \
+  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {          \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::kl_div(p);                                                                                \
+  }                                                                                                \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c)  \
+      const override {                                                                             \
+    if (!cpu::runs(p)) return core::reference::spatial_soft_argmax(p);                             \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::spatial_soft_argmax(p);                                                                   \
+  }                                                                                                \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p,                    \
+                                    const ExecutionContext& c) const override {                    \
+    if (!cpu::runs(p)) return core::reference::spatial_soft_argmax_backward(p);                    \
+    const parallel::ThreadCount threads(c.num_threads);                                            \
+    cpu::spatial_soft_argmax_backward(p);                                                          \
   }
   SPATIALSOFTMAX_HIGHWAY_METHODS(float)
   SPATIALSOFTMAX_HIGHWAY_METHODS(double)
@@ -106,18 +114,25 @@ class HighwayBackend final : public Backend {
 class NothingToDo final : public Backend {
  public:
   std::string_view name() const override { return "none (empty problem)"; }
-  DeviceType device() const override { return DeviceType::kCpu; }  // never asked: select returns it on any device
+  DeviceType device() const override {
+    return DeviceType::kCpu;
+  }  // never asked: select returns it on any device
   std::string declines(Op, const core::Geometry&, DType) const override { return {}; }
 
-#define SPATIALSOFTMAX_EMPTY_METHODS(T)                                                                          \
-  void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const override {}                        \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&) const override {}       \
-  void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&) const override {}             \
-  void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override {}                  \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) const override {}      \
-  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {}                           \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const override {}  \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const override {}
+#define SPATIALSOFTMAX_EMPTY_METHODS(T)                                                         \
+  void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const override {}       \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&)        \
+      const override {}                                                                         \
+  void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&)              \
+      const override {}                                                                         \
+  void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override {} \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&)       \
+      const override {}                                                                         \
+  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {}          \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&)   \
+      const override {}                                                                         \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,                   \
+                                    const ExecutionContext&) const override {}
   SPATIALSOFTMAX_EMPTY_METHODS(float)
   SPATIALSOFTMAX_EMPTY_METHODS(double)
 #undef SPATIALSOFTMAX_EMPTY_METHODS
@@ -141,7 +156,8 @@ const Backend* const kBackends[] = {&kHighway, &kReference};
 std::span<const Backend* const> backends() { return kBackends; }
 
 std::string describe(const Backend& backend) {
-  return std::string(backend.name()) + (backend.device() == DeviceType::kCpu ? " (cpu)" : " (cuda)");
+  return std::string(backend.name()) +
+         (backend.device() == DeviceType::kCpu ? " (cpu)" : " (cuda)");
 }
 const Backend& reference_backend() { return kReference; }
 
@@ -153,21 +169,23 @@ std::string backend_list() {
   return names;
 }
 
-const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device device, std::string_view api_op) {
+const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device device,
+                      std::string_view api_op) {
   const char* forced = std::getenv("SPATIALSOFTMAX_BACKEND");
   if (forced && *forced) {
     for (const Backend* b : backends()) {
       if (b->name() != forced) continue;
       if (b->device() != device.type) {
-        throw Error(std::string(api_op) + ": SPATIALSOFTMAX_BACKEND=" + forced + " does not run on " +
-                    device_name(device) + ", where the inputs are");
+        throw Error(std::string(api_op) + ": SPATIALSOFTMAX_BACKEND=" + forced +
+                    " does not run on " + device_name(device) + ", where the inputs are");
       }
       if (std::string why = b->declines(op, geom, dtype); !why.empty()) {
         throw Error("SPATIALSOFTMAX_BACKEND=" + std::string(forced) + " declines: " + why);
       }
       return *b;
     }
-    throw Error("SPATIALSOFTMAX_BACKEND = '" + std::string(forced) + "', expected one of: " + backend_list());
+    throw Error("SPATIALSOFTMAX_BACKEND = '" + std::string(forced) +
+                "', expected one of: " + backend_list());
   }
   std::string declined;
   for (const Backend* b : backends()) {
@@ -182,7 +200,8 @@ const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device dev
 
 }  // namespace
 
-const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device, std::string_view api_op) {
+const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device,
+                      std::string_view api_op) {
   const Backend& chosen = choose(op, geom, dtype, device, api_op);  // still checks the device
   return is_empty(op, geom) ? kNothingToDo : chosen;
 }

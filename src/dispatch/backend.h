@@ -36,15 +36,19 @@ class Backend {
   // reason it declines, for diagnostics ("no float64 kernels", ...).
   virtual std::string declines(Op op, const core::Geometry& geom, DType dtype) const = 0;
 
-#define SPATIALSOFTMAX_BACKEND_METHODS(T)                                                                  \
-  virtual void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const = 0;                 \
-  virtual void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&) const = 0; \
-  virtual void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&) const = 0;       \
-  virtual void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const = 0;           \
-  virtual void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) const = 0; \
-  virtual void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const = 0;                     \
-  virtual void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) const = 0; \
-  virtual void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,                      \
+#define SPATIALSOFTMAX_BACKEND_METHODS(T)                                                         \
+  virtual void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const = 0;        \
+  virtual void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&)  \
+      const = 0;                                                                                  \
+  virtual void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&)        \
+      const = 0;                                                                                  \
+  virtual void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const = 0;  \
+  virtual void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) \
+      const = 0;                                                                                  \
+  virtual void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const = 0;           \
+  virtual void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&,                      \
+                                   const ExecutionContext&) const = 0;                            \
+  virtual void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,             \
                                             const ExecutionContext&) const = 0;
   SPATIALSOFTMAX_BACKEND_METHODS(float)
   SPATIALSOFTMAX_BACKEND_METHODS(double)
@@ -64,6 +68,7 @@ std::string describe(const Backend& backend);
 // `api_op` (the operation as the caller called it) and the device. A problem
 // with nothing to compute (no positions; for the spatial ops, no channels)
 // gets a backend that does nothing, so that no backend meets empty work.
-const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device, std::string_view api_op);
+const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device,
+                      std::string_view api_op);
 
 }  // namespace spatialsoftmax::dispatch

@@ -1,6 +1,8 @@
 // .npy reader and writer (the format: numpy/lib/format.py's docstring).
 // Every size a file declares is checked against the bytes it holds before
 // anything is allocated, so a crafted header costs neither memory nor time.
+#include "spatialsoftmax/npy.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -13,7 +15,6 @@
 #include "io/npy_format.h"
 #include "io/staged_file.h"
 #include "spatialsoftmax/error.h"
-#include "spatialsoftmax/npy.h"
 
 namespace spatialsoftmax {
 namespace {
@@ -31,15 +32,20 @@ DType parse_descr(std::string_view source, const std::string& descr) {
   if (descr == "<i4") return DType::kInt32;
   if (descr == "<i8") return DType::kInt64;
   std::string shown = descr.substr(0, 32) + (descr.size() > 32 ? "..." : "");
-  fail(source, "header key 'descr': expected one of '<f4', '<f8', '<i4', '<i8', got '" + shown + "'");
+  fail(source,
+       "header key 'descr': expected one of '<f4', '<f8', '<i4', '<i8', got '" + shown + "'");
 }
 
 std::string descr_of(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "<f4";
-    case DType::kFloat64: return "<f8";
-    case DType::kInt32: return "<i4";
-    case DType::kInt64: return "<i8";
+    case DType::kFloat32:
+      return "<f4";
+    case DType::kFloat64:
+      return "<f8";
+    case DType::kInt32:
+      return "<i4";
+    case DType::kInt64:
+      return "<i8";
   }
   return "";
 }

@@ -26,8 +26,9 @@ class Scanner {
       if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
     }
     throw Error("npy file " + std::string(source_) + ": header " + std::string(what) +
-                (pos_ < text_.size() ? ", got '" + near + (text_.size() - pos_ > kQuote ? "...'" : "'")
-                                     : ", got the end of the header") +
+                (pos_ < text_.size()
+                     ? ", got '" + near + (text_.size() - pos_ > kQuote ? "...'" : "'")
+                     : ", got the end of the header") +
                 " at byte " + std::to_string(pos_));
   }
 
@@ -91,8 +92,8 @@ class Scanner {
       }
       if (pos_ >= text_.size() || !is_digit(text_[pos_])) break;
     }
-    if (pos_ < text_.size() && (std::isalpha(static_cast<unsigned char>(text_[pos_])) ||
-                                text_[pos_] == '.')) {
+    if (pos_ < text_.size() &&
+        (std::isalpha(static_cast<unsigned char>(text_[pos_])) || text_[pos_] == '.')) {
       fail(std::string(what) + ": a decimal integer");
     }
     return value;

@@ -25,11 +25,10 @@ constexpr std::string_view kSuffix = ".tmp";
 std::filesystem::path temporary_beside(const std::filesystem::path& final_path) {
   static thread_local std::mt19937_64 random{std::random_device{}()};
   char name[64];
-  const int n = std::snprintf(name, sizeof name, "%.*s%ld-%016llx%.*s",
-                              static_cast<int>(kPrefix.size()), kPrefix.data(),
-                              static_cast<long>(::getpid()),
-                              static_cast<unsigned long long>(random()),
-                              static_cast<int>(kSuffix.size()), kSuffix.data());
+  const int n = std::snprintf(
+      name, sizeof name, "%.*s%ld-%016llx%.*s", static_cast<int>(kPrefix.size()), kPrefix.data(),
+      static_cast<long>(::getpid()), static_cast<unsigned long long>(random()),
+      static_cast<int>(kSuffix.size()), kSuffix.data());
   return final_path.parent_path() / std::string(name, static_cast<std::size_t>(n));
 }
 

@@ -19,11 +19,13 @@ bool has_gradient(std::string_view type) {
   return detail::gradient_table().contains(type);
 }
 
-GradientOps make_gradient(const OperatorDef& forward, const std::vector<std::string>& output_grads) {
+GradientOps make_gradient(const OperatorDef& forward,
+                          const std::vector<std::string>& output_grads) {
   detail::ensure_builtins();
   const auto& table = detail::gradient_table();
   const auto it = table.find(forward.type);
-  if (it == table.end()) throw Error(describe(forward) + ": no gradient registered for " + forward.type);
+  if (it == table.end())
+    throw Error(describe(forward) + ": no gradient registered for " + forward.type);
   if (output_grads.size() != forward.outputs.size()) {
     throw Error(describe(forward) + ": expected " + std::to_string(forward.outputs.size()) +
                 " output gradient names, got " + std::to_string(output_grads.size()));
@@ -59,7 +61,8 @@ void rename_output(std::vector<OperatorDef>& ops, const std::string& from, const
 void add_gradient_ops(NetDef& net, const std::vector<std::string>& losses,
                       const std::map<std::string, std::string, std::less<>>& given_grads) {
   // SSA: each blob is written once, and never an external input.
-  std::set<std::string, std::less<>> written(net.external_inputs.begin(), net.external_inputs.end());
+  std::set<std::string, std::less<>> written(net.external_inputs.begin(),
+                                             net.external_inputs.end());
   for (std::size_t k = 0; k < net.ops.size(); ++k) {
     for (const std::string& out : net.ops[k].outputs) {
       if (!out.empty() && !written.insert(out).second) {

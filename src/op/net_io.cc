@@ -25,9 +25,9 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
-#include <system_error>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <vector>
 
@@ -92,8 +92,8 @@ ArgValue arg_value_from_proto(const pb::Argument& arg, const std::string& where)
   return std::monostate{};
 }
 
-OperatorDef op_from_proto(const pb::OperatorDef& proto, int index,
-                          const DeviceOption* net_device, std::string_view source) {
+OperatorDef op_from_proto(const pb::OperatorDef& proto, int index, const DeviceOption* net_device,
+                          std::string_view source) {
   OperatorDef def;
   def.type = proto.type();
   def.name = proto.name();
@@ -226,8 +226,8 @@ pb::NetDef parse_proto(std::string_view bytes, NetFormat format, std::string_vie
   pb::NetDef proto;
   switch (format) {
     case NetFormat::kBinary: {
-      google::protobuf::io::CodedInputStream input(reinterpret_cast<const std::uint8_t*>(bytes.data()),
-                                                   size);
+      google::protobuf::io::CodedInputStream input(
+          reinterpret_cast<const std::uint8_t*>(bytes.data()), size);
       input.SetRecursionLimit(kMaxNetNesting);
       if (!proto.ParseFromCodedStream(&input) || !input.ConsumedEntireMessage()) {
         throw Error(std::string(source) + ": not a NetDef in protobuf binary form (" +
@@ -243,9 +243,9 @@ pb::NetDef parse_proto(std::string_view bytes, NetFormat format, std::string_vie
       parser.SetRecursionLimit(kMaxNetNesting);
       google::protobuf::io::ArrayInputStream input(bytes.data(), size);
       if (!parser.Parse(&input, &proto)) {
-        throw Error(std::string(source) + ": " +
-                    (errors.error().empty() ? "not a NetDef in protobuf text format"
-                                            : errors.error()));
+        throw Error(
+            std::string(source) + ": " +
+            (errors.error().empty() ? "not a NetDef in protobuf text format" : errors.error()));
       }
       break;
     }
@@ -270,7 +270,11 @@ pb::NetDef parse_proto(std::string_view bytes, NetFormat format, std::string_vie
 bool is_utf8(std::string_view text) {
   for (std::size_t i = 0; i < text.size();) {
     const auto lead = static_cast<unsigned char>(text[i]);
-    const std::size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+    const std::size_t length = lead < 0x80           ? 1
+                               : (lead >> 5) == 0x6  ? 2
+                               : (lead >> 4) == 0xE  ? 3
+                               : (lead >> 3) == 0x1E ? 4
+                                                     : 0;
     if (length == 0 || i + length > text.size()) return false;
     std::uint32_t code = length == 1 ? lead : lead & (0x7Fu >> length);
     for (std::size_t k = 1; k < length; ++k) {
@@ -279,7 +283,8 @@ bool is_utf8(std::string_view text) {
       code = code << 6 | (next & 0x3Fu);
     }
     constexpr std::uint32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code < kLeast[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    if (code < kLeast[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))
+      return false;
     i += length;
   }
   return true;
@@ -308,7 +313,8 @@ std::string first_non_utf8_field(const NetDef& net) {
     if (!is_utf8(def.type)) return op + "type";
     if (!is_utf8(def.name)) return op + "name";
     if (!is_utf8(def.engine)) return op + "engine";
-    for (std::string found : {first_of(def.inputs, op + "input"), first_of(def.outputs, op + "output")}) {
+    for (std::string found :
+         {first_of(def.inputs, op + "input"), first_of(def.outputs, op + "output")}) {
       if (!found.empty()) return found;
     }
     for (std::size_t k = 0; k < def.args.size(); ++k) {
@@ -351,8 +357,9 @@ std::string serialize_net(const NetDef& net, NetFormat format) {
       break;
     case NetFormat::kJson: {
       if (const std::string field = first_non_utf8_field(net); !field.empty()) {
-        throw Error("serialize_net: net '" + net.name + "' has no JSON form: " + field +
-                    " is not valid UTF-8 (JSON holds text; the .pb and .pbtxt forms hold any bytes)");
+        throw Error(
+            "serialize_net: net '" + net.name + "' has no JSON form: " + field +
+            " is not valid UTF-8 (JSON holds text; the .pb and .pbtxt forms hold any bytes)");
       }
       google::protobuf::util::JsonPrintOptions options;
       options.add_whitespace = true;
@@ -377,7 +384,8 @@ NetDef read_net(const std::filesystem::path& path) {
     throw Error("cannot read " + path_string(path) + ": is a directory");
   }
   // Refused before it is read, not after.
-  if (const std::uintmax_t size = std::filesystem::file_size(path, ec); !ec && size > kMaxNetBytes) {
+  if (const std::uintmax_t size = std::filesystem::file_size(path, ec);
+      !ec && size > kMaxNetBytes) {
     throw Error(path_string(path) + ": " + std::to_string(size) + " bytes, expected at most " +
                 std::to_string(kMaxNetBytes));
   }

@@ -35,10 +35,11 @@ std::unique_ptr<Operator> create_operator(const OperatorDef& def) {
     }
   }
   std::string where;
-  for (Device d : devices_of(def.type)) where += (where.empty() ? "" : ", ") + std::string(device_name(d));
+  for (Device d : devices_of(def.type))
+    where += (where.empty() ? "" : ", ") + std::string(device_name(d));
   throw Error(describe(def) + ": not registered on device " +
-              std::string(device_name(def.device.device)) + " (registered on: " +
-              (where.empty() ? std::string("no device") : where) + ")");
+              std::string(device_name(def.device.device)) +
+              " (registered on: " + (where.empty() ? std::string("no device") : where) + ")");
 }
 
 }  // namespace spatialsoftmax::op

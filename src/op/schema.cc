@@ -17,13 +17,18 @@ namespace {
 
 bool value_fits(ArgType type, const ArgValue& v) {
   switch (type) {
-    case ArgType::kInt: return std::holds_alternative<std::int64_t>(v);
+    case ArgType::kInt:
+      return std::holds_alternative<std::int64_t>(v);
     case ArgType::kFloat:  // Caffe2 front ends write 1 for 1.0 as often as not
       return std::holds_alternative<float>(v) || std::holds_alternative<std::int64_t>(v);
-    case ArgType::kString: return std::holds_alternative<std::string>(v);
-    case ArgType::kInts: return std::holds_alternative<std::vector<std::int64_t>>(v);
-    case ArgType::kFloats: return std::holds_alternative<std::vector<float>>(v);
-    case ArgType::kStrings: return std::holds_alternative<std::vector<std::string>>(v);
+    case ArgType::kString:
+      return std::holds_alternative<std::string>(v);
+    case ArgType::kInts:
+      return std::holds_alternative<std::vector<std::int64_t>>(v);
+    case ArgType::kFloats:
+      return std::holds_alternative<std::vector<float>>(v);
+    case ArgType::kStrings:
+      return std::holds_alternative<std::vector<std::string>>(v);
   }
   return false;
 }
@@ -80,12 +85,18 @@ int required_count(const std::vector<PortSchema>& ports) {
 
 std::string_view arg_type_name(ArgType type) {
   switch (type) {
-    case ArgType::kInt: return "int";
-    case ArgType::kFloat: return "float";
-    case ArgType::kString: return "string";
-    case ArgType::kInts: return "ints";
-    case ArgType::kFloats: return "floats";
-    case ArgType::kStrings: return "strings";
+    case ArgType::kInt:
+      return "int";
+    case ArgType::kFloat:
+      return "float";
+    case ArgType::kString:
+      return "string";
+    case ArgType::kInts:
+      return "ints";
+    case ArgType::kFloats:
+      return "floats";
+    case ArgType::kStrings:
+      return "strings";
   }
   return "?";
 }
@@ -190,8 +201,8 @@ bool OpSchema::has_output(const OperatorDef& def, std::size_t i) const {
 
 void OpSchema::validate(const OperatorDef& def) const {
   if (def.type != type_) fail(def, "validated against the schema of " + type_);
-  auto check_ports = [&](const std::vector<std::string>& names, const std::vector<PortSchema>& ports,
-                         const char* what, bool variadic) {
+  auto check_ports = [&](const std::vector<std::string>& names,
+                         const std::vector<PortSchema>& ports, const char* what, bool variadic) {
     const int lo = required_count(ports);
     const int hi = variadic ? std::numeric_limits<int>::max() : static_cast<int>(ports.size());
     const int n = static_cast<int>(names.size());
@@ -219,8 +230,8 @@ void OpSchema::validate(const OperatorDef& def) const {
     if (s == nullptr) {
       std::string known;
       for (const ArgSchema& k : args_) known += (known.empty() ? "" : ", ") + k.name;
-      fail(def, "unknown argument '" + a.name + "' (expected one of: " +
-                    (known.empty() ? std::string("none") : known) + ")");
+      fail(def, "unknown argument '" + a.name +
+                    "' (expected one of: " + (known.empty() ? std::string("none") : known) + ")");
     }
     if (!value_fits(s->type, a.value)) {
       fail(def, "argument '" + a.name + "': expected " + std::string(arg_type_name(s->type)) +
@@ -244,8 +255,8 @@ TensorSpecs OpSchema::infer_outputs(const OperatorDef& def, const TensorSpecs& i
   }
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (has_input(def, i) && !inputs[i]) {
-      fail(def, "shape inference: input " + std::to_string(i) + " (" + def.inputs[i] +
-                    ") has no spec");
+      fail(def,
+           "shape inference: input " + std::to_string(i) + " (" + def.inputs[i] + ") has no spec");
     }
   }
   TensorSpecs out = infer_(def, Args(*this, def), inputs);

@@ -148,8 +148,8 @@ namespace parallel {
 
 ThreadCount::ThreadCount(int threads) : previous_(call_threads) {
   if (threads < 0 || threads > kMaxThreads) {
-    throw Error("ExecutionContext: num_threads = " + std::to_string(threads) + ", expected in [0, " +
-                std::to_string(kMaxThreads) + "] (0: num_threads())");
+    throw Error("ExecutionContext: num_threads = " + std::to_string(threads) +
+                ", expected in [0, " + std::to_string(kMaxThreads) + "] (0: num_threads())");
   }
   if (threads > 0) call_threads = threads;
 }
@@ -158,7 +158,8 @@ ThreadCount::~ThreadCount() { call_threads = previous_; }
 
 void for_each_block(std::int64_t blocks, const std::function<void(std::int64_t)>& fn) {
   const int wanted = call_threads > 0 ? call_threads : num_threads();
-  const int threads = static_cast<int>(std::min<std::int64_t>(wanted, std::max<std::int64_t>(blocks, 1)));
+  const int threads =
+      static_cast<int>(std::min<std::int64_t>(wanted, std::max<std::int64_t>(blocks, 1)));
   if (threads <= 1 || inside_block) {
     for (std::int64_t b = 0; b < blocks; ++b) fn(b);
     return;

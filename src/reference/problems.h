@@ -54,8 +54,9 @@ struct Labels {
 // type.
 inline bool ignore_index_can_match(DType label_dtype, std::optional<std::int64_t> ignore_index) {
   if (!ignore_index) return false;
-  return label_dtype != DType::kInt32 || (*ignore_index >= std::numeric_limits<std::int32_t>::min() &&
-                                          *ignore_index <= std::numeric_limits<std::int32_t>::max());
+  return label_dtype != DType::kInt32 ||
+         (*ignore_index >= std::numeric_limits<std::int32_t>::min() &&
+          *ignore_index <= std::numeric_limits<std::int32_t>::max());
 }
 
 // The check of index labels: each must be the ignore_index or in [0, C),
@@ -74,9 +75,9 @@ struct LabelScanProblem {
   std::int64_t classes = 0;
   bool has_ignore_index = false;
   std::int64_t ignore_index = 0;
-  const T* class_weight = nullptr;  // (C)
-  const T* pixel_weight = nullptr;  // (count)
-  double* total = nullptr;          // set to 0 by the caller
+  const T* class_weight = nullptr;    // (C)
+  const T* pixel_weight = nullptr;    // (count)
+  double* total = nullptr;            // set to 0 by the caller
   std::int64_t* first_bad = nullptr;  // set to -1 by the caller
 };
 
@@ -129,8 +130,8 @@ struct CrossEntropyProblem {
   LabelCheck* label_check = nullptr;  // null: the labels are known good
 
   // Forward outputs.
-  T* loss_map = nullptr;            // l_i per position
-  double* loss_sum = nullptr;       // sum_i l_i
+  T* loss_map = nullptr;       // l_i per position
+  double* loss_sum = nullptr;  // sum_i l_i
   T* prob = nullptr;
   T* log_prob = nullptr;
   T* entropy = nullptr;
@@ -167,8 +168,8 @@ struct KlDivProblem {
   const T* logits = nullptr;
   const T* target = nullptr;
   bool log_target = false;
-  T* out_map = nullptr;         // elementwise, X's layout
-  double* out_sum = nullptr;    // sum of all elements
+  T* out_map = nullptr;       // elementwise, X's layout
+  double* out_sum = nullptr;  // sum of all elements
   T* grad_logits = nullptr;
   const T* grad_map = nullptr;  // elementwise upstream, or
   T grad_scale = 0;             // one upstream for every element

@@ -271,7 +271,8 @@ void kl_div(const KlDivProblem<T>& pb) {
     for (std::int64_t c = 0; c < g.classes; ++c) {
       const T t = pb.target[b + c * cs];
       const T r = pb.grad_map ? pb.grad_map[b + c * cs] : pb.grad_scale;
-      pb.grad_logits[b + c * cs] = sm.prob[c] * weighted_mass - r * (pb.log_target ? std::exp(t) : t);
+      pb.grad_logits[b + c * cs] =
+          sm.prob[c] * weighted_mass - r * (pb.log_target ? std::exp(t) : t);
     }
   }
   if (pb.out_sum) *pb.out_sum = sum;
@@ -383,14 +384,14 @@ void spatial_soft_argmax_backward(const SpatialSoftArgmaxProblem<T>& pb) {
   if (pb.grad_beta) *pb.grad_beta = grad_beta;
 }
 
-#define SPATIALSOFTMAX_INSTANTIATE(T)                                                 \
-  template void softmax<T>(const SoftmaxProblem<T>&);                                 \
-  template void softmax_backward<T>(const SoftmaxBackwardProblem<T>&);                \
-  template void cross_entropy<T>(const CrossEntropyProblem<T>&);                      \
-  template void scan_labels<T>(const LabelScanProblem<T>&);                           \
-  template void prob_minus_target<T>(const ProbMinusTargetProblem<T>&);               \
-  template void kl_div<T>(const KlDivProblem<T>&);                                    \
-  template void spatial_soft_argmax<T>(const SpatialSoftArgmaxProblem<T>&);           \
+#define SPATIALSOFTMAX_INSTANTIATE(T)                                       \
+  template void softmax<T>(const SoftmaxProblem<T>&);                       \
+  template void softmax_backward<T>(const SoftmaxBackwardProblem<T>&);      \
+  template void cross_entropy<T>(const CrossEntropyProblem<T>&);            \
+  template void scan_labels<T>(const LabelScanProblem<T>&);                 \
+  template void prob_minus_target<T>(const ProbMinusTargetProblem<T>&);     \
+  template void kl_div<T>(const KlDivProblem<T>&);                          \
+  template void spatial_soft_argmax<T>(const SpatialSoftArgmaxProblem<T>&); \
   template void spatial_soft_argmax_backward<T>(const SpatialSoftArgmaxProblem<T>&);
 SPATIALSOFTMAX_INSTANTIATE(float)
 SPATIALSOFTMAX_INSTANTIATE(double)

@@ -7,13 +7,21 @@
 
 namespace spatialsoftmax::core::reference {
 
-template <class T> void softmax(const SoftmaxProblem<T>& problem);
-template <class T> void softmax_backward(const SoftmaxBackwardProblem<T>& problem);
-template <class T> void cross_entropy(const CrossEntropyProblem<T>& problem);
-template <class T> void scan_labels(const LabelScanProblem<T>& problem);
-template <class T> void prob_minus_target(const ProbMinusTargetProblem<T>& problem);
-template <class T> void kl_div(const KlDivProblem<T>& problem);
-template <class T> void spatial_soft_argmax(const SpatialSoftArgmaxProblem<T>& problem);
-template <class T> void spatial_soft_argmax_backward(const SpatialSoftArgmaxProblem<T>& problem);
+template <class T>
+void softmax(const SoftmaxProblem<T>& problem);
+template <class T>
+void softmax_backward(const SoftmaxBackwardProblem<T>& problem);
+template <class T>
+void cross_entropy(const CrossEntropyProblem<T>& problem);
+template <class T>
+void scan_labels(const LabelScanProblem<T>& problem);
+template <class T>
+void prob_minus_target(const ProbMinusTargetProblem<T>& problem);
+template <class T>
+void kl_div(const KlDivProblem<T>& problem);
+template <class T>
+void spatial_soft_argmax(const SpatialSoftArgmaxProblem<T>& problem);
+template <class T>
+void spatial_soft_argmax_backward(const SpatialSoftArgmaxProblem<T>& problem);
 
 }  // namespace spatialsoftmax::core::reference

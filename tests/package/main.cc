@@ -1,11 +1,11 @@
 // Uses the installed libraries: softmax of two classes at one position, then
 // the same through a net parsed from JSON and run by the operator registry.
-#include <cmath>
-#include <cstdio>
-
 #include <spatialsoftmax/op/net_io.h>
 #include <spatialsoftmax/op/workspace.h>
 #include <spatialsoftmax/spatialsoftmax.h>
+
+#include <cmath>
+#include <cstdio>
 
 namespace ss = spatialsoftmax;
 

@@ -23,8 +23,8 @@ struct GradientOps {
 
 // `output_grads` has one entry per forward output: the blob holding its
 // gradient, or "" when none flows into it.
-using GradientMaker =
-    std::function<GradientOps(const OperatorDef& forward, const std::vector<std::string>& output_grads)>;
+using GradientMaker = std::function<GradientOps(const OperatorDef& forward,
+                                                const std::vector<std::string>& output_grads)>;
 
 void register_gradient(std::string type, GradientMaker maker);
 bool has_gradient(std::string_view type);
@@ -39,9 +39,9 @@ GradientOps make_gradient(const OperatorDef& forward, const std::vector<std::str
 // seeded with 1 (a ConstantFill shaped like the loss, as Caffe2 did), the
 // forward ops are visited in reverse, and a blob whose gradient comes from
 // several operators gets its parts (the first B_grad, the others
-// B_grad_autosplit_K) added in place by a Sum op into B_grad. The net must be in SSA form (each blob written once).
-// `given_grads` maps a loss to a blob that already holds its upstream
-// gradient (a map for an unreduced loss), used instead of the seed of 1.
+// B_grad_autosplit_K) added in place by a Sum op into B_grad. The net must be in SSA form (each
+// blob written once). `given_grads` maps a loss to a blob that already holds its upstream gradient
+// (a map for an unreduced loss), used instead of the seed of 1.
 void add_gradient_ops(NetDef& net, const std::vector<std::string>& losses,
                       const std::map<std::string, std::string, std::less<>>& given_grads = {});
 

@@ -18,9 +18,8 @@ std::string_view device_name(Device device);  // "CPU", "CUDA"
 
 // An argument's value: exactly one of caffe2.proto's Argument fields f, i, s,
 // floats, ints, strings (monostate: none set). Caffe2 stores bools as i.
-using ArgValue = std::variant<std::monostate, float, std::int64_t, std::string,
-                              std::vector<float>, std::vector<std::int64_t>,
-                              std::vector<std::string>>;
+using ArgValue = std::variant<std::monostate, float, std::int64_t, std::string, std::vector<float>,
+                              std::vector<std::int64_t>, std::vector<std::string>>;
 
 struct Argument {
   std::string name;

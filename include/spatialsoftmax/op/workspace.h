@@ -16,7 +16,9 @@ class Workspace {
   bool has(std::string_view name) const { return blobs_.find(name) != blobs_.end(); }
   // Throws Error naming the blob if absent.
   const Tensor& get(std::string_view name) const;
-  void set(std::string name, Tensor value) { blobs_.insert_or_assign(std::move(name), std::move(value)); }
+  void set(std::string name, Tensor value) {
+    blobs_.insert_or_assign(std::move(name), std::move(value));
+  }
   std::vector<std::string> names() const;  // sorted
   const std::map<std::string, Tensor, std::less<>>& blobs() const { return blobs_; }
 

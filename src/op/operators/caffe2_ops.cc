@@ -51,7 +51,8 @@ OpSchema& gradient_ports(OpSchema& s, const char* x_doc, const char* t_doc) {
       .input("P_or_d_avg_loss", "d_avg_loss, or P when 5 inputs are given")
       .optional_input("d_avg_loss", "upstream gradient of avg_loss (5 inputs)")
       .output("dX", "X's shape")
-      .arg("only_loss", ArgType::kInt, std::int64_t{0}, "Caffe2 CUDA memory option; no effect here");
+      .arg("only_loss", ArgType::kInt, std::int64_t{0},
+           "Caffe2 CUDA memory option; no effect here");
 }
 
 c2::SpatialSoftmaxWithLossArgs spatial_args(const Args& a) {
@@ -139,8 +140,10 @@ void infer_softmax_inputs(const OperatorDef& def, const Args& args, const Tensor
   } else {
     expect_dtype(def, t, DType::kInt32, "T");
     if (checked_numel(t.shape, "T") != n) {
-      infer_fail(def, "T shape: expected " + std::to_string(n) + " labels (N of X coerced at "
-                      "axis), got " + shape_string(t.shape));
+      infer_fail(def, "T shape: expected " + std::to_string(n) +
+                          " labels (N of X coerced at "
+                          "axis), got " +
+                          shape_string(t.shape));
     }
   }
   if (has_weight) {
@@ -167,12 +170,15 @@ void register_caffe2_operators() {
         const TensorSpec& x = *in[0];
         return TensorSpecs{x, scalar_spec(x.dtype)};
       });
-  add_cpu_operator("SpatialSoftmaxWithLoss", [](OpRun& r) {
-    c2::LossOutputs out = c2::spatial_softmax_with_loss(r.input(0), r.input(1),
-                                                        r.optional_input(2), spatial_args(r.args()));
-    r.set_output(0, std::move(out.prob));
-    r.set_output(1, std::move(out.loss));
-  }, kLossApiArgs);
+  add_cpu_operator(
+      "SpatialSoftmaxWithLoss",
+      [](OpRun& r) {
+        c2::LossOutputs out = c2::spatial_softmax_with_loss(
+            r.input(0), r.input(1), r.optional_input(2), spatial_args(r.args()));
+        r.set_output(0, std::move(out.prob));
+        r.set_output(1, std::move(out.loss));
+      },
+      kLossApiArgs);
 
   common_args(gradient_ports(add_schema("SpatialSoftmaxWithLossGradient")
                                  .doc("dX of SpatialSoftmaxWithLoss from the supplied P; X gives "
@@ -187,12 +193,16 @@ void register_caffe2_operators() {
         expect_first_element(def, spec(def, in, weighted ? 4 : 3), "d_avg_loss");
         return TensorSpecs{x};
       });
-  add_cpu_operator("SpatialSoftmaxWithLossGradient", [](OpRun& r) {
-    const bool weighted = r.input_count() == 5;
-    r.set_output(0, c2::spatial_softmax_with_loss_gradient(
-                        r.input(0), r.input(1), weighted ? r.optional_input(2) : std::nullopt,
-                        r.input(weighted ? 3 : 2), r.input(weighted ? 4 : 3), spatial_args(r.args())));
-  }, gradient_api_args);
+  add_cpu_operator(
+      "SpatialSoftmaxWithLossGradient",
+      [](OpRun& r) {
+        const bool weighted = r.input_count() == 5;
+        r.set_output(
+            0, c2::spatial_softmax_with_loss_gradient(
+                   r.input(0), r.input(1), weighted ? r.optional_input(2) : std::nullopt,
+                   r.input(weighted ? 3 : 2), r.input(weighted ? 4 : 3), spatial_args(r.args())));
+      },
+      gradient_api_args);
 
   // Caffe2's GetSoftmaxWithLossGradient: (X, T, [W], P, GO(loss)) -> GI(X).
   auto softmax_with_loss_gradient = [](const char* grad_type) {
@@ -207,7 +217,8 @@ void register_caffe2_operators() {
       return g;
     };
   };
-  add_gradient("SpatialSoftmaxWithLoss", softmax_with_loss_gradient("SpatialSoftmaxWithLossGradient"));
+  add_gradient("SpatialSoftmaxWithLoss",
+               softmax_with_loss_gradient("SpatialSoftmaxWithLossGradient"));
 
   // --- SoftmaxWithLoss -------------------------------------------------------
   auto softmax_loss_args = [](OpSchema& s) -> OpSchema& {
@@ -231,16 +242,20 @@ void register_caffe2_operators() {
         const TensorSpec& x = *in[0];
         return TensorSpecs{x, scalar_spec(x.dtype)};
       });
-  add_cpu_operator("SoftmaxWithLoss", [](OpRun& r) {
-    c2::LossOutputs out =
-        c2::softmax_with_loss(r.input(0), r.input(1), r.optional_input(2), softmax_args(r.args()));
-    r.set_output(0, std::move(out.prob));
-    r.set_output(1, std::move(out.loss));
-  }, kLossApiArgs);
+  add_cpu_operator(
+      "SoftmaxWithLoss",
+      [](OpRun& r) {
+        c2::LossOutputs out = c2::softmax_with_loss(r.input(0), r.input(1), r.optional_input(2),
+                                                    softmax_args(r.args()));
+        r.set_output(0, std::move(out.prob));
+        r.set_output(1, std::move(out.loss));
+      },
+      kLossApiArgs);
 
-  softmax_loss_args(gradient_ports(add_schema("SoftmaxWithLossGradient")
-                                       .doc("dX of SoftmaxWithLoss from the supplied P."),
-                                   "logits", "labels or probabilities"))
+  softmax_loss_args(
+      gradient_ports(
+          add_schema("SoftmaxWithLossGradient").doc("dX of SoftmaxWithLoss from the supplied P."),
+          "logits", "labels or probabilities"))
       .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         const bool weighted = in.size() == 5;
         infer_softmax_inputs(def, args, in, weighted, 2);
@@ -249,13 +264,16 @@ void register_caffe2_operators() {
         expect_first_element(def, spec(def, in, weighted ? 4 : 3), "d_avg_loss");
         return TensorSpecs{x};
       });
-  add_cpu_operator("SoftmaxWithLossGradient", [](OpRun& r) {
-    const bool weighted = r.input_count() == 5;
-    r.set_output(0, c2::softmax_with_loss_gradient(r.input(0), r.input(1),
-                                                   weighted ? r.optional_input(2) : std::nullopt,
-                                                   r.input(weighted ? 3 : 2),
-                                                   r.input(weighted ? 4 : 3), softmax_args(r.args())));
-  }, gradient_api_args);
+  add_cpu_operator(
+      "SoftmaxWithLossGradient",
+      [](OpRun& r) {
+        const bool weighted = r.input_count() == 5;
+        r.set_output(
+            0, c2::softmax_with_loss_gradient(
+                   r.input(0), r.input(1), weighted ? r.optional_input(2) : std::nullopt,
+                   r.input(weighted ? 3 : 2), r.input(weighted ? 4 : 3), softmax_args(r.args())));
+      },
+      gradient_api_args);
   add_gradient("SoftmaxWithLoss", softmax_with_loss_gradient("SoftmaxWithLossGradient"));
 }
 

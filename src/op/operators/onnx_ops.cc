@@ -28,8 +28,8 @@ OpSchema& loss_args(OpSchema& s) {
 const Tensor& index_labels(const OpRun& r) {
   const Tensor& labels = r.input(1);
   if (labels.dtype() != DType::kInt32 && labels.dtype() != DType::kInt64) {
-    throw Error(describe(r.def()) + ": " + r.input_label(1) + " dtype: expected int32 or int64, got " +
-                std::string(dtype_name(labels.dtype())));
+    throw Error(describe(r.def()) + ": " + r.input_label(1) +
+                " dtype: expected int32 or int64, got " + std::string(dtype_name(labels.dtype())));
   }
   return labels;
 }
@@ -43,8 +43,9 @@ CrossEntropyOptions onnx_options(const OpRun& r, std::size_t weight_input) {
 }
 
 // (N, C, d1..dk) scores, (N, d1..dk) labels, optional (C) weights.
-ClassShape infer_loss_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_t weight_input,
-                             const char* x_name, const char* label_name, const char* weight_name) {
+ClassShape infer_loss_inputs(const OperatorDef& def, const TensorSpecs& in,
+                             std::size_t weight_input, const char* x_name, const char* label_name,
+                             const char* weight_name) {
   const TensorSpec& x = spec(def, in, 0);
   ClassShape scores = class_spec(def, x, ClassAxis::kFirst, x_name);
   const TensorSpec& y = spec(def, in, 1);
@@ -84,13 +85,15 @@ void register_onnx_operators() {
         const ClassShape scores = infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
         return TensorSpecs{loss_spec(args, in[0]->dtype, scores), *in[0]};
       });
-  add_cpu_operator("SoftmaxCrossEntropyLoss", [](OpRun& r) {
-    CrossEntropyOptions o = onnx_options(r, 2);
-    o.want_log_prob = r.wants_output(1);
-    CrossEntropyResult out = cross_entropy(r.input(0), index_labels(r), o);
-    r.set_output(0, std::move(out.loss));
-    r.set_output(1, std::move(out.log_prob));
-  }, {{"logits", 0}, {"targets", 1}, {"class_weight", 2}});
+  add_cpu_operator("SoftmaxCrossEntropyLoss",
+                   [](OpRun& r) {
+                     CrossEntropyOptions o = onnx_options(r, 2);
+                     o.want_log_prob = r.wants_output(1);
+                     CrossEntropyResult out = cross_entropy(r.input(0), index_labels(r), o);
+                     r.set_output(0, std::move(out.loss));
+                     r.set_output(1, std::move(out.log_prob));
+                   },
+                   {{"logits", 0}, {"targets", 1}, {"class_weight", 2}});
 
   loss_args(add_schema("SoftmaxCrossEntropyLossGradient")
                 .doc("d_scores of SoftmaxCrossEntropyLoss, from the upstream gradients of its "
@@ -107,23 +110,26 @@ void register_onnx_operators() {
         expect_upstream(def, in, 4, in[0]->dtype, "d_log_prob", in[0]->shape);
         return TensorSpecs{*in[0]};
       });
-  add_cpu_operator("SoftmaxCrossEntropyLossGradient", [](OpRun& r) {
-    CrossEntropyGrads g;
-    g.loss = r.optional_input(3);
-    g.log_prob = r.optional_input(4);
-    r.set_output(0, cross_entropy_backward(r.input(0), index_labels(r), g, onnx_options(r, 2)));
-  }, {{"logits", 0}, {"targets", 1}, {"class_weight", 2}, {"grad_loss", 3}, {"grad_log_prob", 4}});
-  add_gradient("SoftmaxCrossEntropyLoss",
-               [](const OperatorDef& fwd, const std::vector<std::string>& go) {
-                 const std::string weights = fwd.inputs.size() > 2 ? fwd.inputs[2] : "";
-                 std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], weights, go[0]};
-                 if (go.size() > 1 && !go[1].empty()) inputs.push_back(go[1]);
-                 GradientOps g;
-                 g.ops.push_back(make_operator("SoftmaxCrossEntropyLossGradient", inputs,
-                                         {grad_name(fwd.inputs[0])}));
-                 g.input_grads = {grad_name(fwd.inputs[0])};
-                 return g;
-               });
+  add_cpu_operator(
+      "SoftmaxCrossEntropyLossGradient",
+      [](OpRun& r) {
+        CrossEntropyGrads g;
+        g.loss = r.optional_input(3);
+        g.log_prob = r.optional_input(4);
+        r.set_output(0, cross_entropy_backward(r.input(0), index_labels(r), g, onnx_options(r, 2)));
+      },
+      {{"logits", 0}, {"targets", 1}, {"class_weight", 2}, {"grad_loss", 3}, {"grad_log_prob", 4}});
+  add_gradient(
+      "SoftmaxCrossEntropyLoss", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
+        const std::string weights = fwd.inputs.size() > 2 ? fwd.inputs[2] : "";
+        std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], weights, go[0]};
+        if (go.size() > 1 && !go[1].empty()) inputs.push_back(go[1]);
+        GradientOps g;
+        g.ops.push_back(
+            make_operator("SoftmaxCrossEntropyLossGradient", inputs, {grad_name(fwd.inputs[0])}));
+        g.input_grads = {grad_name(fwd.inputs[0])};
+        return g;
+      });
 
   // --- NegativeLogLikelihoodLoss ---------------------------------------------
   loss_args(add_schema("NegativeLogLikelihoodLoss")
@@ -137,9 +143,10 @@ void register_onnx_operators() {
         const ClassShape input = infer_loss_inputs(def, in, 2, "input", "target", "weight");
         return TensorSpecs{loss_spec(args, in[0]->dtype, input)};
       });
-  add_cpu_operator("NegativeLogLikelihoodLoss", [](OpRun& r) {
-    r.set_output(0, nll_loss(r.input(0), r.input(1), onnx_options(r, 2)));
-  }, {{"log_prob", 0}, {"labels", 1}, {"class_weight", 2}});
+  add_cpu_operator(
+      "NegativeLogLikelihoodLoss",
+      [](OpRun& r) { r.set_output(0, nll_loss(r.input(0), r.input(1), onnx_options(r, 2))); },
+      {{"log_prob", 0}, {"labels", 1}, {"class_weight", 2}});
 
   loss_args(add_schema("NegativeLogLikelihoodLossGradient")
                 .doc("d_input of NegativeLogLikelihoodLoss.")
@@ -153,20 +160,23 @@ void register_onnx_operators() {
         expect_upstream(def, in, 2, in[0]->dtype, "d_loss", loss_map(args, input));
         return TensorSpecs{*in[0]};
       });
-  add_cpu_operator("NegativeLogLikelihoodLossGradient", [](OpRun& r) {
-    r.set_output(0, nll_loss_backward(r.input(0), r.input(1), r.input(2), onnx_options(r, 3)));
-  }, {{"log_prob", 0}, {"labels", 1}, {"grad_loss", 2}, {"class_weight", 3}});
-  add_gradient("NegativeLogLikelihoodLoss",
-               [](const OperatorDef& fwd, const std::vector<std::string>& go) {
-                 require_output_grad(fwd, go, 0);
-                 std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], go[0]};
-                 if (fwd.inputs.size() > 2) inputs.push_back(fwd.inputs[2]);
-                 GradientOps g;
-                 g.ops.push_back(make_operator("NegativeLogLikelihoodLossGradient", inputs,
-                                         {grad_name(fwd.inputs[0])}));
-                 g.input_grads = {grad_name(fwd.inputs[0])};
-                 return g;
-               });
+  add_cpu_operator(
+      "NegativeLogLikelihoodLossGradient",
+      [](OpRun& r) {
+        r.set_output(0, nll_loss_backward(r.input(0), r.input(1), r.input(2), onnx_options(r, 3)));
+      },
+      {{"log_prob", 0}, {"labels", 1}, {"grad_loss", 2}, {"class_weight", 3}});
+  add_gradient(
+      "NegativeLogLikelihoodLoss", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
+        require_output_grad(fwd, go, 0);
+        std::vector<std::string> inputs = {fwd.inputs[0], fwd.inputs[1], go[0]};
+        if (fwd.inputs.size() > 2) inputs.push_back(fwd.inputs[2]);
+        GradientOps g;
+        g.ops.push_back(
+            make_operator("NegativeLogLikelihoodLossGradient", inputs, {grad_name(fwd.inputs[0])}));
+        g.input_grads = {grad_name(fwd.inputs[0])};
+        return g;
+      });
 }
 
 }  // namespace spatialsoftmax::op::detail

@@ -27,7 +27,9 @@ std::string input_label(const OpSchema& schema, const OperatorDef& def, std::siz
 
 }  // namespace
 
-std::string OpRun::input_label(std::size_t i) const { return detail::input_label(schema_, def_, i); }
+std::string OpRun::input_label(std::size_t i) const {
+  return detail::input_label(schema_, def_, i);
+}
 
 std::optional<TensorView> OpRun::optional_input(std::size_t i) const {
   if (!has_input(i)) return std::nullopt;
@@ -48,8 +50,9 @@ namespace {
 
 bool is_identifier(std::string_view s) {
   if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  });
 }
 
 // The argument token of an API message "<function>: <arg><rest>": letters,
@@ -57,8 +60,8 @@ bool is_identifier(std::string_view s) {
 // "T row 3", "logits: element count" all give their argument).
 std::size_t token_length(std::string_view rest) {
   std::size_t n = 0;
-  while (n < rest.size() && (std::isalnum(static_cast<unsigned char>(rest[n])) || rest[n] == '_' ||
-                             rest[n] == '.')) {
+  while (n < rest.size() &&
+         (std::isalnum(static_cast<unsigned char>(rest[n])) || rest[n] == '_' || rest[n] == '.')) {
     ++n;
   }
   if (n < rest.size() && rest[n] != ' ' && rest[n] != '[' && rest[n] != ':') return 0;
@@ -121,17 +124,17 @@ class FunctionOperator final : public Operator {
 }  // namespace
 
 void add_cpu_operator(const std::string& type, RunFn fn, ApiArgs api_args) {
-  add_cpu_operator(type, std::move(fn), [api_args = std::move(api_args)](const OperatorDef&) {
-    return api_args;
-  });
+  add_cpu_operator(type, std::move(fn),
+                   [api_args = std::move(api_args)](const OperatorDef&) { return api_args; });
 }
 
 void add_cpu_operator(const std::string& type, RunFn fn, ApiArgsFn api_args) {
   const OpSchema& schema = *schema_table().at(type);
-  add_operator(Device::kCpu, type,
-               [&schema, fn = std::move(fn), api_args = std::move(api_args)](const OperatorDef& def) {
-                 return std::make_unique<FunctionOperator>(def, schema, fn, api_args(def));
-               });
+  add_operator(
+      Device::kCpu, type,
+      [&schema, fn = std::move(fn), api_args = std::move(api_args)](const OperatorDef& def) {
+        return std::make_unique<FunctionOperator>(def, schema, fn, api_args(def));
+      });
 }
 
 void infer_fail(const OperatorDef& def, const std::string& what) {
@@ -145,18 +148,20 @@ const TensorSpec& spec(const OperatorDef& def, const TensorSpecs& inputs, std::s
 
 void expect_float(const OperatorDef& def, const TensorSpec& s, const std::string& name) {
   if (!is_floating(s.dtype)) {
-    infer_fail(def, name + " dtype: expected float32 or float64, got " +
-                        std::string(dtype_name(s.dtype)));
+    infer_fail(
+        def, name + " dtype: expected float32 or float64, got " + std::string(dtype_name(s.dtype)));
   }
 }
 
 void expect_index(const OperatorDef& def, const TensorSpec& s, const std::string& name) {
   if (s.dtype != DType::kInt32 && s.dtype != DType::kInt64) {
-    infer_fail(def, name + " dtype: expected int32 or int64, got " + std::string(dtype_name(s.dtype)));
+    infer_fail(def,
+               name + " dtype: expected int32 or int64, got " + std::string(dtype_name(s.dtype)));
   }
 }
 
-void expect_dtype(const OperatorDef& def, const TensorSpec& s, DType dtype, const std::string& name) {
+void expect_dtype(const OperatorDef& def, const TensorSpec& s, DType dtype,
+                  const std::string& name) {
   if (s.dtype != dtype) {
     infer_fail(def, name + " dtype: expected " + std::string(dtype_name(dtype)) + ", got " +
                         std::string(dtype_name(s.dtype)));
@@ -173,10 +178,10 @@ void expect_shape(const OperatorDef& def, const TensorSpec& s, const Shape& shap
 
 // The API's own rule (class_shape), with the operator named as shape
 // inference names it.
-ClassShape class_spec(const OperatorDef& def, const TensorSpec& x, ClassAxis axis, const std::string& name,
-                      int min_spatial_rank, bool allow_no_classes) {
-  return class_shape(describe(def) + ": shape inference", name, x.dtype, x.shape, axis, min_spatial_rank,
-                     allow_no_classes);
+ClassShape class_spec(const OperatorDef& def, const TensorSpec& x, ClassAxis axis,
+                      const std::string& name, int min_spatial_rank, bool allow_no_classes) {
+  return class_shape(describe(def) + ": shape inference", name, x.dtype, x.shape, axis,
+                     min_spatial_rank, allow_no_classes);
 }
 
 TensorSpec scalar_spec(DType dtype) { return TensorSpec{dtype, {}}; }
@@ -200,7 +205,9 @@ void expect_first_element(const OperatorDef& def, const TensorSpec& s, const std
   }
 }
 
-ClassAxis order_arg(const Args& args) { return parse_layout(args.get_string("order"), "argument 'order'"); }
+ClassAxis order_arg(const Args& args) {
+  return parse_layout(args.get_string("order"), "argument 'order'");
+}
 
 Reduction reduction_arg(const Args& args, bool allow_batchmean) {
   const Reduction r = parse_reduction(args.get_string("reduction"), "argument 'reduction'");

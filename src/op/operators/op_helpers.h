@@ -81,14 +81,16 @@ void add_cpu_operator(const std::string& type, RunFn fn, ApiArgsFn api_args);
 const TensorSpec& spec(const OperatorDef& def, const TensorSpecs& inputs, std::size_t i);
 void expect_float(const OperatorDef& def, const TensorSpec& s, const std::string& name);
 void expect_index(const OperatorDef& def, const TensorSpec& s, const std::string& name);
-void expect_dtype(const OperatorDef& def, const TensorSpec& s, DType dtype, const std::string& name);
+void expect_dtype(const OperatorDef& def, const TensorSpec& s, DType dtype,
+                  const std::string& name);
 void expect_shape(const OperatorDef& def, const TensorSpec& s, const Shape& shape,
                   const std::string& name, const std::string& what);
 // A class-axis input, checked by the API's own rule (class_shape: dtype,
 // rank, sizes, C >= 1 unless allow_no_classes); its map_shape is
 // (N, d1..dk).
-ClassShape class_spec(const OperatorDef& def, const TensorSpec& x, ClassAxis axis, const std::string& name,
-                      int min_spatial_rank = 0, bool allow_no_classes = false);
+ClassShape class_spec(const OperatorDef& def, const TensorSpec& x, ClassAxis axis,
+                      const std::string& name, int min_spatial_rank = 0,
+                      bool allow_no_classes = false);
 TensorSpec scalar_spec(DType dtype);
 // Upstream gradient input i of a gradient op, if given: `dtype`, and `map`'s
 // shape when the loss is a map (reduction none), else one element.

@@ -16,9 +16,9 @@ AxisSplit split_at(const OperatorDef& def, const Shape& shape, std::int64_t axis
   const auto rank = static_cast<std::int64_t>(shape.size());
   const std::int64_t a = axis < 0 ? axis + rank : axis;
   if (rank < 1 || a < 0 || a >= rank) {
-    throw Error(describe(def) + ": argument 'axis' = " + std::to_string(axis) +
-                ": expected in [-" + std::to_string(rank) + ", " + std::to_string(rank) +
-                ") for input of shape " + shape_string(shape));
+    throw Error(describe(def) + ": argument 'axis' = " + std::to_string(axis) + ": expected in [-" +
+                std::to_string(rank) + ", " + std::to_string(rank) + ") for input of shape " +
+                shape_string(shape));
   }
   AxisSplit s;
   checked_numel(shape, describe(def) + ": input");
@@ -36,7 +36,8 @@ TensorView as_3d(const Tensor& t, const AxisSplit& s) {
 void define_softmax(const char* type, const char* grad_type, bool log) {
   const char* what = log ? "log-softmax" : "softmax";
   add_schema(type)
-      .doc(std::string("The ") + what + " along one axis (ONNX opset 13; Caffe2's Softmax "
+      .doc(std::string("The ") + what +
+           " along one axis (ONNX opset 13; Caffe2's Softmax "
            "instead flattened every axis from `axis` on, which agrees for 2-D inputs).")
       .input("input", "float tensor of rank >= 1")
       .output("output", "the input's shape")
@@ -47,13 +48,15 @@ void define_softmax(const char* type, const char* grad_type, bool log) {
         (void)split_at(def, x.shape, args.get_int("axis"));
         return TensorSpecs{x};
       });
-  add_cpu_operator(type, [log](OpRun& r) {
-    const Tensor& x = r.input(0);
-    const AxisSplit s = split_at(r.def(), x.shape(), r.args().get_int("axis"));
-    Tensor y = log ? log_softmax(as_3d(x, s)) : softmax(as_3d(x, s));
-    y.reshape(x.shape());
-    r.set_output(0, std::move(y));
-  }, {{"logits", 0}});
+  add_cpu_operator(type,
+                   [log](OpRun& r) {
+                     const Tensor& x = r.input(0);
+                     const AxisSplit s = split_at(r.def(), x.shape(), r.args().get_int("axis"));
+                     Tensor y = log ? log_softmax(as_3d(x, s)) : softmax(as_3d(x, s));
+                     y.reshape(x.shape());
+                     r.set_output(0, std::move(y));
+                   },
+                   {{"logits", 0}});
 
   add_schema(grad_type)
       .doc(std::string("dX of ") + type + " from its output Y and the upstream gradient dY.")
@@ -69,20 +72,23 @@ void define_softmax(const char* type, const char* grad_type, bool log) {
         expect_shape(def, spec(def, in, 1), y.shape, "d_output", "(the output's shape)");
         return TensorSpecs{y};
       });
-  add_cpu_operator(grad_type, [log](OpRun& r) {
-    const Tensor& y = r.input(0);
-    const Tensor& dy = r.input(1);
-    const AxisSplit s = split_at(r.def(), y.shape(), r.args().get_int("axis"));
-    if (dy.shape() != y.shape()) {
-      // Checked here: the views below give dY the output's split.
-      throw Error(describe(r.def()) + ": " + r.input_label(1) + " shape: expected " +
-                  shape_string(y.shape()) + " (the output's shape), got " + shape_string(dy.shape()));
-    }
-    Tensor dx = log ? log_softmax_backward(as_3d(y, s), as_3d(dy, s))
-                    : softmax_backward(as_3d(y, s), as_3d(dy, s));
-    dx.reshape(y.shape());
-    r.set_output(0, std::move(dx));
-  }, {{log ? "log_prob" : "prob", 0}, {log ? "grad_log_prob" : "grad_prob", 1}});
+  add_cpu_operator(grad_type,
+                   [log](OpRun& r) {
+                     const Tensor& y = r.input(0);
+                     const Tensor& dy = r.input(1);
+                     const AxisSplit s = split_at(r.def(), y.shape(), r.args().get_int("axis"));
+                     if (dy.shape() != y.shape()) {
+                       // Checked here: the views below give dY the output's split.
+                       throw Error(describe(r.def()) + ": " + r.input_label(1) +
+                                   " shape: expected " + shape_string(y.shape()) +
+                                   " (the output's shape), got " + shape_string(dy.shape()));
+                     }
+                     Tensor dx = log ? log_softmax_backward(as_3d(y, s), as_3d(dy, s))
+                                     : softmax_backward(as_3d(y, s), as_3d(dy, s));
+                     dx.reshape(y.shape());
+                     r.set_output(0, std::move(dx));
+                   },
+                   {{log ? "log_prob" : "prob", 0}, {log ? "grad_log_prob" : "grad_prob", 1}});
   add_gradient(type, [grad_type](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;

@@ -10,17 +10,19 @@ SpatialSoftArgmaxOptions spatial_options(const Args& args) {
   SpatialSoftArgmaxOptions o;
   o.channel_axis = order_arg(args);
   o.temperature = args.get_float("temperature");
-  o.temperature_mode = parse_temperature_mode(args.get_string("temperature_mode"), "argument 'temperature_mode'");
+  o.temperature_mode =
+      parse_temperature_mode(args.get_string("temperature_mode"), "argument 'temperature_mode'");
   o.coordinates = parse_coordinates(args.get_string("coordinates"), "argument 'coordinates'");
-  o.singleton_coordinate =
-      parse_singleton_coordinate(args.get_string("singleton_coordinate"), "argument 'singleton_coordinate'");
+  o.singleton_coordinate = parse_singleton_coordinate(args.get_string("singleton_coordinate"),
+                                                      "argument 'singleton_coordinate'");
   return o;
 }
 
 // Arguments of both forward operators and the gradient: the gradient op
 // receives every argument of either forward op.
 OpSchema& spatial_args(OpSchema& s) {
-  return s.arg("order", ArgType::kString, std::string("NCHW"), "\"NCHW\" or \"NHWC\" (channel last)")
+  return s
+      .arg("order", ArgType::kString, std::string("NCHW"), "\"NCHW\" or \"NHWC\" (channel last)")
       .arg("temperature", ArgType::kFloat, 1.0f, "T > 0")
       .arg("temperature_mode", ArgType::kString, std::string("divide"),
            "\"divide\": exp(x / T); \"multiply\": exp(x * T) (kornia)")
@@ -54,9 +56,10 @@ void register_spatial_operators() {
         infer_spatial_input(def, args, spec(def, in, 0));
         return TensorSpecs{*in[0]};
       });
-  add_cpu_operator("SpatialSoftmax", [](OpRun& r) {
-    r.set_output(0, spatial_softmax(r.input(0), spatial_options(r.args())));
-  }, {{"input", 0}});
+  add_cpu_operator(
+      "SpatialSoftmax",
+      [](OpRun& r) { r.set_output(0, spatial_softmax(r.input(0), spatial_options(r.args()))); },
+      {{"input", 0}});
 
   spatial_args(add_schema("SpatialSoftArgmax")
                    .doc("Expected coordinates (keypoints) of the spatial softmax per channel; "
@@ -72,15 +75,17 @@ void register_spatial_operators() {
         return TensorSpecs{TensorSpec{x.dtype, {c.batch, c.classes, k}}, x,
                            TensorSpec{x.dtype, {c.batch, c.classes, k, k}}};
       });
-  add_cpu_operator("SpatialSoftArgmax", [](OpRun& r) {
-    SpatialSoftArgmaxOptions o = spatial_options(r.args());
-    o.want_softmax = r.wants_output(1);
-    o.want_covariance = r.wants_output(2);
-    SpatialSoftArgmaxResult out = spatial_soft_argmax(r.input(0), o);
-    r.set_output(0, std::move(out.keypoints));
-    r.set_output(1, std::move(out.softmax));
-    r.set_output(2, std::move(out.covariance));
-  }, {{"input", 0}});
+  add_cpu_operator("SpatialSoftArgmax",
+                   [](OpRun& r) {
+                     SpatialSoftArgmaxOptions o = spatial_options(r.args());
+                     o.want_softmax = r.wants_output(1);
+                     o.want_covariance = r.wants_output(2);
+                     SpatialSoftArgmaxResult out = spatial_soft_argmax(r.input(0), o);
+                     r.set_output(0, std::move(out.keypoints));
+                     r.set_output(1, std::move(out.softmax));
+                     r.set_output(2, std::move(out.covariance));
+                   },
+                   {{"input", 0}});
 
   spatial_args(add_schema("SpatialSoftArgmaxGradient")
                    .doc("dX of SpatialSoftmax and SpatialSoftArgmax from the upstream gradients "
@@ -103,20 +108,24 @@ void register_spatial_operators() {
         }
         return TensorSpecs{x};
       });
-  add_cpu_operator("SpatialSoftArgmaxGradient", [](OpRun& r) {
-    SpatialSoftArgmaxGrads g;
-    g.keypoints = r.optional_input(1);
-    g.softmax = r.optional_input(2);
-    g.covariance = r.optional_input(3);
-    r.set_output(0, spatial_soft_argmax_backward(r.input(0), g, spatial_options(r.args())).grad_input);
-  }, {{"input", 0}, {"grad_keypoints", 1}, {"grad_softmax", 2}, {"grad_covariance", 3}});
+  add_cpu_operator(
+      "SpatialSoftArgmaxGradient",
+      [](OpRun& r) {
+        SpatialSoftArgmaxGrads g;
+        g.keypoints = r.optional_input(1);
+        g.softmax = r.optional_input(2);
+        g.covariance = r.optional_input(3);
+        r.set_output(
+            0, spatial_soft_argmax_backward(r.input(0), g, spatial_options(r.args())).grad_input);
+      },
+      {{"input", 0}, {"grad_keypoints", 1}, {"grad_softmax", 2}, {"grad_covariance", 3}});
 
   // SpatialSoftmax's S is SpatialSoftArgmax's output 1.
   add_gradient("SpatialSoftmax", [](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;
     g.ops.push_back(make_operator("SpatialSoftArgmaxGradient", {fwd.inputs[0], "", go[0]},
-                            {grad_name(fwd.inputs[0])}));
+                                  {grad_name(fwd.inputs[0])}));
     g.input_grads = {grad_name(fwd.inputs[0])};
     return g;
   });

@@ -14,22 +14,28 @@ namespace {
 // caffe2.proto TensorProto.DataType numbers.
 DType dtype_arg(const OperatorDef& def, std::int64_t code) {
   switch (code) {
-    case 1: return DType::kFloat32;
-    case 2: return DType::kInt32;
-    case 10: return DType::kInt64;
-    case 13: return DType::kFloat64;
+    case 1:
+      return DType::kFloat32;
+    case 2:
+      return DType::kInt32;
+    case 10:
+      return DType::kInt64;
+    case 13:
+      return DType::kFloat64;
     default:
       throw Error(describe(def) + ": argument 'dtype' = " + std::to_string(code) +
                   ", expected 1 (float), 2 (int32), 10 (int64) or 13 (double)");
   }
 }
 
-TensorSpec fill_spec(const OperatorDef& def, const Args& args, const std::optional<TensorSpec>& like) {
+TensorSpec fill_spec(const OperatorDef& def, const Args& args,
+                     const std::optional<TensorSpec>& like) {
   TensorSpec s;
   if (like) {
     s = *like;
     if (args.has("shape")) {
-      throw Error(describe(def) + ": argument 'shape': expected absent when an input gives the shape");
+      throw Error(describe(def) +
+                  ": argument 'shape': expected absent when an input gives the shape");
     }
   } else if (args.has("shape")) {
     s.shape = args.get_ints("shape");
@@ -45,7 +51,7 @@ TensorSpec fill_spec(const OperatorDef& def, const Args& args, const std::option
 // as IEEE converts it (the argument is a float32 or an int64, so float32 only
 // rounds and nothing overflows; NaN and infinities are filled as given).
 struct FillValue {
-  double real = 0;        // float dtypes
+  double real = 0;         // float dtypes
   std::int64_t whole = 0;  // integer dtypes
 };
 
@@ -82,8 +88,12 @@ FillValue fill_value(const OperatorDef& def, DType dtype) {
   const ArgValue v = a ? a->value : ArgValue(0.0f);  // the schema's default
   FillValue out;
   switch (dtype) {
-    case DType::kInt32: out.whole = integer_value<std::int32_t>(def, v, dtype); break;
-    case DType::kInt64: out.whole = integer_value<std::int64_t>(def, v, dtype); break;
+    case DType::kInt32:
+      out.whole = integer_value<std::int32_t>(def, v, dtype);
+      break;
+    case DType::kInt64:
+      out.whole = integer_value<std::int64_t>(def, v, dtype);
+      break;
     case DType::kFloat32:
     case DType::kFloat64:
       if (const auto* i = std::get_if<std::int64_t>(&v)) {
@@ -99,12 +109,18 @@ FillValue fill_value(const OperatorDef& def, DType dtype) {
 void fill(Tensor& t, const FillValue& v) {
   const std::int64_t n = t.numel();
   switch (t.dtype()) {
-    case DType::kFloat32: std::fill_n(t.data_as<float>(), n, static_cast<float>(v.real)); break;
-    case DType::kFloat64: std::fill_n(t.data_as<double>(), n, v.real); break;
+    case DType::kFloat32:
+      std::fill_n(t.data_as<float>(), n, static_cast<float>(v.real));
+      break;
+    case DType::kFloat64:
+      std::fill_n(t.data_as<double>(), n, v.real);
+      break;
     case DType::kInt32:
       std::fill_n(t.data_as<std::int32_t>(), n, static_cast<std::int32_t>(v.whole));
       break;
-    case DType::kInt64: std::fill_n(t.data_as<std::int64_t>(), n, v.whole); break;
+    case DType::kInt64:
+      std::fill_n(t.data_as<std::int64_t>(), n, v.whole);
+      break;
   }
 }
 
@@ -132,8 +148,8 @@ void add_into_checked(Tensor& sum, const Tensor& x, const OpRun& r, std::size_t 
       throw Error(describe(r.def()) + ": output 'sum' (blob '" + r.def().outputs[0] +
                   "') [flat index " + std::to_string(i) + "]: " + std::to_string(s[i]) + " (" +
                   partial + ") + " + std::to_string(v[i]) + " (" + term(input) + ") overflows " +
-                  std::string(dtype_name(sum.dtype())) +
-                  ", expected a sum in [" + std::to_string(std::numeric_limits<T>::min()) + ", " +
+                  std::string(dtype_name(sum.dtype())) + ", expected a sum in [" +
+                  std::to_string(std::numeric_limits<T>::min()) + ", " +
                   std::to_string(std::numeric_limits<T>::max()) + "]");
     }
     s[i] = out;
@@ -144,8 +160,9 @@ void add_into_checked(Tensor& sum, const Tensor& x, const OpRun& r, std::size_t 
 
 void register_utility_operators() {
   add_schema("ConstantFill")
-      .doc("A tensor filled with `value`: shaped like the input if one is given (and of its "
-           "dtype unless `dtype` says otherwise; Caffe2 defaulted to float), else `shape`.")
+      .doc(
+          "A tensor filled with `value`: shaped like the input if one is given (and of its "
+          "dtype unless `dtype` says otherwise; Caffe2 defaulted to float), else `shape`.")
       .optional_input("input", "a tensor whose shape (and dtype) to take")
       .output("output", "the filled tensor")
       .arg("value", ArgType::kFloat, 0.0f,
@@ -154,7 +171,8 @@ void register_utility_operators() {
            "or not an integer (no rounding; Caffe2 cast it). Float dtypes take the value as "
            "IEEE converts it: NaN and infinities are filled as given, an int beyond 2^24 "
            "(float) or 2^53 (double) rounds to nearest")
-      .arg("shape", ArgType::kInts, std::monostate{}, "the shape when there is no input (default [])")
+      .arg("shape", ArgType::kInts, std::monostate{},
+           "the shape when there is no input (default [])")
       .arg("dtype", ArgType::kInt, std::monostate{},
            "TensorProto.DataType: 1 float, 2 int32, 10 int64, 13 double")
       .check([](const OperatorDef& def, const Args& args) {
@@ -182,8 +200,9 @@ void register_utility_operators() {
   });
 
   add_schema("Sum")
-      .doc("Elementwise sum of inputs of one shape and dtype. Float sums follow IEEE; an "
-           "int32 or int64 sum that overflows is an error naming the element.")
+      .doc(
+          "Elementwise sum of inputs of one shape and dtype. Float sums follow IEEE; an "
+          "int32 or int64 sum that overflows is an error naming the element.")
       .input("data_0", "first input; more may follow")
       .variadic_input()
       .output("sum", "the inputs' shape")
@@ -208,10 +227,18 @@ void register_utility_operators() {
                     shape_string(x.shape()));
       }
       switch (sum.dtype()) {
-        case DType::kFloat32: add_into<float>(sum, x); break;
-        case DType::kFloat64: add_into<double>(sum, x); break;
-        case DType::kInt32: add_into_checked<std::int32_t>(sum, x, r, i); break;
-        case DType::kInt64: add_into_checked<std::int64_t>(sum, x, r, i); break;
+        case DType::kFloat32:
+          add_into<float>(sum, x);
+          break;
+        case DType::kFloat64:
+          add_into<double>(sum, x);
+          break;
+        case DType::kInt32:
+          add_into_checked<std::int32_t>(sum, x, r, i);
+          break;
+        case DType::kInt64:
+          add_into_checked<std::int64_t>(sum, x, r, i);
+          break;
       }
     }
     r.set_output(0, std::move(sum));
