@@ -9,7 +9,7 @@
 # (2 threads) runs everything. The 3- and 7-thread rounds skip, to fit the
 # CI budget (a full round takes about 5 minutes under TSan on 2 cores):
 #   - the tests that set their own counts (they ran 2, 3 and 7 already);
-#   - the per-SIMD-target repeats of the spatial kernel suite on the older
+#   - the per-SIMD-target instances of every kernel suite on the older
 #     targets (SCALAR, SSE2, SSSE3, SSE4): the blocks handed to the thread
 #     pool do not depend on the target, and the best target still runs;
 #   - HighwayVsReferenceRandom.RandomClassCounts (random class counts on the
@@ -17,8 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tests=(test_kernels test_kernels_spatial test_in_place test_upstream_grads test_properties)
-reduced='-ThreadCount.*:StreamedOutputs.*:*BitwiseAcrossThreadCounts*:*/SCALAR:*/SSE2:*/SSSE3:*/SSE4:HighwayVsReferenceRandom.RandomClassCounts'
+tests=(test_kernels_cross_entropy test_kernels_threads test_kernels_nonfinite test_kernels_paths
+       test_kernels_spatial test_in_place test_upstream_grads test_properties)
+reduced='-ThreadCount.*:StreamedOutputs.*:*BitwiseAcrossThreadCounts*:*SCALAR:*SSE2:*SSSE3:*SSE4:*.RandomClassCounts/*'
 
 # halt_on_error: the first report ends the run with exit code 66, so a race
 # cannot scroll past as a passing test.
