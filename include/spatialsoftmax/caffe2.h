@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "spatialsoftmax/tensor.h"
 
@@ -14,6 +15,9 @@ namespace spatialsoftmax::caffe2 {
 // "cpu" (default) or "cuda": Caffe2's two implementations differ in whether
 // the forward applies `scale` and in what a total weight <= 0 gives.
 enum class Variant { kCpu, kCuda };
+// "cpu" or "cuda"; anything else is an Error "<what>: '<text>', expected cpu
+// or cuda". The one parser of the word (operators, Python).
+Variant parse_variant(std::string_view text, std::string_view what);
 
 struct SpatialSoftmaxWithLossArgs {
   float scale = 1.0f;          // >= 0

@@ -16,4 +16,12 @@ class Error : public std::invalid_argument {
   explicit Error(const std::string& message) : std::invalid_argument(message) {}
 };
 
+// The Error of a tensor whose dtype is not one the argument takes; a front
+// can tell it apart (the Python package raises TypeError for it, ValueError
+// for every other Error).
+class DTypeError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace spatialsoftmax

@@ -46,7 +46,7 @@ api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
   }
   const api::ClassTensor info = api::analyze_class_tensor(op, "X", X, ClassAxis::kFirst, 2);
   if (T.dtype() != DType::kInt32) {
-    fail(op, "T", "dtype: expected int32, got " + std::string(dtype_name(T.dtype())));
+    api::fail_dtype(op, "T", "int32", T.dtype());
   }
   if (T.rank() != 3) {
     fail(op, "T",
@@ -178,6 +178,12 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
 
 }  // namespace
 
+Variant parse_variant(std::string_view text, std::string_view what) {
+  if (text == "cpu") return Variant::kCpu;
+  if (text == "cuda") return Variant::kCuda;
+  throw Error(std::string(what) + ": '" + std::string(text) + "', expected cpu or cuda");
+}
+
 LossOutputs spatial_softmax_with_loss(const TensorView& X, const TensorView& T,
                                       const std::optional<TensorView>& weight,
                                       const SpatialSoftmaxWithLossArgs& args,
@@ -220,7 +226,7 @@ struct Coerced {
 
 Coerced coerce(std::string_view op, const TensorView& X, int axis) {
   if (!is_floating(X.dtype())) {
-    fail(op, "X", "dtype: expected float32 or float64, got " + std::string(dtype_name(X.dtype())));
+    api::fail_dtype(op, "X", "float32 or float64", X.dtype());
   }
   const int rank = X.rank();
   if (axis < -rank || axis >= rank) {
@@ -253,7 +259,7 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
   const auto axis = static_cast<std::size_t>(c.axis);
   if (label_prob == 0) {
     if (T.dtype() != DType::kInt32) {
-      fail(op, "T", "dtype: expected int32 labels, got " + std::string(dtype_name(T.dtype())));
+      api::fail_dtype(op, "T", "int32 labels", T.dtype());
     }
     const bool ok =
         T.rank() == static_cast<int>(axis)

@@ -12,6 +12,12 @@ void fail(std::string_view op, std::string_view arg, const std::string& what) {
   throw Error(std::string(op) + ": " + std::string(arg) + " " + what);
 }
 
+void fail_dtype(std::string_view op, std::string_view arg, std::string_view expected,
+                DType actual) {
+  throw DTypeError(std::string(op) + ": " + std::string(arg) + " dtype: expected " +
+                   std::string(expected) + ", got " + std::string(dtype_name(actual)));
+}
+
 void check_enum(std::string_view op, std::string_view arg, int value, int count) {
   if (value < 0 || value >= count) {
     fail(op, arg,
@@ -40,15 +46,13 @@ ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, cons
 
 void check_dtype(std::string_view op, std::string_view arg, const TensorView& t, DType expected) {
   if (t.dtype() != expected) {
-    fail(op, arg,
-         "dtype: expected " + std::string(dtype_name(expected)) + " (the logits' dtype), got " +
-             std::string(dtype_name(t.dtype())));
+    fail_dtype(op, arg, std::string(dtype_name(expected)) + " (the logits' dtype)", t.dtype());
   }
 }
 
 void check_index_dtype(std::string_view op, std::string_view arg, const TensorView& t) {
   if (t.dtype() != DType::kInt32 && t.dtype() != DType::kInt64) {
-    fail(op, arg, "dtype: expected int32 or int64, got " + std::string(dtype_name(t.dtype())));
+    fail_dtype(op, arg, "int32 or int64", t.dtype());
   }
 }
 
@@ -100,7 +104,7 @@ Dense::Dense(const TensorView& view) : present_(true) {
 
 double first_element(std::string_view op, std::string_view arg, const TensorView& t) {
   if (!is_floating(t.dtype())) {
-    fail(op, arg, "dtype: expected float32 or float64, got " + std::string(dtype_name(t.dtype())));
+    fail_dtype(op, arg, "float32 or float64", t.dtype());
   }
   if (checked_numel(t.shape(), arg) < 1) {
     fail(op, arg, "shape: expected at least one element, got " + shape_string(t.shape()));

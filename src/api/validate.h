@@ -32,6 +32,9 @@ ClassTensor analyze_class_tensor(std::string_view op, std::string_view arg, cons
 void check_enum(std::string_view op, std::string_view arg, int value, int count);
 
 [[noreturn]] void fail(std::string_view op, std::string_view arg, const std::string& what);
+// DTypeError "<op>: <arg> dtype: expected <expected>, got <actual's name>".
+[[noreturn]] void fail_dtype(std::string_view op, std::string_view arg, std::string_view expected,
+                             DType actual);
 
 void check_dtype(std::string_view op, std::string_view arg, const TensorView& t, DType expected);
 void check_index_dtype(std::string_view op, std::string_view arg, const TensorView& t);

@@ -12,10 +12,7 @@ constexpr const char* kVariantDoc =
     "\"cpu\" or \"cuda\": which Caffe2 implementation's semantics (docs/semantics.md 2.4)";
 
 c2::Variant variant_arg(const Args& args) {
-  const std::string v = args.get_string("caffe2_variant");
-  if (v == "cpu") return c2::Variant::kCpu;
-  if (v == "cuda") return c2::Variant::kCuda;
-  throw Error("argument 'caffe2_variant': '" + v + "', expected cpu or cuda");
+  return c2::parse_variant(args.get_string("caffe2_variant"), "argument 'caffe2_variant'");
 }
 
 // Checked when the operator is created, as Caffe2's constructors did.
