@@ -126,7 +126,7 @@ def _ce_kwargs(target, weight, ignore_index, reduction, label_smoothing, layout)
 def _ce_inputs(input, target, weight):
     x = _compute_dtype(input)
     t = target if _is_index_target(target) else _compute_dtype(target)
-    w = None if weight is None else weight.to(x.dtype)
+    w = None if weight is None else _compute_dtype(weight)
     layout = _layout(x)
     t_view = t if _is_index_target(t) else _class_view(t, layout)
     return x, t_view, w, layout
