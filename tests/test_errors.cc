@@ -389,6 +389,35 @@ TEST(DtypeErrors, IntegerLogits) {
       {"X", "int32"});
 }
 
+// A wrong dtype is the DTypeError kind of Error (the Python package raises
+// TypeError for it), everywhere the API checks one; other errors are not.
+TEST(DtypeErrors, AreDTypeErrors) {
+  const Tensor x = f32({2, 3, 4});
+  const Tensor labels(DType::kInt64, {2, 4});
+  const Tensor wrong_weight = filled(DType::kFloat64, {3}, 1);
+  CrossEntropyOptions weighted;
+  weighted.class_weight = wrong_weight.view();
+  EXPECT_THROW(softmax(filled(DType::kInt32, {2, 3}, 1)), DTypeError);
+  EXPECT_THROW(cross_entropy(x, filled(DType::kFloat32, {2, 3, 4}, 1).to(DType::kFloat64)),
+               DTypeError);
+  EXPECT_THROW(cross_entropy(x, labels, weighted), DTypeError);
+  EXPECT_THROW(nll_loss(x, filled(DType::kFloat32, {2, 4}, 0)), DTypeError);
+  EXPECT_THROW(caffe2::spatial_softmax_with_loss(f32({2, 3, 2, 2}),
+                                                 filled(DType::kInt64, {2, 2, 2}, 0), std::nullopt),
+               DTypeError);
+  Tensor out(DType::kFloat64, {2, 3, 4});
+  EXPECT_THROW(softmax_into(x, out.mutable_view()), DTypeError);
+  // A value error is not one.
+  const Tensor bad_labels = filled(DType::kInt64, {2, 4}, 7);
+  try {
+    (void)cross_entropy(x, bad_labels);
+    ADD_FAILURE() << "no error for label 7 of 3 classes";
+  } catch (const DTypeError&) {
+    ADD_FAILURE() << "a label value error is a DTypeError";
+  } catch (const Error&) {
+  }
+}
+
 TEST(DtypeErrors, FloatLabels) {
   // nll_loss takes class indices only.
   const Tensor x = f64({2, 3, 4});
@@ -569,6 +598,10 @@ TEST(OptionErrors, BatchMeanIsForKlDivOnly) {
 TEST(OptionErrors, UnknownOptionValues) {
   EXPECT_ERROR_MENTIONS(parse_reduction("avg", "reduction"), {"reduction", "avg"});
   EXPECT_ERROR_MENTIONS(parse_layout("NWHC", "layout"), {"layout", "NWHC"});
+  EXPECT_ERROR_MENTIONS(caffe2::parse_variant("gpu", "variant"),
+                        {"variant", "'gpu'", "cpu or cuda"});
+  EXPECT_EQ(caffe2::parse_variant("cuda", "variant"), caffe2::Variant::kCuda);
+  EXPECT_EQ(caffe2::parse_variant("cpu", "variant"), caffe2::Variant::kCpu);
   // An enum value that names no reduction.
   Problem pb;
   CrossEntropyOptions o;

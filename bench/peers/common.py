@@ -59,7 +59,8 @@ def op_list(text):
     return values
 
 
-def parse_args(description, argv=None):
+def parse_args(description, argv=None, add_arguments=None):
+    """The runners' shared arguments; add_arguments(parser) adds a runner's own."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--case", action="append", type=parse_case, required=True,
                    help="logical shape and layout, e.g. 2x19x512x1024:NHWC (repeatable)")
@@ -71,6 +72,8 @@ def parse_args(description, argv=None):
                    help="and at least this many seconds of timed runs")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     p.add_argument("--max-runs", type=int, default=10000, help="stop after this many timed runs")
+    if add_arguments:
+        add_arguments(p)
     return p.parse_args(argv)
 
 

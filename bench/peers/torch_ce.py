@@ -14,15 +14,10 @@ args = common.parse_args(__doc__)
 import torch  # noqa: E402  (after argument errors, which are quick)
 import torch.nn.functional as F  # noqa: E402
 
-torch.manual_seed(0)
+import torch_inputs  # noqa: E402
+
 for shape, layout in args.case:
-    x = torch.rand(shape, dtype=torch.float32) * 4 - 2
-    if layout == "NHWC" and len(shape) == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    elif layout == "NHWC" and len(shape) > 2:
-        # Class-last for any rank: store (N, d..., C), view it as (N, C, d...).
-        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
-    labels = torch.randint(0, shape[1], [shape[0], *shape[2:]], dtype=torch.int64)
+    x, labels = torch_inputs.make_case(shape, layout)
 
     def forward():
         with torch.no_grad():

@@ -381,10 +381,15 @@ void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
   const fs::path source = SPATIALSOFTMAX_SOURCE_DIR;
   const fs::path python = o.python.empty() ? source / ".venv-peers/bin/python" : fs::path(o.python);
   const fs::path scripts = o.peers_dir.empty() ? source / "bench/peers" : fs::path(o.peers_dir);
-  if (want("pytorch") || want("onnxruntime")) {
+  if (want("pytorch") || want("onnxruntime") || want("python")) {
     if (!fs::exists(python)) {
       note("peers not installed (no " + python.string() + "): run scripts/install-peers.sh");
     } else {
+      // Our own Python front (spatialsoftmax.torch), timed by the same harness.
+      if (want("python"))
+        run_peer("python",
+                 quote(python.string()) + " " + quote((scripts / "torch_front.py").string()) + args,
+                 rows, progress, note);
       if (want("pytorch"))
         run_peer("pytorch",
                  quote(python.string()) + " " + quote((scripts / "torch_ce.py").string()) + args,
@@ -509,7 +514,8 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
          "picked.\n\n";
   std::map<std::string, std::vector<const json*>> by_key;
   for (const json& p : peers) by_key[row_key(p)].push_back(&p);
-  const std::vector<std::string> peer_names = {"pytorch", "onnxruntime", "onednn"};
+  const std::vector<std::string> peer_names = {"pytorch", "onnxruntime", "onednn", "ss.torch",
+                                               "ss.torch-unfused"};
   std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17)
             << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
             << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
@@ -576,7 +582,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-peers", o.no_peers, "Do not run the peers");
-  cmd->add_option("--peers", o.peers, "Which peers to run")->capture_default_str();
+  cmd->add_option("--peers", o.peers,
+                  "Which peers to run; 'python' adds our own Python front, spatialsoftmax.torch "
+                  "(bench/peers/torch_front.py; --python must have the package installed)")
+      ->capture_default_str();
   cmd->add_option("--python", o.python,
                   "Python with torch/onnxruntime (default: <source>/.venv-peers/bin/python)");
   cmd->add_option("--peers-dir", o.peers_dir,
@@ -596,8 +605,8 @@ int run_bench(const BenchOptions& o) {
     threads = parse_threads(o.threads);
     ops = parse_ops(o.ops);
     for (const std::string& peer : split(o.peers, ','))
-      if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn")
-        throw Error("--peers: '" + peer + "', expected pytorch, onnxruntime, onednn");
+      if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn" && peer != "python")
+        throw Error("--peers: '" + peer + "', expected pytorch, onnxruntime, onednn or python");
   } catch (const std::exception& e) {
     std::cerr << "spatialsoftmax bench: " << one_line(e.what())
               << " (see spatialsoftmax bench --help)\n";

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Times spatialsoftmax.torch.cross_entropy, the Python front (reduction mean, float32 logits,
+int64 labels), on the CPU, as torch_ce.py times PyTorch's F.cross_entropy on the same tensors.
+
+Rows: impl "ss.torch" for forward (under torch.no_grad()) and for forward_backward with the fused
+kernel (dX kept by the forward, scaled by the backward), impl "ss.torch-unfused" for
+forward_backward with fused=False (forward kernel, then backward kernel). --with-torch adds
+PyTorch's own rows (impl "pytorch"), for a comparison without `spatialsoftmax bench`. Threads:
+spatialsoftmax.set_num_threads(n) and torch.set_num_threads(n). Needs the package installed
+(pip install .). Arguments and output: common.py.
+"""
+
+import common
+
+args = common.parse_args(
+    __doc__,
+    add_arguments=lambda p: p.add_argument(
+        "--with-torch", action="store_true", help="also time torch.nn.functional.cross_entropy"
+    ),
+)
+
+import torch  # noqa: E402  (after argument errors, which are quick)
+import torch.nn.functional as F  # noqa: E402
+
+import spatialsoftmax  # noqa: E402
+import spatialsoftmax.torch as sst  # noqa: E402
+import torch_inputs  # noqa: E402
+
+
+def timed_functions(x, labels, cross_entropy, **kwargs):
+    def forward():
+        with torch.no_grad():
+            return cross_entropy(x, labels, **kwargs)
+
+    xg = x.detach().requires_grad_(True)
+
+    def forward_backward():
+        xg.grad = None
+        loss = cross_entropy(xg, labels, **kwargs)
+        loss.backward()
+        return loss
+
+    return forward, forward_backward
+
+
+for shape, layout in args.case:
+    x, labels = torch_inputs.make_case(shape, layout)
+    ours_forward, ours_fused = timed_functions(x, labels, sst.cross_entropy)
+    _, ours_unfused = timed_functions(x, labels, sst.cross_entropy, fused=False)
+    runs = {
+        "forward": [("ss.torch", ours_forward)],
+        "forward_backward": [("ss.torch", ours_fused), ("ss.torch-unfused", ours_unfused)],
+    }
+    if args.with_torch:
+        torch_forward, torch_backward = timed_functions(x, labels, F.cross_entropy)
+        runs["forward"].append(("pytorch", torch_forward))
+        runs["forward_backward"].append(("pytorch", torch_backward))
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        spatialsoftmax.set_num_threads(threads)
+        for op in args.ops:
+            for impl, fn in runs[op]:
+                ms_min, ms_median, n = common.time_it(fn, args)
+                common.emit(impl, op, shape, layout, threads, ms_min, ms_median, n,
+                            version=torch.__version__)
+    del x, labels

@@ -1,0 +1,17 @@
+"""The tensors of one benchmark case for the torch-based runners (torch_ce.py, torch_front.py):
+float32 logits uniform in [-2, 2) of the logical shape (N, C, d...), stored class-last for NHWC
+(torch.channels_last for 4-D), and int64 labels (N, d...)."""
+
+import torch
+
+
+def make_case(shape, layout, seed=0):
+    torch.manual_seed(seed)
+    x = torch.rand(shape, dtype=torch.float32) * 4 - 2
+    if layout == "NHWC" and len(shape) == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "NHWC" and len(shape) > 2:
+        # Class-last for any rank: store (N, d..., C), view it as (N, C, d...).
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    labels = torch.randint(0, shape[1], [shape[0], *shape[2:]], dtype=torch.int64)
+    return x, labels
