@@ -26,6 +26,7 @@ import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
 from . import torch as sst
+from .torch._common import is_index_target
 
 __all__ = ["cross_entropy", "weight_total"]
 
@@ -36,7 +37,7 @@ def weight_total(
     """The denominator of PyTorch's cross_entropy mean on this rank, as a float64 scalar: the
     sum of weight[target] over the positions not ignored (their count without weights), or the
     number of positions for probability targets."""
-    if not sst._is_index_target(target):
+    if not is_index_target(target):
         return torch.tensor(float(target.numel() // target.shape[1]), dtype=torch.float64)
     valid = target != ignore_index
     if weight is None:

@@ -244,7 +244,8 @@ def test_the_gil_is_released_while_kernels_run(rng):
     # While one thread runs a long call, the main thread keeps running Python: the longest
     # pause between its loop iterations stays far below one call's duration (it would be at
     # least that long if the call held the GIL).
-    x = logits(rng, (8, 19, 128, 128), np.float32)
+    # A call of tens of ms, far above the interpreter's 5 ms switch interval.
+    x = logits(rng, (4, 19, 256, 512), np.float32)
     t = labels(rng, x.shape, 19)
     start = time.perf_counter()
     ss.cross_entropy_forward_backward(x, t, num_threads=1)

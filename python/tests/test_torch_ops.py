@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import spatialsoftmax as ss
 import spatialsoftmax.torch as sst
+from spatialsoftmax.torch._common import class_view, layout_of
 
 SHAPES = [(6, 5), (2, 4, 7), (2, 3, 5, 4), (1, 4, 3, 2, 3)]
 
@@ -66,6 +67,21 @@ def test_cross_entropy_index_targets(shape, channels_last, reduction, smoothing,
 
 
 @pytest.mark.parametrize("shape,channels_last,smoothing", list(itertools.product(SHAPES, [False, True], [0.0, 0.1])))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_gradient_survives_retain_graph_and_scaled_losses(channels_last):
+    # The fused path keeps dX and returns it for an upstream gradient of 1: a second backward
+    # through the same graph, or a scaled loss, must still see the unscaled dX.
+    x = make_logits((2, 5, 4, 3), channels_last=channels_last).requires_grad_()
+    t = make_labels((2, 5, 4, 3), -100)
+    loss = sst.cross_entropy(x, t)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    (3.0 * loss).backward()
+    want = torch.autograd.grad(F.cross_entropy(x, t), x)[0]
+    torch.testing.assert_close(first, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(x.grad, 4.0 * want, rtol=1e-12, atol=1e-14)
+
+
 def test_cross_entropy_probability_targets(shape, channels_last, smoothing):
     x = make_logits(shape, channels_last=channels_last)
     p = torch.softmax(make_logits(shape, seed=5), 1)
@@ -288,13 +304,13 @@ def test_torch_compile_fullgraph_training_step_matches_eager():
 
 def test_channels_last_reaches_the_class_last_kernels_without_a_copy():
     x = torch.randn(2, 19, 16, 32).contiguous(memory_format=torch.channels_last)
-    assert sst._layout(x) == "NHWC"
-    view = sst._class_view(x, "NHWC")
+    assert layout_of(x) == "NHWC"
+    view = class_view(x, "NHWC")
     assert ss._view_of(view)["data"] == x.data_ptr() and view.is_contiguous()
     xg = x.requires_grad_()
     sst.cross_entropy(xg, torch.randint(0, 19, (2, 16, 32))).backward()
     assert xg.grad.is_contiguous(memory_format=torch.channels_last)
-    assert sst._layout(torch.randn(2, 19, 16, 32)) == "NCHW"
+    assert layout_of(torch.randn(2, 19, 16, 32)) == "NCHW"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -1,0 +1,174 @@
+"""cross_entropy: the fused operator (the forward keeps dX for the backward) and the unfused
+backward operator, as torch.nn.functional.cross_entropy."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
+
+from .. import _core
+from ._common import (
+    check_cpu,
+    check_no_target_grad,
+    class_view,
+    compute_dtype,
+    empty_in_layout,
+    is_index_target,
+    layout_of,
+    logical_view,
+    map_shape,
+    wants_grad,
+)
+
+
+def _ce_kwargs(target, weight, ignore_index, reduction, label_smoothing, layout):
+    return dict(
+        layout=layout,
+        class_weight=weight,
+        # PyTorch ignores ignore_index for probability targets.
+        ignore_index=ignore_index if is_index_target(target) else None,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+
+
+def _ce_inputs(input, target, weight):
+    x = compute_dtype(input)
+    t = target if is_index_target(target) else compute_dtype(target)
+    w = None if weight is None else compute_dtype(weight)
+    layout = layout_of(x)
+    t_view = t if is_index_target(t) else class_view(t, layout)
+    return x, t_view, w, layout
+
+
+def _loss_shape(input: Tensor, reduction: str) -> Sequence[int]:
+    return map_shape(input) if reduction == "none" else ()
+
+
+@torch.library.custom_op("spatialsoftmax::cross_entropy", mutates_args=())
+def _cross_entropy_op(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    compute_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    check_cpu("cross_entropy", input=input, target=target, weight=weight)
+    x, t, w, layout = _ce_inputs(input, target, weight)
+    kwargs = _ce_kwargs(target, w, ignore_index, reduction, label_smoothing, layout)
+    if compute_grad:
+        r = _core.cross_entropy_forward_backward(class_view(x, layout), t, **kwargs)
+        grad = logical_view(r.grad_logits, layout).to(input.dtype)
+    else:
+        r = _core.cross_entropy(class_view(x, layout), t, **kwargs)
+        grad = input.new_empty(0)
+    return r.loss.to(input.dtype), grad
+
+
+@_cross_entropy_op.register_fake
+def _(input, target, weight, ignore_index, reduction, label_smoothing, compute_grad):
+    loss = input.new_empty(_loss_shape(input, reduction))
+    grad = empty_in_layout(input, layout_of(input)) if compute_grad else input.new_empty(0)
+    return loss, grad
+
+
+@torch.library.custom_op("spatialsoftmax::cross_entropy_backward", mutates_args=())
+def _cross_entropy_backward_op(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    grad_loss: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    check_cpu("cross_entropy", input=input, target=target, weight=weight, grad_loss=grad_loss)
+    x, t, w, layout = _ce_inputs(input, target, weight)
+    grad = _core.cross_entropy_backward(
+        class_view(x, layout),
+        t,
+        grad_loss=grad_loss.to(x.dtype),
+        **_ce_kwargs(target, w, ignore_index, reduction, label_smoothing, layout),
+    )
+    return logical_view(grad, layout).to(input.dtype)
+
+
+@_cross_entropy_backward_op.register_fake
+def _(input, target, weight, grad_loss, ignore_index, reduction, label_smoothing):
+    return empty_in_layout(input, layout_of(input))
+
+
+def _has_data(t: Tensor) -> bool:
+    """True for a tensor with real values, false while a graph is being traced."""
+    return not torch.compiler.is_compiling() and not is_fake(t)
+
+
+def _cross_entropy_setup(ctx, inputs, output):
+    input, target, weight, ignore_index, reduction, label_smoothing, compute_grad = inputs
+    ctx.options = (ignore_index, reduction, label_smoothing)
+    ctx.compute_grad = compute_grad
+    ctx.mark_non_differentiable(output[1])
+    if compute_grad:
+        ctx.save_for_backward(output[1])
+    else:
+        ctx.save_for_backward(input, target, weight)
+
+
+def _cross_entropy_backward(ctx, grad_loss, _grad_of_grad):
+    ignore_index, reduction, label_smoothing = ctx.options
+    if ctx.compute_grad:
+        (grad,) = ctx.saved_tensors
+        # The fused kernel's dX is the gradient for an upstream gradient of 1 at every
+        # position, and each position's gradient depends on its own loss only. For
+        # loss.backward() (upstream 1, a CPU scalar: reading it is no device synchronisation)
+        # dX is returned as it is, which autograd moves into input.grad without a pass over
+        # it; traced (torch.compile, AOT autograd: fake tensors), where the value is unknown, it
+        # is always multiplied.
+        if reduction == "none":
+            grad_input = grad * grad_loss.unsqueeze(1).to(grad.dtype)
+        elif _has_data(grad_loss) and float(grad_loss) == 1.0:
+            grad_input = grad
+        else:
+            grad_input = grad * grad_loss.to(grad.dtype)
+    else:
+        input, target, weight = ctx.saved_tensors
+        grad_input = _cross_entropy_backward_op(
+            input, target, weight, grad_loss, ignore_index, reduction, label_smoothing
+        )
+    return grad_input, None, None, None, None, None, None
+
+
+_cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    fused: bool = True,
+) -> Tensor:
+    """torch.nn.functional.cross_entropy on spatialsoftmax's kernels.
+
+    input (N, C, d1..dk) logits, any strides (class-last storage is read in place); target
+    class indices (N, d1..dk) int64/int32 or probabilities of the input's shape; weight (C,)
+    class weights. reduction 'none', 'sum' or 'mean' (PyTorch's weighted mean; NaN when every
+    position is ignored). fused=True (default): when the input requires grad the forward runs
+    the fused kernel and keeps dX for the backward; fused=False runs forward and backward
+    kernels separately.
+    """
+    check_cpu("cross_entropy", input=input, target=target, weight=weight)
+    check_no_target_grad("cross_entropy", target)
+    compute_grad = fused and wants_grad(input)
+    loss, _ = _cross_entropy_op(
+        input, target, weight, ignore_index, reduction, float(label_smoothing), compute_grad
+    )
+    return loss
