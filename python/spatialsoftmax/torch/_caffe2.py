@@ -52,6 +52,7 @@ def _spatial_setup(ctx, inputs, output):
     X, T, weight, scale, variant = inputs
     ctx.options = (scale, variant)
     ctx.mark_non_differentiable(output[0])
+    ctx.set_materialize_grads(False)  # no X-sized zeros for the gradient of P
     ctx.save_for_backward(X, T, weight, output[0])
 
 

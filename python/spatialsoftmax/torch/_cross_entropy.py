@@ -113,6 +113,8 @@ def _cross_entropy_setup(ctx, inputs, output):
     ctx.options = (ignore_index, reduction, label_smoothing)
     ctx.compute_grad = compute_grad
     ctx.mark_non_differentiable(output[1])
+    # Otherwise autograd would fill an X-sized tensor of zeros as the gradient of that output.
+    ctx.set_materialize_grads(False)
     if compute_grad:
         ctx.save_for_backward(output[1])
     else:
