@@ -47,20 +47,45 @@ c2::SoftmaxWithLossArgs softmax_args(const std::string& op, float scale, const s
           c2::parse_variant(variant, op + ": variant")};
 }
 
+// The operators' inputs: X, T and the optional per-pixel weight; the
+// gradients add the forward's P and the upstream d_avg_loss.
+struct Inputs {
+  TensorView x, t;
+  std::optional<TensorView> weight;
+};
+Inputs forward_inputs(CallArrays& arrays, const ArrayArg& X, const ArrayArg& T,
+                      const std::optional<ArrayArg>& weight) {
+  Inputs in{arrays.input(X, "X"), arrays.input(T, "T"), std::nullopt};
+  in.weight = arrays.optional_input(weight, "weight");
+  return in;
+}
+struct GradientInputs : Inputs {
+  TensorView p, d_loss;
+};
+GradientInputs gradient_inputs(CallArrays& arrays, const ArrayArg& X, const ArrayArg& T,
+                               const ArrayArg& P, const ArrayArg& d_loss,
+                               const std::optional<ArrayArg>& weight) {
+  GradientInputs in;
+  in.x = arrays.input(X, "X");
+  in.t = arrays.input(T, "T");
+  in.p = arrays.input(P, "P");
+  in.d_loss = arrays.input(d_loss, "d_avg_loss");
+  in.weight = arrays.optional_input(weight, "weight");
+  return in;
+}
+
 void def_spatial(nb::module_& m) {
   m.def(
       "spatial_softmax_with_loss",
       [](const ArrayArg& X, const ArrayArg& T, const std::optional<ArrayArg>& weight, float scale,
          const std::string& order, const std::string& variant, int num_threads) {
         CallArrays arrays("SpatialSoftmaxWithLoss");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
+        const Inputs in = forward_inputs(arrays, X, T, weight);
         const auto args = spatial_args(arrays.op(), scale, order, variant);
         c2::LossOutputs r;
         {
           nb::gil_scoped_release release;
-          r = c2::spatial_softmax_with_loss(x, t, w, args, context_of(num_threads));
+          r = c2::spatial_softmax_with_loss(in.x, in.t, in.weight, args, context_of(num_threads));
         }
         return PyLossOutputs{arrays.result(std::move(r.prob)), arrays.result(std::move(r.loss))};
       },
@@ -74,16 +99,13 @@ void def_spatial(nb::module_& m) {
          const std::optional<ArrayArg>& weight, float scale, const std::string& order,
          const std::string& variant, int num_threads) {
         CallArrays arrays("SpatialSoftmaxWithLossGradient");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const TensorView p = arrays.input(P, "P");
-        const TensorView g = arrays.input(d_loss, "d_avg_loss");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
+        const GradientInputs in = gradient_inputs(arrays, X, T, P, d_loss, weight);
         const auto args = spatial_args(arrays.op(), scale, order, variant);
         Tensor dx;
         {
           nb::gil_scoped_release release;
-          dx = c2::spatial_softmax_with_loss_gradient(x, t, w, p, g, args, context_of(num_threads));
+          dx = c2::spatial_softmax_with_loss_gradient(in.x, in.t, in.weight, in.p, in.d_loss, args,
+                                                      context_of(num_threads));
         }
         return arrays.result(std::move(dx));
       },
@@ -97,14 +119,13 @@ void def_spatial(nb::module_& m) {
          const std::optional<ArrayArg>& weight, float scale, const std::string& order,
          const std::string& variant, int num_threads) {
         CallArrays arrays("SpatialSoftmaxWithLoss");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
+        const Inputs in = forward_inputs(arrays, X, T, weight);
         const c2::LossOutputViews outputs{arrays.output(prob, "P"),
                                           arrays.output(loss, "avg_loss")};
         const auto args = spatial_args(arrays.op(), scale, order, variant);
         nb::gil_scoped_release release;
-        c2::spatial_softmax_with_loss_into(x, t, w, outputs, args, context_of(num_threads));
+        c2::spatial_softmax_with_loss_into(in.x, in.t, in.weight, outputs, args,
+                                           context_of(num_threads));
       },
       arg("X"), arg("T"), arg("prob"), arg("loss"), nb::kw_only(), arg("weight") = nb::none(),
       arg("scale") = 1.0f, arg("order") = "NCHW", arg("variant") = "cpu", arg("num_threads") = 0,
@@ -115,16 +136,12 @@ void def_spatial(nb::module_& m) {
          const ArrayArg& dX, const std::optional<ArrayArg>& weight, float scale,
          const std::string& order, const std::string& variant, int num_threads) {
         CallArrays arrays("SpatialSoftmaxWithLossGradient");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const TensorView p = arrays.input(P, "P");
-        const TensorView g = arrays.input(d_loss, "d_avg_loss");
+        const GradientInputs in = gradient_inputs(arrays, X, T, P, d_loss, weight);
         const MutableTensorView dx = arrays.output(dX, "dX");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
         const auto args = spatial_args(arrays.op(), scale, order, variant);
         nb::gil_scoped_release release;
-        c2::spatial_softmax_with_loss_gradient_into(x, t, w, p, g, dx, args,
-                                                    context_of(num_threads));
+        c2::spatial_softmax_with_loss_gradient_into(in.x, in.t, in.weight, in.p, in.d_loss, dx,
+                                                    args, context_of(num_threads));
       },
       arg("X"), arg("T"), arg("P"), arg("d_loss"), arg("dX"), nb::kw_only(),
       arg("weight") = nb::none(), arg("scale") = 1.0f, arg("order") = "NCHW",
@@ -140,15 +157,13 @@ void def_softmax(nb::module_& m) {
          const std::string& order, int label_prob, int axis, int average_by_batch_size,
          const std::string& variant, int num_threads) {
         CallArrays arrays("SoftmaxWithLoss");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
+        const Inputs in = forward_inputs(arrays, X, T, weight);
         const auto args = softmax_args(arrays.op(), scale, order, label_prob, axis,
                                        average_by_batch_size, variant);
         c2::LossOutputs r;
         {
           nb::gil_scoped_release release;
-          r = c2::softmax_with_loss(x, t, w, args, context_of(num_threads));
+          r = c2::softmax_with_loss(in.x, in.t, in.weight, args, context_of(num_threads));
         }
         return PyLossOutputs{arrays.result(std::move(r.prob)), arrays.result(std::move(r.loss))};
       },
@@ -164,17 +179,14 @@ void def_softmax(nb::module_& m) {
          int label_prob, int axis, int average_by_batch_size, const std::string& variant,
          int num_threads) {
         CallArrays arrays("SoftmaxWithLossGradient");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const TensorView p = arrays.input(P, "P");
-        const TensorView g = arrays.input(d_loss, "d_avg_loss");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
+        const GradientInputs in = gradient_inputs(arrays, X, T, P, d_loss, weight);
         const auto args = softmax_args(arrays.op(), scale, order, label_prob, axis,
                                        average_by_batch_size, variant);
         Tensor dx;
         {
           nb::gil_scoped_release release;
-          dx = c2::softmax_with_loss_gradient(x, t, w, p, g, args, context_of(num_threads));
+          dx = c2::softmax_with_loss_gradient(in.x, in.t, in.weight, in.p, in.d_loss, args,
+                                              context_of(num_threads));
         }
         return arrays.result(std::move(dx));
       },
@@ -189,15 +201,13 @@ void def_softmax(nb::module_& m) {
          int label_prob, int axis, int average_by_batch_size, const std::string& variant,
          int num_threads) {
         CallArrays arrays("SoftmaxWithLoss");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
+        const Inputs in = forward_inputs(arrays, X, T, weight);
         const c2::LossOutputViews outputs{arrays.output(prob, "P"),
                                           arrays.output(loss, "avg_loss")};
         const auto args = softmax_args(arrays.op(), scale, order, label_prob, axis,
                                        average_by_batch_size, variant);
         nb::gil_scoped_release release;
-        c2::softmax_with_loss_into(x, t, w, outputs, args, context_of(num_threads));
+        c2::softmax_with_loss_into(in.x, in.t, in.weight, outputs, args, context_of(num_threads));
       },
       arg("X"), arg("T"), arg("prob"), arg("loss"), nb::kw_only(), arg("weight") = nb::none(),
       arg("scale") = 1.0f, arg("order") = "NCHW", arg("label_prob") = 0, arg("axis") = 1,
@@ -210,16 +220,13 @@ void def_softmax(nb::module_& m) {
          const std::string& order, int label_prob, int axis, int average_by_batch_size,
          const std::string& variant, int num_threads) {
         CallArrays arrays("SoftmaxWithLossGradient");
-        const TensorView x = arrays.input(X, "X");
-        const TensorView t = arrays.input(T, "T");
-        const TensorView p = arrays.input(P, "P");
-        const TensorView g = arrays.input(d_loss, "d_avg_loss");
+        const GradientInputs in = gradient_inputs(arrays, X, T, P, d_loss, weight);
         const MutableTensorView dx = arrays.output(dX, "dX");
-        const std::optional<TensorView> w = arrays.optional_input(weight, "weight");
         const auto args = softmax_args(arrays.op(), scale, order, label_prob, axis,
                                        average_by_batch_size, variant);
         nb::gil_scoped_release release;
-        c2::softmax_with_loss_gradient_into(x, t, w, p, g, dx, args, context_of(num_threads));
+        c2::softmax_with_loss_gradient_into(in.x, in.t, in.weight, in.p, in.d_loss, dx, args,
+                                            context_of(num_threads));
       },
       arg("X"), arg("T"), arg("P"), arg("d_loss"), arg("dX"), nb::kw_only(),
       arg("weight") = nb::none(), arg("scale") = 1.0f, arg("order") = "NCHW", arg("label_prob") = 0,

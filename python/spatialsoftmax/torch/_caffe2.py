@@ -57,6 +57,8 @@ def _spatial_setup(ctx, inputs, output):
 
 
 def _spatial_backward(ctx, _grad_P, grad_loss):
+    if grad_loss is None:  # grads are not materialized: the loss got none
+        return None, None, None, None, None
     X, T, weight, P = ctx.saved_tensors
     scale, variant = ctx.options
     dX = _spatial_softmax_with_loss_gradient_op(X, T, weight, P, grad_loss, scale, variant)

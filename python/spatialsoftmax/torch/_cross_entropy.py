@@ -123,6 +123,8 @@ def _cross_entropy_setup(ctx, inputs, output):
 
 def _cross_entropy_backward(ctx, grad_loss, _grad_of_grad):
     ignore_index, reduction, label_smoothing = ctx.options
+    if grad_loss is None:  # grads are not materialized: the loss got none
+        return None, None, None, None, None, None, None
     if ctx.compute_grad:
         (grad,) = ctx.saved_tensors
         # The fused kernel's dX is the gradient for an upstream gradient of 1 at every
