@@ -4,7 +4,9 @@ int64 labels), on the CPU, as torch_ce.py times PyTorch's F.cross_entropy on the
 
 Rows: impl "ss.torch" for forward (under torch.no_grad()) and for forward_backward with the fused
 kernel (dX kept by the forward, scaled by the backward), impl "ss.torch-unfused" for
-forward_backward with fused=False (forward kernel, then backward kernel). --with-torch adds
+forward_backward with fused=False (forward kernel, then backward kernel), impl "ss._core" for the
+C++ API called through the NumPy-level binding on the same tensors (no autograd: the cost of
+the torch front is the difference). --with-torch adds
 PyTorch's own rows (impl "pytorch"), for a comparison without `spatialsoftmax bench`. Threads:
 spatialsoftmax.set_num_threads(n) and torch.set_num_threads(n). Needs the package installed
 (pip install .). Arguments and output: common.py.
@@ -43,13 +45,27 @@ def timed_functions(x, labels, cross_entropy, **kwargs):
     return forward, forward_backward
 
 
-for shape, layout in args.case:
+def run_case(shape, layout):
     x, labels = torch_inputs.make_case(shape, layout)
     ours_forward, ours_fused = timed_functions(x, labels, sst.cross_entropy)
     _, ours_unfused = timed_functions(x, labels, sst.cross_entropy, fused=False)
+    # The kernels' view: class-last storage is passed as (N, d..., C) with layout NHWC.
+    core_layout = "NHWC" if layout == "NHWC" and len(shape) > 2 else "NCHW"
+    core_x = x.movedim(1, -1) if core_layout == "NHWC" else x
+    core_kwargs = dict(layout=core_layout, ignore_index=-100)
     runs = {
-        "forward": [("ss.torch", ours_forward)],
-        "forward_backward": [("ss.torch", ours_fused), ("ss.torch-unfused", ours_unfused)],
+        "forward": [
+            ("ss.torch", ours_forward),
+            ("ss._core", lambda: spatialsoftmax.cross_entropy(core_x, labels, **core_kwargs)),
+        ],
+        "forward_backward": [
+            ("ss.torch", ours_fused),
+            ("ss.torch-unfused", ours_unfused),
+            (
+                "ss._core",
+                lambda: spatialsoftmax.cross_entropy_forward_backward(core_x, labels, **core_kwargs),
+            ),
+        ],
     }
     if args.with_torch:
         torch_forward, torch_backward = timed_functions(x, labels, F.cross_entropy)
@@ -63,4 +79,7 @@ for shape, layout in args.case:
                 ms_min, ms_median, n = common.time_it(fn, args)
                 common.emit(impl, op, shape, layout, threads, ms_min, ms_median, n,
                             version=torch.__version__)
-    del x, labels
+
+
+for shape, layout in args.case:
+    run_case(shape, layout)

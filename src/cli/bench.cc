@@ -514,8 +514,8 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
          "picked.\n\n";
   std::map<std::string, std::vector<const json*>> by_key;
   for (const json& p : peers) by_key[row_key(p)].push_back(&p);
-  const std::vector<std::string> peer_names = {"pytorch", "onnxruntime", "onednn", "ss.torch",
-                                               "ss.torch-unfused"};
+  const std::vector<std::string> peer_names = {"pytorch",  "onnxruntime",      "onednn",
+                                               "ss.torch", "ss.torch-unfused", "ss._core"};
   std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17)
             << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
             << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
