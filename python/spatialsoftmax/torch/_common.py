@@ -14,6 +14,7 @@ INDEX_TYPES = (torch.int32, torch.int64)
 
 
 def check_cpu(op: str, **tensors: Optional[Tensor]) -> None:
+    """ValueError naming the first tensor not on the CPU (no silent copy)."""
     for name, t in tensors.items():
         if t is not None and t.device.type != "cpu":
             raise ValueError(
@@ -50,14 +51,17 @@ def empty_in_layout(like: Tensor, layout: str, dtype: Optional[torch.dtype] = No
 
 
 def compute_dtype(t: Tensor) -> Tensor:
+    """float32 for the half types (computed in float32 until native kernels exist)."""
     return t.float() if t.dtype in HALF_TYPES else t
 
 
 def map_shape(x: Tensor) -> Sequence[int]:
+    """(N, d1..dk): the shape of per-position maps of a (N, C, d1..dk) tensor."""
     return (x.shape[0], *x.shape[2:])
 
 
 def is_index_target(target: Tensor) -> bool:
+    """Class indices (int32/int64) rather than probabilities."""
     return target.dtype in INDEX_TYPES
 
 
@@ -70,4 +74,5 @@ def check_no_target_grad(op: str, target: Tensor) -> None:
 
 
 def wants_grad(x: Tensor) -> bool:
+    """Whether autograd will ask for x's gradient."""
     return torch.is_grad_enabled() and x.requires_grad
