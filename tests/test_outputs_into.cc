@@ -204,8 +204,13 @@ TEST_F(IntoForms, BadOutputViewsAreRefusedAndNothingIsWritten) {
 
 TEST_F(IntoForms, DevicesMustAgreeAndHaveABackend) {
   const TensorView on_cuda(x_.data(), DType::kFloat32, shape_, Device::cuda(1));
-  EXPECT_ERROR_MENTIONS(softmax(on_cuda),
-                        {"softmax", "no backend runs on cuda:1", "highway (cpu)"});
+  // The allocating forms make CPU tensors: a device input needs the _into form,
+  // and then dispatch names the device no backend runs on.
+  EXPECT_ERROR_MENTIONS(softmax(on_cuda), {"softmax", "prob", "caller-provided output", "cuda:1"});
+  std::vector<float> out_memory(static_cast<std::size_t>(on_cuda.numel()));
+  const MutableTensorView out(out_memory.data(), DType::kFloat32, shape_, Device::cuda(1));
+  EXPECT_ERROR_MENTIONS(softmax_into(on_cuda, out),
+                        {"softmax_into", "no backend runs on cuda:1", "highway (cpu)"});
   const TensorView labels_on_cuda(y_.data(), DType::kInt64, map_, Device::cuda(0));
   EXPECT_ERROR_MENTIONS(
       cross_entropy(x_, labels_on_cuda),

@@ -16,7 +16,19 @@ Device common_device(std::string_view op, std::initializer_list<NamedView> input
                std::string(first->name) + "), got " + device_name(input.view->device()));
     }
   }
-  return first ? first->view->device() : Device::cpu();
+  const Device device = first ? first->view->device() : Device::cpu();
+  // Strided inputs are copied densely on the host (Dense): not device memory.
+  if (device != Device::cpu()) {
+    for (const NamedView& input : inputs) {
+      if (input.view && !input.view->is_contiguous()) {
+        fail(op, input.name,
+             "strides: expected a dense (C-contiguous) view on " + device_name(device) +
+                 ", got strides " + shape_string(input.view->strides()) + " for shape " +
+                 shape_string(input.view->shape()));
+      }
+    }
+  }
+  return device;
 }
 
 Footprint::Footprint(std::string_view op, Device device, std::initializer_list<NamedView> inputs)
@@ -44,6 +56,11 @@ void* Footprint::place_impl(std::string_view arg, const MutableTensorView* given
                             std::string_view may_alias, DType dtype, const Shape& shape,
                             std::string_view shape_what, Tensor* allocated, bool zeroed) {
   if (!given) {
+    if (device_ != Device::cpu()) {
+      fail(op_, arg,
+           "memory: expected a caller-provided output on " + device_name(device_) +
+               " (the allocating forms return CPU tensors; call the _into form), got none");
+    }
     *allocated = zeroed ? Tensor(dtype, shape) : Tensor::uninitialized(dtype, shape);
     return allocated->data();
   }

@@ -76,10 +76,19 @@ void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
            shape_string(t.shape()) + " (" + detail + ")");
 }
 
+void check_host_readable(std::string_view op, std::string_view arg, const TensorView& t) {
+  if (t.device() == Device::cpu()) return;
+  fail(op, arg,
+       "device: expected cpu memory, as its values are read on the host (not yet for device "
+       "memory), got " +
+           device_name(t.device()));
+}
+
 double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
                      const Shape& expected, std::string_view expected_what, DType dtype) {
   check_shape(op, arg, weights, expected, expected_what);
   check_dtype(op, arg, weights, dtype);
+  check_host_readable(op, arg, weights);
   const std::int64_t n = weights.numel();
   double sum = 0;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -109,6 +118,7 @@ double first_element(std::string_view op, std::string_view arg, const TensorView
   if (checked_numel(t.shape(), arg) < 1) {
     fail(op, arg, "shape: expected at least one element, got " + shape_string(t.shape()));
   }
+  check_host_readable(op, arg, t);
   return t.at(0);
 }
 
@@ -118,6 +128,7 @@ double scalar_grad(std::string_view op, std::string_view arg, const TensorView& 
   if (checked_numel(t.shape(), arg) != 1) {
     fail(op, arg, "shape: expected a scalar (one element), got " + shape_string(t.shape()));
   }
+  check_host_readable(op, arg, t);
   return t.at(0);
 }
 

@@ -41,13 +41,17 @@ void check_index_dtype(std::string_view op, std::string_view arg, const TensorVi
 // Same shape, naming the first differing dim.
 void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
                  const Shape& expected, std::string_view expected_what);
+// A view whose values the API reads on the host (weights, scalar upstream
+// gradients) must be CPU memory.
+void check_host_readable(std::string_view op, std::string_view arg, const TensorView& t);
 // Class or pixel weights: shape, dtype, every value finite and >= 0.
 // Returns their sum, in float64 and element order (a mean's denominator).
 double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
                      const Shape& expected, std::string_view expected_what, DType dtype);
 
 // A contiguous pointer to a view's data: the view itself when it is dense,
-// otherwise a dense copy owned by this object.
+// otherwise a dense copy owned by this object (CPU views only: common_device
+// refuses strided views of device memory).
 class Dense {
  public:
   Dense() = default;

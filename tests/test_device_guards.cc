@@ -1,0 +1,73 @@
+// Views of device memory never reach a host read: the API refuses them,
+// naming the argument, where it would read values on the host (weights,
+// scalar gradients), copy a strided view, or allocate an output, and a device
+// that no backend serves is an error of dispatch. The views point at an
+// address no process maps, so any host read would crash the test instead of
+// failing it.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "spatialsoftmax/spatialsoftmax.h"
+#include "test_support.h"
+
+namespace spatialsoftmax {
+namespace {
+
+// Not a valid host address: reading it faults.
+const void* const kDeviceAddress = reinterpret_cast<const void*>(std::uintptr_t{0x10});
+void* const kDeviceOutput = reinterpret_cast<void*>(std::uintptr_t{0x1000});
+
+TensorView on_device(DType dtype, Shape shape) {
+  return TensorView(kDeviceAddress, dtype, std::move(shape), Device::cuda(0));
+}
+
+bool cuda_backend_compiled() {
+  for (const std::string& name : backend_names())
+    if (name.ends_with("(cuda)")) return true;
+  return false;
+}
+
+TEST(DeviceGuards, WeightsAreNotReadFromDeviceMemory) {
+  const TensorView x = on_device(DType::kFloat32, {2, 3, 4});
+  const TensorView labels = on_device(DType::kInt64, {2, 4});
+  const TensorView weights = on_device(DType::kFloat32, {3});
+  CrossEntropyOptions o;
+  o.class_weight = weights;
+  const MutableTensorView loss(kDeviceOutput, DType::kFloat32, {}, Device::cuda(0));
+  CrossEntropyOutputs out;
+  out.loss = loss;
+  EXPECT_ERROR_MENTIONS(cross_entropy_into(x, labels, out, o),
+                        {"class_weight", "device", "cuda:0"});
+}
+
+TEST(DeviceGuards, ScalarGradientsAreNotReadFromDeviceMemory) {
+  const TensorView x = on_device(DType::kFloat32, {2, 3, 4});
+  const TensorView target = on_device(DType::kFloat32, {2, 3, 4});
+  const TensorView grad = on_device(DType::kFloat32, {});
+  const MutableTensorView dx(kDeviceOutput, DType::kFloat32, {2, 3, 4}, Device::cuda(0));
+  EXPECT_ERROR_MENTIONS(kl_div_backward_into(x, target, grad, dx), {"grad_output", "cuda:0"});
+}
+
+TEST(DeviceGuards, StridedDeviceViewsAreRefused) {
+  const TensorView strided(kDeviceAddress, DType::kFloat32, {2, 3, 4}, {24, 8, 2},
+                           Device::cuda(0));
+  const MutableTensorView prob(kDeviceOutput, DType::kFloat32, {2, 3, 4}, Device::cuda(0));
+  EXPECT_ERROR_MENTIONS(softmax_into(strided, prob), {"logits", "strides", "dense", "cuda:0"});
+}
+
+TEST(DeviceGuards, AllocatingFormsNeedCallerOutputsOnDevices) {
+  EXPECT_ERROR_MENTIONS(softmax(on_device(DType::kFloat32, {2, 3, 4})),
+                        {"softmax", "prob", "caller-provided output", "cuda:0"});
+}
+
+TEST(DeviceGuards, ADeviceNoBackendServesIsAnErrorOfDispatch) {
+  if (cuda_backend_compiled()) GTEST_SKIP() << "a CUDA backend is compiled in";
+  const TensorView x = on_device(DType::kFloat32, {2, 3, 4});
+  const MutableTensorView prob(kDeviceOutput, DType::kFloat32, {2, 3, 4}, Device::cuda(0));
+  EXPECT_ERROR_MENTIONS(softmax_into(x, prob), {"softmax_into", "cuda:0"});
+}
+
+}  // namespace
+}  // namespace spatialsoftmax
