@@ -1,9 +1,10 @@
 # Project-wide warning and sanitizer flags, applied to our own targets only.
 add_library(spatialsoftmax_flags INTERFACE)
+# C++ only: nvcc takes its own flags (src/CMakeLists.txt).
 target_compile_options(spatialsoftmax_flags INTERFACE
-  $<$<CXX_COMPILER_ID:GNU,Clang>:-Wall -Wextra -Wpedantic -Wshadow -Wconversion
-    -Wno-sign-conversion>
-  $<$<BOOL:${SPATIALSOFTMAX_WERROR}>:-Werror>)
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU,Clang>>:-Wall -Wextra -Wpedantic
+    -Wshadow -Wconversion -Wno-sign-conversion>
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${SPATIALSOFTMAX_WERROR}>>:-Werror>)
 
 # One sanitizer set per build (they do not all combine):
 #   address  AddressSanitizer + UndefinedBehaviorSanitizer (the debug preset)

@@ -3,6 +3,9 @@
 #include <cstdlib>
 
 #include "cpu/kernels.h"
+#ifdef SPATIALSOFTMAX_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
 #include "parallel/thread_pool.h"
 #include "reference/reference.h"
 #include "spatialsoftmax/error.h"
@@ -149,11 +152,16 @@ bool is_empty(Op op, const core::Geometry& g) {
 const NothingToDo kNothingToDo;
 const ReferenceBackend kReference;
 const HighwayBackend kHighway;
-const Backend* const kBackends[] = {&kHighway, &kReference};
-
 }  // namespace
 
-std::span<const Backend* const> backends() { return kBackends; }
+std::span<const Backend* const> backends() {
+#ifdef SPATIALSOFTMAX_HAVE_CUDA
+  static const Backend* const list[] = {&cuda::backend(), &kHighway, &kReference};
+#else
+  static const Backend* const list[] = {&kHighway, &kReference};
+#endif
+  return list;
+}
 
 std::string describe(const Backend& backend) {
   return std::string(backend.name()) +
