@@ -35,18 +35,6 @@ __device__ inline T warp_sum(T v) {
   return v;
 }
 
-// Where position i's classes are: class c at base + c * stride.
-struct Rows {
-  std::int64_t positions, classes, pixels;
-  bool class_last;
-  __device__ std::int64_t base(std::int64_t i) const {
-    return class_last ? i * classes : (i / pixels) * classes * pixels + i % pixels;
-  }
-  __device__ std::int64_t stride() const { return class_last ? 1 : pixels; }
-};
-
-Rows rows_of(const core::Geometry& g) { return {g.positions(), g.classes, g.pixels, g.class_last}; }
-
 // The softmax of one position from its classes [first, classes) in steps of
 // `step` (a whole row for a thread, a lane's share for a warp), with the
 // reductions `reduce_max` / `reduce_sum` combining the shares.
@@ -76,23 +64,23 @@ __device__ void softmax_row(const T* x, std::int64_t stride, std::int64_t classe
 }
 
 template <class T>
-__global__ void softmax_per_thread(Rows r, const T* x, T* prob, T* log_prob, T* entropy) {
+__global__ void softmax_per_thread(core::Geometry g, const T* x, T* prob, T* log_prob, T* entropy) {
   const std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
-  if (i >= r.positions) return;
-  const std::int64_t b = r.base(i);
+  if (i >= g.positions()) return;
+  const std::int64_t b = g.base(i);
   auto same = [](T v) { return v; };
-  softmax_row(x + b, r.stride(), r.classes, 0, 1, same, same, prob ? prob + b : nullptr,
+  softmax_row(x + b, g.class_stride(), g.classes, 0, 1, same, same, prob ? prob + b : nullptr,
               log_prob ? log_prob + b : nullptr, entropy ? entropy + i : nullptr);
 }
 
 template <class T>
-__global__ void softmax_per_warp(Rows r, const T* x, T* prob, T* log_prob, T* entropy) {
+__global__ void softmax_per_warp(core::Geometry g, const T* x, T* prob, T* log_prob, T* entropy) {
   const std::int64_t i = (blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x) / kWarp;
   const int lane = static_cast<int>(threadIdx.x % kWarp);
-  if (i >= r.positions) return;  // the whole warp: i is the same for its lanes
-  const std::int64_t b = r.base(i);
+  if (i >= g.positions()) return;  // the whole warp: i is the same for its lanes
+  const std::int64_t b = g.base(i);
   softmax_row(
-      x + b, std::int64_t{1}, r.classes, std::int64_t{lane}, std::int64_t{kWarp},
+      x + b, std::int64_t{1}, g.classes, std::int64_t{lane}, std::int64_t{kWarp},
       [](T v) { return warp_max(v); }, [](T v) { return warp_sum(v); }, prob ? prob + b : nullptr,
       log_prob ? log_prob + b : nullptr, entropy ? entropy + i : nullptr);
 }
@@ -114,20 +102,23 @@ __device__ void backward_row(const T* y, const T* g, T* dx, std::int64_t stride,
 }
 
 template <class T>
-__global__ void backward_per_thread(Rows r, bool from_log, const T* y, const T* g, T* dx) {
+__global__ void backward_per_thread(core::Geometry geom, bool from_log, const T* y, const T* g,
+                                    T* dx) {
   const std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
-  if (i >= r.positions) return;
-  const std::int64_t b = r.base(i);
-  backward_row(y + b, g + b, dx + b, r.stride(), r.classes, 0, 1, from_log, [](T v) { return v; });
+  if (i >= geom.positions()) return;
+  const std::int64_t b = geom.base(i);
+  backward_row(y + b, g + b, dx + b, geom.class_stride(), geom.classes, 0, 1, from_log,
+               [](T v) { return v; });
 }
 
 template <class T>
-__global__ void backward_per_warp(Rows r, bool from_log, const T* y, const T* g, T* dx) {
+__global__ void backward_per_warp(core::Geometry geom, bool from_log, const T* y, const T* g,
+                                  T* dx) {
   const std::int64_t i = (blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x) / kWarp;
   const int lane = static_cast<int>(threadIdx.x % kWarp);
-  if (i >= r.positions) return;
-  const std::int64_t b = r.base(i);
-  backward_row(y + b, g + b, dx + b, std::int64_t{1}, r.classes, std::int64_t{lane},
+  if (i >= geom.positions()) return;
+  const std::int64_t b = geom.base(i);
+  backward_row(y + b, g + b, dx + b, std::int64_t{1}, geom.classes, std::int64_t{lane},
                std::int64_t{kWarp}, from_log, [](T v) { return warp_sum(v); });
 }
 
@@ -149,28 +140,28 @@ cudaStream_t stream_of(const ExecutionContext& context) {
 
 template <class T>
 void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& context) {
-  const Rows r = rows_of(p.geom);
+  const core::Geometry& g = p.geom;
   // Class-last rows are contiguous: a warp reads one coalesced; class-first
   // neighbouring positions are neighbours in memory: a thread each.
-  if (r.class_last) {
-    softmax_per_warp<T><<<blocks_for(r.positions * kWarp), kThreads, 0, stream_of(context)>>>(
-        r, p.logits, p.prob, p.log_prob, p.entropy);
+  if (g.class_last) {
+    softmax_per_warp<T><<<blocks_for(g.positions() * kWarp), kThreads, 0, stream_of(context)>>>(
+        g, p.logits, p.prob, p.log_prob, p.entropy);
   } else {
-    softmax_per_thread<T><<<blocks_for(r.positions), kThreads, 0, stream_of(context)>>>(
-        r, p.logits, p.prob, p.log_prob, p.entropy);
+    softmax_per_thread<T><<<blocks_for(g.positions()), kThreads, 0, stream_of(context)>>>(
+        g, p.logits, p.prob, p.log_prob, p.entropy);
   }
   check_launch("softmax");
 }
 
 template <class T>
 void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& context) {
-  const Rows r = rows_of(p.geom);
-  if (r.class_last) {
-    backward_per_warp<T><<<blocks_for(r.positions * kWarp), kThreads, 0, stream_of(context)>>>(
-        r, p.from_log_softmax, p.output, p.grad_output, p.grad_logits);
+  const core::Geometry& g = p.geom;
+  if (g.class_last) {
+    backward_per_warp<T><<<blocks_for(g.positions() * kWarp), kThreads, 0, stream_of(context)>>>(
+        g, p.from_log_softmax, p.output, p.grad_output, p.grad_logits);
   } else {
-    backward_per_thread<T><<<blocks_for(r.positions), kThreads, 0, stream_of(context)>>>(
-        r, p.from_log_softmax, p.output, p.grad_output, p.grad_logits);
+    backward_per_thread<T><<<blocks_for(g.positions()), kThreads, 0, stream_of(context)>>>(
+        g, p.from_log_softmax, p.output, p.grad_output, p.grad_logits);
   }
   check_launch("softmax_backward");
 }

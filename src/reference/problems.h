@@ -13,6 +13,14 @@
 
 #include "spatialsoftmax/tensor.h"
 
+// The layout arithmetic below is shared by the CPU and the CUDA kernels
+// (nvcc compiles it for the device too), so it is written and tested once.
+#ifdef __CUDACC__
+#define SPATIALSOFTMAX_HOST_DEVICE __host__ __device__
+#else
+#define SPATIALSOFTMAX_HOST_DEVICE
+#endif
+
 namespace spatialsoftmax::core {
 
 // Dense layout of an X-shaped tensor: N batches, C classes, P pixels per batch
@@ -23,15 +31,16 @@ struct Geometry {
   std::int64_t pixels = 0;
   bool class_last = false;
 
-  std::int64_t positions() const { return batch * pixels; }
-  std::int64_t elements() const { return batch * classes * pixels; }
-  std::int64_t class_stride() const { return class_last ? 1 : pixels; }
+  SPATIALSOFTMAX_HOST_DEVICE std::int64_t positions() const { return batch * pixels; }
+  SPATIALSOFTMAX_HOST_DEVICE std::int64_t elements() const { return batch * classes * pixels; }
+  SPATIALSOFTMAX_HOST_DEVICE std::int64_t class_stride() const { return class_last ? 1 : pixels; }
   // Offset of class 0 of position i.
-  std::int64_t base(std::int64_t i) const {
+  SPATIALSOFTMAX_HOST_DEVICE std::int64_t base(std::int64_t i) const {
     return class_last ? i * classes : (i / pixels) * classes * pixels + i % pixels;
   }
   // Offset of element (n, c, p).
-  std::int64_t offset(std::int64_t n, std::int64_t c, std::int64_t p) const {
+  SPATIALSOFTMAX_HOST_DEVICE std::int64_t offset(std::int64_t n, std::int64_t c,
+                                                 std::int64_t p) const {
     return class_last ? (n * pixels + p) * classes + c : (n * classes + c) * pixels + p;
   }
 };
