@@ -4,7 +4,7 @@
 
 #include "cpu/kernels.h"
 #ifdef SPATIALSOFTMAX_HAVE_CUDA
-#include "cuda/backend.h"
+#include "cuda/kernels.h"
 #endif
 #include "parallel/thread_pool.h"
 #include "reference/reference.h"
@@ -149,6 +149,67 @@ bool is_empty(Op op, const core::Geometry& g) {
   return per_channel ? g.batch == 0 || g.classes == 0 : g.positions() == 0;
 }
 
+#ifdef SPATIALSOFTMAX_HAVE_CUDA
+// The CUDA kernels (src/cuda), on the device the views' memory is on (the
+// calling thread's current CUDA device) and the context's stream. It declines
+// the operations whose kernels are not written yet, so that dispatch names
+// them.
+class CudaBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "cuda"; }
+  DeviceType device() const override { return DeviceType::kCuda; }
+  std::string declines(Op op, const core::Geometry&, DType) const override {
+    switch (op) {
+      case Op::kSoftmax:
+      case Op::kSoftmaxBackward:
+        return {};
+      default:
+        return "this operation has no CUDA kernel yet";
+    }
+  }
+
+#define SPATIALSOFTMAX_CUDA_METHODS(T)                                                         \
+  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {   \
+    cuda::softmax(p, c);                                                                       \
+  }                                                                                            \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c)   \
+      const override {                                                                         \
+    cuda::softmax_backward(p, c);                                                              \
+  }                                                                                            \
+  void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&)             \
+      const override {                                                                         \
+    declined("cross_entropy");                                                                 \
+  }                                                                                            \
+  void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override { \
+    declined("scan_labels");                                                                   \
+  }                                                                                            \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&)      \
+      const override {                                                                         \
+    declined("prob_minus_target");                                                             \
+  }                                                                                            \
+  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {          \
+    declined("kl_div");                                                                        \
+  }                                                                                            \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&)  \
+      const override {                                                                         \
+    declined("spatial_soft_argmax");                                                           \
+  }                                                                                            \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,                  \
+                                    const ExecutionContext&) const override {                  \
+    declined("spatial_soft_argmax_backward");                                                  \
+  }
+  SPATIALSOFTMAX_CUDA_METHODS(float)
+  SPATIALSOFTMAX_CUDA_METHODS(double)
+#undef SPATIALSOFTMAX_CUDA_METHODS
+
+ private:
+  // dispatch never calls an operation this backend declines.
+  [[noreturn]] static void declined(const char* op) {
+    throw Error(std::string("cuda backend: ") + op + " was dispatched though it is declined");
+  }
+};
+#endif
+
 const NothingToDo kNothingToDo;
 const ReferenceBackend kReference;
 const HighwayBackend kHighway;
@@ -156,7 +217,8 @@ const HighwayBackend kHighway;
 
 std::span<const Backend* const> backends() {
 #ifdef SPATIALSOFTMAX_HAVE_CUDA
-  static const Backend* const list[] = {&cuda::backend(), &kHighway, &kReference};
+  static const CudaBackend cuda_backend;
+  static const Backend* const list[] = {&cuda_backend, &kHighway, &kReference};
 #else
   static const Backend* const list[] = {&kHighway, &kReference};
 #endif
