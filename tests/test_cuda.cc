@@ -40,7 +40,9 @@ class DeviceBuffer {
   ~DeviceBuffer() { cudaFree(data_); }
 
   TensorView view() const { return TensorView(data_, dtype_, shape_, Device::cuda(0)); }
-  MutableTensorView out() const { return MutableTensorView(data_, dtype_, shape_, Device::cuda(0)); }
+  MutableTensorView out() const {
+    return MutableTensorView(data_, dtype_, shape_, Device::cuda(0));
+  }
   Tensor to_host() const {
     Tensor host = Tensor::uninitialized(dtype_, shape_);
     EXPECT_EQ(cudaMemcpy(host.data(), data_, host.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
@@ -82,9 +84,9 @@ struct Case {
 };
 
 const Case kCases[] = {
-    {{2, 1, 5, 3}, ClassAxis::kFirst},  {{3, 7, 33}, ClassAxis::kFirst},
-    {{2, 300, 17}, ClassAxis::kFirst},  {{2, 5, 3, 19}, ClassAxis::kLast},
-    {{3, 33, 300}, ClassAxis::kLast},   {{64, 32000}, ClassAxis::kLast},
+    {{2, 1, 5, 3}, ClassAxis::kFirst},     {{3, 7, 33}, ClassAxis::kFirst},
+    {{2, 300, 17}, ClassAxis::kFirst},     {{2, 5, 3, 19}, ClassAxis::kLast},
+    {{3, 33, 300}, ClassAxis::kLast},      {{64, 32000}, ClassAxis::kLast},
     {{1, 19, 7, 9, 5}, ClassAxis::kFirst},
 };
 

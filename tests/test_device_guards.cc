@@ -51,8 +51,7 @@ TEST(DeviceGuards, ScalarGradientsAreNotReadFromDeviceMemory) {
 }
 
 TEST(DeviceGuards, StridedDeviceViewsAreRefused) {
-  const TensorView strided(kDeviceAddress, DType::kFloat32, {2, 3, 4}, {24, 8, 2},
-                           Device::cuda(0));
+  const TensorView strided(kDeviceAddress, DType::kFloat32, {2, 3, 4}, {24, 8, 2}, Device::cuda(0));
   const MutableTensorView prob(kDeviceOutput, DType::kFloat32, {2, 3, 4}, Device::cuda(0));
   EXPECT_ERROR_MENTIONS(softmax_into(strided, prob), {"logits", "strides", "dense", "cuda:0"});
 }
