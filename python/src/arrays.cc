@@ -55,14 +55,6 @@ nb::dlpack::dtype dlpack_of(DType dtype) {
   return nb::dtype<float>();
 }
 
-bool backend_serves(DeviceType type) {
-  const std::string suffix = type == DeviceType::kCuda ? "(cuda)" : "(cpu)";
-  for (const std::string& name : backend_names()) {
-    if (name.size() >= suffix.size() && name.ends_with(suffix)) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 DType dtype_from_dlpack(nb::dlpack::dtype dtype, std::string_view op, std::string_view name) {
@@ -95,24 +87,14 @@ void CallArrays::not_an_array(const nb::handle& object, std::string_view name) c
 }
 
 Device CallArrays::device_of(int device_type, int device_id, std::string_view name) const {
-  Device device;
-  if (device_type == nb::device::cpu::value || device_type == nb::device::cuda_host::value) {
-    device = Device::cpu();
-  } else if (device_type == nb::device::cuda::value) {
-    device = Device::cuda(device_id);
-  } else {
-    throw Error(op_ + ": " + std::string(name) +
-                " device: expected cpu or cuda, got DLPack device type " +
-                std::to_string(device_type));
-  }
-  // The API reads some inputs (weights, labels) on the host before it
-  // dispatches, so memory no backend serves stops here.
-  if (!backend_serves(device.type)) {
-    throw Error(op_ + ": " + std::string(name) +
-                " device: expected cpu (no backend of this build serves " + device_name(device) +
-                "), got " + device_name(device));
-  }
-  return device;
+  // A device no backend serves is refused by dispatch, and the API reads no
+  // device memory on the host (src/api/validate.h): views go on as they are.
+  if (device_type == nb::device::cpu::value || device_type == nb::device::cuda_host::value)
+    return Device::cpu();
+  if (device_type == nb::device::cuda::value) return Device::cuda(device_id);
+  throw Error(op_ + ": " + std::string(name) +
+              " device: expected cpu or cuda, got DLPack device type " +
+              std::to_string(device_type));
 }
 
 TensorView CallArrays::input(const ArrayArg& array, std::string_view name) {

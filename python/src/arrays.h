@@ -53,8 +53,8 @@ class CallArrays {
   // Sets the framework of the results from the first array argument.
   void note_framework(const nb::handle& object);
   [[noreturn]] void not_an_array(const nb::handle& object, std::string_view name) const;
-  // The library's device of an array's DLPack device; only devices that a
-  // compiled-in backend serves pass.
+  // The library's device of an array's DLPack device (CPU, CUDA host memory
+  // as CPU, CUDA); other device types are an Error.
   Device device_of(int device_type, int device_id, std::string_view name) const;
 
   std::string op_;
