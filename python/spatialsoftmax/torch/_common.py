@@ -40,14 +40,12 @@ def logical_view(t: Tensor, layout: str) -> Tensor:
     return t.movedim(-1, 1) if layout == "NHWC" else t
 
 
-def empty_in_layout(like: Tensor, layout: str, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """An uninitialised (N, C, d1..dk) tensor stored in `layout`, densely: what the kernels
-    return (the fake implementations' outputs)."""
-    dtype = like.dtype if dtype is None else dtype
+def empty_in_layout(like: Tensor, layout: str) -> Tensor:
+    """An uninitialised tensor of like's (N, C, d1..dk) shape and dtype stored in `layout`,
+    densely: what the kernels return (the fake implementations' outputs)."""
     if layout == "NHWC":
-        stored = like.movedim(1, -1).shape
-        return torch.empty(stored, dtype=dtype, device=like.device).movedim(-1, 1)
-    return torch.empty(like.shape, dtype=dtype, device=like.device)
+        return like.new_empty(like.movedim(1, -1).shape).movedim(-1, 1)
+    return like.new_empty(like.shape)
 
 
 def compute_dtype(t: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ def _kl_inputs(input, target):
 
 
 def _kl_output(x: Tensor, reduction: str, layout: str) -> Tensor:
+    """The fake implementation's output: the logits' layout for 'none', else a scalar."""
     return empty_in_layout(x, layout) if reduction == "none" else x.new_empty(())
 
 
