@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Times PyTorch's F.cross_entropy (reduction mean, float32 logits, int64 labels) on the CPU.
 
-forward: the loss under torch.no_grad(). forward_backward: loss.backward() into a fresh
-x.grad each run (set to None between runs, as our API allocates dX per call). NHWC is
+forward (under torch.no_grad()) and forward_backward (loss.backward() into a fresh x.grad each
+run) as torch_inputs.timed_steps defines them. NHWC is
 torch.channels_last (logical shape (N, C, H, W), stored (N, H, W, C)); a 2-D case is a plain
 (rows, classes) tensor. Threads: torch.set_num_threads(n). Arguments and output: common.py.
 """
@@ -19,18 +19,7 @@ import torch_inputs  # noqa: E402
 for shape, layout in args.case:
     x, labels = torch_inputs.make_case(shape, layout)
 
-    def forward():
-        with torch.no_grad():
-            return F.cross_entropy(x, labels, reduction="mean")
-
-    xg = x.detach().requires_grad_(True)
-
-    def forward_backward():
-        xg.grad = None
-        loss = F.cross_entropy(xg, labels, reduction="mean")
-        loss.backward()
-        return loss
-
+    forward, forward_backward = torch_inputs.timed_steps(x, labels, F.cross_entropy)
     fns = {"forward": forward, "forward_backward": forward_backward}
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -38,4 +27,4 @@ for shape, layout in args.case:
             ms_min, ms_median, runs = common.time_it(fns[op], args)
             common.emit("pytorch", op, shape, layout, threads, ms_min, ms_median, runs,
                         version=torch.__version__)
-    del x, xg, labels
+    del x, labels, forward, forward_backward

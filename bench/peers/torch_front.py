@@ -29,26 +29,10 @@ import spatialsoftmax.torch as sst  # noqa: E402
 import torch_inputs  # noqa: E402
 
 
-def timed_functions(x, labels, cross_entropy, **kwargs):
-    def forward():
-        with torch.no_grad():
-            return cross_entropy(x, labels, **kwargs)
-
-    xg = x.detach().requires_grad_(True)
-
-    def forward_backward():
-        xg.grad = None
-        loss = cross_entropy(xg, labels, **kwargs)
-        loss.backward()
-        return loss
-
-    return forward, forward_backward
-
-
 def run_case(shape, layout):
     x, labels = torch_inputs.make_case(shape, layout)
-    ours_forward, ours_fused = timed_functions(x, labels, sst.cross_entropy)
-    _, ours_unfused = timed_functions(x, labels, sst.cross_entropy, fused=False)
+    ours_forward, ours_fused = torch_inputs.timed_steps(x, labels, sst.cross_entropy)
+    _, ours_unfused = torch_inputs.timed_steps(x, labels, sst.cross_entropy, fused=False)
     # The kernels' view: class-last storage is passed as (N, d..., C) with layout NHWC.
     core_layout = "NHWC" if layout == "NHWC" and len(shape) > 2 else "NCHW"
     core_x = x.movedim(1, -1) if core_layout == "NHWC" else x
@@ -68,7 +52,7 @@ def run_case(shape, layout):
         ],
     }
     if args.with_torch:
-        torch_forward, torch_backward = timed_functions(x, labels, F.cross_entropy)
+        torch_forward, torch_backward = torch_inputs.timed_steps(x, labels, F.cross_entropy)
         runs["forward"].append(("pytorch", torch_forward))
         runs["forward_backward"].append(("pytorch", torch_backward))
     for threads in args.threads:
