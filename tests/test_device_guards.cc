@@ -1,7 +1,7 @@
-// Views of device memory never reach a host read: the API refuses them,
-// naming the argument, where it would read values on the host (weights,
-// scalar gradients), copy a strided view, or allocate an output, and a device
-// that no backend serves is an error of dispatch. The views point at an
+// Views of device memory never reach a host read: weights and scalar
+// gradients go to the device unread, and the API refuses, naming the
+// argument, a strided view (it would be copied on the host) or an output to
+// allocate; a device that no backend serves is an error of dispatch. The views point at an
 // address no process maps, so any host read would crash the test instead of
 // failing it.
 #include <gtest/gtest.h>
@@ -29,25 +29,44 @@ bool cuda_backend_compiled() {
   return false;
 }
 
-TEST(DeviceGuards, WeightsAreNotReadFromDeviceMemory) {
-  const TensorView x = on_device(DType::kFloat32, {2, 3, 4});
-  const TensorView labels = on_device(DType::kInt64, {2, 4});
-  const TensorView weights = on_device(DType::kFloat32, {3});
+// Device weights and scalar gradients are checked and read by the device's
+// kernels: the call reaches dispatch without reading them (a host read of
+// the fake address would crash). cuda:999 is no device, so dispatch refuses
+// it on every machine, with a GPU or without, before any kernel runs.
+TEST(DeviceGuards, DeviceWeightsReachDispatchUnread) {
+  const Device nowhere = Device::cuda(999);
+  const TensorView x(kDeviceAddress, DType::kFloat32, {2, 3, 4}, nowhere);
+  const TensorView labels(kDeviceAddress, DType::kInt64, {2, 4}, nowhere);
+  const TensorView weights(kDeviceAddress, DType::kFloat32, {3}, nowhere);
   CrossEntropyOptions o;
   o.class_weight = weights;
+  o.pixel_weight = TensorView(kDeviceAddress, DType::kFloat32, {2, 4}, nowhere);
+  const MutableTensorView loss(kDeviceOutput, DType::kFloat32, {}, nowhere);
+  CrossEntropyOutputs out;
+  out.loss = loss;
+  EXPECT_ERROR_MENTIONS(cross_entropy_into(x, labels, out, o), {"cross_entropy_into", "cuda:999"});
+}
+
+TEST(DeviceGuards, DeviceScalarGradientsReachDispatchUnread) {
+  const Device nowhere = Device::cuda(999);
+  const TensorView x(kDeviceAddress, DType::kFloat32, {2, 3, 4}, nowhere);
+  const TensorView target(kDeviceAddress, DType::kFloat32, {2, 3, 4}, nowhere);
+  const TensorView grad(kDeviceAddress, DType::kFloat32, {}, nowhere);
+  const MutableTensorView dx(kDeviceOutput, DType::kFloat32, {2, 3, 4}, nowhere);
+  EXPECT_ERROR_MENTIONS(kl_div_backward_into(x, target, grad, dx),
+                        {"kl_div_backward_into", "cuda:999"});
+}
+
+// The layout of device weights is still checked on the host.
+TEST(DeviceGuards, DeviceWeightsOfTheWrongShapeAreRefused) {
+  const TensorView x = on_device(DType::kFloat32, {2, 3, 4});
+  const TensorView labels = on_device(DType::kInt64, {2, 4});
+  CrossEntropyOptions o;
+  o.class_weight = on_device(DType::kFloat32, {4});
   const MutableTensorView loss(kDeviceOutput, DType::kFloat32, {}, Device::cuda(0));
   CrossEntropyOutputs out;
   out.loss = loss;
-  EXPECT_ERROR_MENTIONS(cross_entropy_into(x, labels, out, o),
-                        {"class_weight", "device", "cuda:0"});
-}
-
-TEST(DeviceGuards, ScalarGradientsAreNotReadFromDeviceMemory) {
-  const TensorView x = on_device(DType::kFloat32, {2, 3, 4});
-  const TensorView target = on_device(DType::kFloat32, {2, 3, 4});
-  const TensorView grad = on_device(DType::kFloat32, {});
-  const MutableTensorView dx(kDeviceOutput, DType::kFloat32, {2, 3, 4}, Device::cuda(0));
-  EXPECT_ERROR_MENTIONS(kl_div_backward_into(x, target, grad, dx), {"grad_output", "cuda:0"});
+  EXPECT_ERROR_MENTIONS(cross_entropy_into(x, labels, out, o), {"class_weight", "shape", "(3,)"});
 }
 
 TEST(DeviceGuards, StridedDeviceViewsAreRefused) {

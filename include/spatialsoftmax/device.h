@@ -35,6 +35,14 @@ struct ExecutionContext {
   void* cuda_stream = nullptr;
 };
 
+// Waits for the context's CUDA stream and raises, as the Error a CPU call
+// would raise, the first bad label or weight that a device kernel found
+// since the last check. Device calls never wait for the device, so they
+// cannot raise such an error themselves: a later device call raises it if
+// the failing kernel has finished by then, and this function always does.
+// Without a CUDA backend, or before any device check ran, it returns.
+void check_device_errors(const ExecutionContext& context = {});
+
 // The backends compiled in, best first, as "name (device type)": for
 // example {"highway (cpu)", "reference (cpu)"}. SPATIALSOFTMAX_BACKEND=name
 // forces one.

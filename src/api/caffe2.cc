@@ -8,6 +8,7 @@
 #include <string>
 
 #include "api/cross_entropy.h"
+#include "api/device_errors.h"
 #include "api/labels.h"
 #include "api/outputs.h"
 #include "api/validate.h"
@@ -63,7 +64,7 @@ template <class T>
 void run_prob_minus_target(std::string_view op, Device device, const core::Geometry& geom,
                            const Dense& prob, core::Labels labels, const T* target_probs,
                            const Dense& weight, bool ignore_minus_one, double coef, void* dx,
-                           const ExecutionContext& context) {
+                           const ExecutionContext& context, const core::DeviceScalars<T>* scalars) {
   core::ProbMinusTargetProblem<T> pb;
   pb.geom = geom;
   pb.prob = prob.get<T>();
@@ -74,6 +75,7 @@ void run_prob_minus_target(std::string_view op, Device device, const core::Geome
   pb.ignore_index = -1;
   pb.coef = static_cast<T>(coef);
   pb.grad_logits = static_cast<T*>(dx);
+  pb.device = scalars;
   dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op)
       .prob_minus_target(pb, context);
 }
@@ -102,18 +104,25 @@ void* place_dx(std::string_view op, const GradientInputs& in, const MutableTenso
                               allocated);
 }
 
-// The forward's scalar avg_loss: the caller's view, or a new scalar.
-void write_loss(double loss, DType dtype, const LossOutputViews* into, Tensor* out) {
-  if (!into) {
-    *out = Tensor::scalar(dtype, loss);
-    return;
+// The gradients' inputs on one device (dense there, unless on the CPU).
+Device gradient_device(std::string_view op, const GradientInputs& in) {
+  const TensorView* weight_view = in.weight ? &*in.weight : nullptr;
+  return api::common_device(op, {{"X", &in.X},
+                                 {"T", &in.T},
+                                 {"weight_tensor", weight_view},
+                                 {"P", &in.P},
+                                 {"d_loss", &in.d_loss}});
+}
+
+// d_loss: its first element, read here on the CPU; on a device the kernel
+// reads it, so it must have X's dtype there.
+double upstream_of(std::string_view op, const TensorView& d_loss, DType dtype, Device device) {
+  if (device.type == DeviceType::kCpu) return api::first_element(op, "d_loss", d_loss);
+  api::check_dtype(op, "d_loss", d_loss, dtype);
+  if (checked_numel(d_loss.shape(), "d_loss") < 1) {
+    fail(op, "d_loss", "shape: expected at least one element, got " + shape_string(d_loss.shape()));
   }
-  // run_cross_entropy checked the view and wrote the plain sum there;
-  // Caffe2's normalization replaces it.
-  api::visit_float(dtype, [&](auto tag) {
-    using F = decltype(tag);
-    *static_cast<F*>(into->loss.data()) = static_cast<F>(loss);
-  });
+  return 0;
 }
 
 LossOutputs run_spatial(const TensorView& X, const TensorView& T,
@@ -132,19 +141,17 @@ LossOutputs run_spatial(const TensorView& X, const TensorView& T,
     views.prob = into->prob;
     views.loss = into->loss;
   }
-  api::CrossEntropyRun run =
-      api::run_cross_entropy({op, "X", "T", "weight_tensor", kPixelWeightShape}, X, T, options, {},
-                             api::Pass::kForward, false, nullptr, into ? &views : nullptr, context);
-  const double L = run.loss_sum, Wt = run.denominator;
-  double loss;
-  if (args.variant == Variant::kCpu) {
-    loss = Wt != 0 ? L / Wt : 0.0;  // the CPU forward does not apply scale
-  } else {
-    loss = Wt > 0 ? args.scale * L / Wt : L;
-  }
-  LossOutputs out{std::move(run.result.prob), {}};
-  write_loss(loss, X.dtype(), into, &out.loss);
-  return out;
+  // The CPU forward does not apply scale; CUDA's keeps the sum when no
+  // label counts.
+  api::LossPlan plan;
+  plan.rule = args.variant == Variant::kCpu
+                  ? core::LossScalar{core::LossRule::kMean, 1.0, 0.0}
+                  : core::LossScalar{core::LossRule::kCaffe2Cuda, args.scale, 0.0};
+  plan.denominator_from = core::DenominatorFrom::kLabelWeights;
+  api::CrossEntropyRun run = api::run_cross_entropy(
+      {op, "X", "T", "weight_tensor", kPixelWeightShape}, X, T, options, {}, api::Pass::kForward,
+      false, nullptr, into ? &views : nullptr, context, &plan);
+  return {std::move(run.result.prob), std::move(run.result.loss)};
 }
 
 Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLossArgs& args,
@@ -153,25 +160,38 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
   const TensorView &X = in.X, &T = in.T, &P = in.P;
   check_common_args(op, args.scale, args.order);
   const api::ClassTensor info = check_spatial_inputs(op, X, T);
-  if (in.weight)
-    api::check_weights(op, "weight_tensor", *in.weight, info.map_shape, kPixelWeightShape,
-                       X.dtype());
+  const Device device = gradient_device(op, in);
+  if (in.weight) {
+    api::check_weights_on(device, op, "weight_tensor", *in.weight, info.map_shape,
+                          kPixelWeightShape, X.dtype());
+  }
   api::check_dtype(op, "P", P, X.dtype());
   api::check_shape(op, "P", P, X.shape(), "(X's shape)");
-  const double g = api::first_element(op, "d_loss", in.d_loss);
+  const double g = upstream_of(op, in.d_loss, X.dtype(), device);
   Tensor dx;
   void* dx_data = place_dx(op, in, into, &dx);
-  const Device device = P.device();
   const Dense labels(T), w(in.weight), prob(P);
   const core::Labels y{labels.raw(), DType::kInt32};
-  // Caffe2's total weight: the pixel weights of the labels that are not -1.
-  const double Wt = api::scan_labels({op, "T", T, y, info.geom.classes, -1}, nullptr, w.raw(),
-                                     X.dtype(), device, context);
-  const double coef = Wt > 0 ? args.scale / Wt * g : g;
+  const core::GradScalar rule{core::GradRule::kCaffe2, args.scale, false};
+  const api::LabelArg label_arg{op, "T", T, y, info.geom.classes, -1};
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
+    core::DeviceScalars<F> scalars;
+    double coef = 0;
+    if (device.type == DeviceType::kCpu) {
+      // Caffe2's total weight: the pixel weights of the labels that are not -1.
+      const double Wt = api::scan_labels(label_arg, nullptr, w.raw(), X.dtype(), device, context);
+      coef = core::finish_grad(rule, g, Wt);
+    } else {
+      scalars.label_site = api::error_site(op, "T", T.shape(), info.geom.classes, -1);
+      if (in.weight)
+        scalars.pixel_weight_site = api::error_site(op, "weight_tensor", info.map_shape);
+      scalars.denominator_from = core::DenominatorFrom::kLabelWeights;
+      scalars.grad = static_cast<const F*>(in.d_loss.data());
+      scalars.grad_rule = rule;
+    }
     run_prob_minus_target<F>(op, device, info.geom, prob, y, nullptr, w, true, coef, dx_data,
-                             context);
+                             context, device.type == DeviceType::kCpu ? nullptr : &scalars);
   });
   return dx;
 }
@@ -252,9 +272,10 @@ std::int64_t product(const Shape& s, std::size_t from, std::size_t to) {
 
 // Checks T for label_prob 0 (int32, N labels; their values are checked by
 // the caller, once) or 1 (rows of probabilities, each >= 0 and summing to 1
-// within 1e-5).
+// within 1e-5, on the CPU: Caffe2's CUDA operator does not check them, and
+// reading device memory here would wait for the device).
 void check_softmax_targets(std::string_view op, const TensorView& X, const TensorView& T,
-                           const Coerced& c, int label_prob, const Dense& dense) {
+                           const Coerced& c, int label_prob, const Dense& dense, Device device) {
   const std::int64_t N = c.geom.batch, D = c.geom.classes;
   const auto axis = static_cast<std::size_t>(c.axis);
   if (label_prob == 0) {
@@ -279,6 +300,7 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
          "shape: expected probabilities whose 2-D view is (" + std::to_string(N) + ", " +
              std::to_string(D) + "), got " + shape_string(T.shape()));
   }
+  if (device.type != DeviceType::kCpu) return;
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* t = dense.get<F>();
@@ -305,21 +327,32 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
 constexpr std::string_view kRowWeightShape = "(one weight per row)";
 
 // A dense 2-D (N, D) view of a dense tensor.
-TensorView as_2d(const Dense& dense, DType dtype, const core::Geometry& g) {
-  return TensorView(dense.raw(), dtype, {g.batch, g.classes});
+TensorView as_2d(const Dense& dense, DType dtype, const core::Geometry& g, Device device) {
+  return TensorView(dense.raw(), dtype, {g.batch, g.classes}, device);
 }
 
 }  // namespace
 
 namespace {
 
+// SoftmaxWithLoss's total weight: N rows, or the rows' weights (which
+// average_by_batch_size ignores on Caffe2's CPU).
+core::DenominatorFrom softmax_total_weight(const SoftmaxWithLossArgs& args) {
+  return args.average_by_batch_size && args.variant == Variant::kCpu
+             ? core::DenominatorFrom::kConstant
+             : core::DenominatorFrom::kPixelWeights;
+}
+
 LossOutputs run_softmax(const TensorView& X, const TensorView& T,
                         const std::optional<TensorView>& weight, const SoftmaxWithLossArgs& args,
                         const LossOutputViews* into, const ExecutionContext& context) {
   check_common_args(kSoftmax, args.scale, args.order);
   const Coerced c = coerce(kSoftmax, X, args.axis);
+  const TensorView* weight_view = weight ? &*weight : nullptr;
+  const Device device =
+      api::common_device(kSoftmax, {{"X", &X}, {"T", &T}, {"weight_tensor", weight_view}});
   const Dense x(X), target(T);
-  check_softmax_targets(kSoftmax, X, T, c, args.label_prob, target);
+  check_softmax_targets(kSoftmax, X, T, c, args.label_prob, target, device);
   CrossEntropyOptions options;
   options.reduction = Reduction::kSum;
   options.want_prob = true;
@@ -329,8 +362,8 @@ LossOutputs run_softmax(const TensorView& X, const TensorView& T,
     options.prob_floor = args.variant == Variant::kCpu ? 1e-20 : 1.1754943508222875e-38;
   }
   const TensorView targets = args.label_prob != 0
-                                 ? as_2d(target, X.dtype(), c.geom)
-                                 : TensorView(target.raw(), DType::kInt32, {c.geom.batch});
+                                 ? as_2d(target, X.dtype(), c.geom, device)
+                                 : TensorView(target.raw(), DType::kInt32, {c.geom.batch}, device);
   // P has X's shape (Caffe2's shape inference claims (N, D)); the run sees
   // it as the 2-D (N, D) that it computes over.
   CrossEntropyOutputs views;
@@ -340,17 +373,16 @@ LossOutputs run_softmax(const TensorView& X, const TensorView& T,
                                    {c.geom.batch, c.geom.classes}, into->prob.device());
     views.loss = into->loss;
   }
+  api::LossPlan plan;
+  plan.rule = {core::LossRule::kCaffe2Scaled, args.scale, 0.0};
+  plan.denominator_from = softmax_total_weight(args);
+  plan.denominator = static_cast<double>(c.geom.batch);
   api::CrossEntropyRun run = api::run_cross_entropy(
-      {kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom), targets,
-      options, {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr, context);
-  const double Wt = args.average_by_batch_size && args.variant == Variant::kCpu
-                        ? static_cast<double>(c.geom.batch)
-                    : weight ? run.pixel_weight_sum
-                             : static_cast<double>(c.geom.batch);
-  const double loss = Wt != 0 ? args.scale * run.loss_sum / Wt : 0.0;
-  LossOutputs out{std::move(run.result.prob), {}};
+      {kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom, device),
+      targets, options, {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr, context,
+      &plan);
+  LossOutputs out{std::move(run.result.prob), std::move(run.result.loss)};
   if (!into) out.prob.reshape(X.shape());
-  write_loss(loss, X.dtype(), into, &out.loss);
   return out;
 }
 
@@ -359,38 +391,59 @@ Tensor run_softmax_gradient(const GradientInputs& in, const SoftmaxWithLossArgs&
   const TensorView &X = in.X, &T = in.T, &P = in.P;
   check_common_args(kSoftmaxGrad, args.scale, args.order);
   const Coerced c = coerce(kSoftmaxGrad, X, args.axis);
+  const Device device = gradient_device(kSoftmaxGrad, in);
   const Dense target(T);
-  check_softmax_targets(kSoftmaxGrad, X, T, c, args.label_prob, target);
-  const double weight_sum = in.weight
-                                ? api::check_weights(kSoftmaxGrad, "weight_tensor", *in.weight,
-                                                     {c.geom.batch}, kRowWeightShape, X.dtype())
-                                : static_cast<double>(c.geom.batch);
+  check_softmax_targets(kSoftmaxGrad, X, T, c, args.label_prob, target, device);
+  const Shape weight_shape{c.geom.batch};
+  double weight_sum = static_cast<double>(c.geom.batch);
+  if (in.weight) {
+    weight_sum = api::check_weights_on(device, kSoftmaxGrad, "weight_tensor", *in.weight,
+                                       weight_shape, kRowWeightShape, X.dtype())
+                     .value_or(0.0);
+  }
   api::check_dtype(kSoftmaxGrad, "P", P, X.dtype());
   if (checked_numel(P.shape(), "P") != c.geom.batch * c.geom.classes) {
     fail(kSoftmaxGrad, "P",
          "shape: expected " + shape_string(X.shape()) + " (X's shape), got " +
              shape_string(P.shape()));
   }
-  const double g = api::first_element(kSoftmaxGrad, "d_loss", in.d_loss);
-  const bool cpu = args.variant == Variant::kCpu;
-  const double Wt =
-      args.average_by_batch_size && cpu ? static_cast<double>(c.geom.batch) : weight_sum;
+  const double g = upstream_of(kSoftmaxGrad, in.d_loss, X.dtype(), device);
   // CPU: no d_loss factor when the total weight is 0; CUDA always applies it.
-  const double coef = Wt > 0 ? args.scale / Wt * g : (cpu ? 1.0 : g);
+  const core::GradScalar rule{core::GradRule::kCaffe2, args.scale, args.variant == Variant::kCpu};
+  const core::DenominatorFrom total_from = softmax_total_weight(args);
   Tensor dx;
   void* dx_data = place_dx(kSoftmaxGrad, in, into, &dx);
-  const Device device = P.device();
-  if (args.label_prob == 0) {
-    (void)api::scan_labels(
-        {kSoftmaxGrad, "T", T, {target.raw(), DType::kInt32}, c.geom.classes, std::nullopt},
-        nullptr, nullptr, X.dtype(), device, context);
+  const bool on_cpu = device.type == DeviceType::kCpu;
+  const core::Labels labels{target.raw(), DType::kInt32};
+  if (args.label_prob == 0 && on_cpu) {
+    (void)api::scan_labels({kSoftmaxGrad, "T", T, labels, c.geom.classes, std::nullopt}, nullptr,
+                           nullptr, X.dtype(), device, context);
   }
   const Dense prob(P), w(in.weight);
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* soft = args.label_prob != 0 ? target.get<F>() : nullptr;
-    run_prob_minus_target<F>(kSoftmaxGrad, device, c.geom, prob, {target.raw(), DType::kInt32},
-                             soft, w, false, coef, dx_data, context);
+    core::DeviceScalars<F> scalars;
+    double coef = 0;
+    if (on_cpu) {
+      const double Wt = total_from == core::DenominatorFrom::kConstant
+                            ? static_cast<double>(c.geom.batch)
+                            : weight_sum;
+      coef = core::finish_grad(rule, g, Wt);
+    } else {
+      if (args.label_prob == 0) {
+        scalars.label_site = api::error_site(kSoftmaxGrad, "T", T.shape(), c.geom.classes);
+      }
+      if (in.weight) {
+        scalars.pixel_weight_site = api::error_site(kSoftmaxGrad, "weight_tensor", weight_shape);
+      }
+      scalars.denominator_from = total_from;
+      scalars.denominator = static_cast<double>(c.geom.batch);
+      scalars.grad = static_cast<const F*>(in.d_loss.data());
+      scalars.grad_rule = rule;
+    }
+    run_prob_minus_target<F>(kSoftmaxGrad, device, c.geom, prob, labels, soft, w, false, coef,
+                             dx_data, context, on_cpu ? nullptr : &scalars);
   });
   return dx;
 }

@@ -9,6 +9,7 @@
 #include <limits>
 #include <optional>
 
+#include "api/device_errors.h"
 #include "api/labels.h"
 #include "api/outputs.h"
 #include "api/validate.h"
@@ -34,8 +35,8 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
                                   const TensorView& targets, const CrossEntropyOptions& options,
                                   const CrossEntropyGrads& grads, Pass pass,
                                   bool logits_are_log_probs, Tensor* grad_over_logits,
-                                  const CrossEntropyOutputs* into,
-                                  const ExecutionContext& context) {
+                                  const CrossEntropyOutputs* into, const ExecutionContext& context,
+                                  const LossPlan* plan) {
   const std::string_view op = names.op, targets_name = names.targets;
   const ClassTensor info = analyze_class_tensor(op, names.logits, logits, options.class_axis);
   const DType dtype = logits.dtype();
@@ -80,15 +81,6 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     check_index_dtype(op, targets_name, targets);
     check_shape(op, targets_name, targets, info.map_shape, "(class indices: (N, d1..dk))");
   }
-  if (options.class_weight) {
-    check_weights(op, "class_weight", *options.class_weight, {C}, "(one per class)", dtype);
-  }
-  double pixel_weight_sum = 0;
-  if (options.pixel_weight) {
-    pixel_weight_sum = check_weights(op, names.pixel_weight, *options.pixel_weight, info.map_shape,
-                                     names.pixel_weight_shape, dtype);
-  }
-
   const TensorView* class_weight_view = options.class_weight ? &*options.class_weight : nullptr;
   const TensorView* pixel_weight_view = options.pixel_weight ? &*options.pixel_weight : nullptr;
   const auto grad_view = [](const std::optional<TensorView>& g) { return g ? &*g : nullptr; };
@@ -101,6 +93,21 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
                                                    {"grad_log_prob", grad_view(grads.log_prob)},
                                                    {"grad_entropy", grad_view(grads.entropy)}};
   const Device device = common_device(op, inputs);
+  // Device memory is not read here: its values are checked on the device
+  // (core::DeviceScalars), which also takes the denominators and scalars.
+  const bool on_device = device.type != DeviceType::kCpu;
+  const Shape class_weight_shape{C};
+  if (options.class_weight) {
+    check_weights_on(device, op, "class_weight", *options.class_weight, class_weight_shape,
+                     "(one per class)", dtype);
+  }
+  double pixel_weight_sum = static_cast<double>(info.geom.positions());  // sum_i a_i, a_i = 1
+  if (options.pixel_weight) {
+    pixel_weight_sum = check_weights_on(device, op, names.pixel_weight, *options.pixel_weight,
+                                        info.map_shape, names.pixel_weight_shape, dtype)
+                           .value_or(0.0);
+  }
+
   const Dense x(logits), target(targets), class_weight(options.class_weight),
       pixel_weight(options.pixel_weight);
   core::Labels labels{soft ? nullptr : target.raw(), targets.dtype()};
@@ -108,19 +115,25 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   // shapes and dtypes first, then the labels' values.
   const bool backward = pass != Pass::kForward;
   const bool map_loss = options.reduction == Reduction::kNone;
-  double grad_scale = pass == Pass::kFused ? 1.0 : 0.0;
+  // The upstream scalar g of the backward: 1 for the fused pass (or the
+  // caller's grad_loss), read here or, on a device, by the kernel.
+  double upstream = pass == Pass::kFused ? 1.0 : 0.0;
+  const void* upstream_on_device = nullptr;
   Dense grad_loss_map;
   if (backward && grads.loss) {
     if (map_loss) {
       check_dtype(op, "grad_loss", *grads.loss, dtype);
       check_shape(op, "grad_loss", *grads.loss, info.map_shape, "(reduction none: (N, d1..dk))");
       grad_loss_map = Dense(*grads.loss);
+    } else if (on_device) {
+      check_scalar_grad(op, "grad_loss", *grads.loss, dtype);
+      upstream_on_device = grads.loss->data();
     } else {
-      grad_scale = scalar_grad(op, "grad_loss", *grads.loss, dtype);
+      upstream = scalar_grad(op, "grad_loss", *grads.loss, dtype);
     }
   } else if (pass == Pass::kFused && map_loss) {
     // Fused with reduction none and no upstream map: every position gets 1.
-    grad_scale = 1.0;
+    upstream = 1.0;
   }
   auto check_upstream = [&](const std::optional<TensorView>& g, std::string_view name,
                             const Shape& shape, std::string_view what) {
@@ -136,14 +149,26 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   const Dense grad_entropy =
       check_upstream(grads.entropy, "grad_entropy", info.map_shape, "((N, d1..dk))");
 
+  // The scalar loss: the caller's plan (Caffe2's rules), or the options'
+  // reduction with the targets' weight as the mean's denominator.
+  const bool mean = options.reduction == Reduction::kMean;
+  LossPlan own;
+  own.rule.rule = mean ? core::LossRule::kMean : core::LossRule::kSum;
+  own.rule.empty = options.zero_weight_mean == ZeroWeightMean::kNaN ? kNaN : 0.0;
+  // sum_i e_i (index targets) or sum_i a_i (soft: class weights never enter
+  // it, docs/semantics.md 3.3).
+  own.denominator_from =
+      soft ? core::DenominatorFrom::kPixelWeights : core::DenominatorFrom::kLabelWeights;
+  const LossPlan& loss_plan = plan ? *plan : own;
+  const core::GradScalar grad_rule{mean ? core::GradRule::kMean : core::GradRule::kAsIs};
+
   // Index targets: the labels' check and the mean's denominator. Without
   // weights the kernel checks and counts the labels as it reads them, which
   // saves a read of them, unless dX needs the mean's denominator before the
   // pass (ignored labels make it other than M) or X is about to be
   // overwritten (nothing may be written before every check has passed).
   const bool weighted = class_weight.present() || pixel_weight.present();
-  const bool denominator_first =
-      pass != Pass::kForward && options.reduction == Reduction::kMean && ignore_index.has_value();
+  const bool denominator_first = backward && mean && ignore_index.has_value();
   // dX over X: the in-place form, or an _into grad_logits view of X's bytes.
   const bool writes_over_logits =
       grad_over_logits ||
@@ -151,7 +176,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
        logits.byte_range().first != logits.byte_range().second);
   // Nor into the caller's views: a bad label must leave them as they were.
   const bool kernel_checks_labels =
-      !soft && !weighted && !denominator_first && !writes_over_logits && !into;
+      !on_device && !soft && !weighted && !denominator_first && !writes_over_logits && !into;
   core::LabelCheck label_check;
   const LabelArg label_arg{op, targets_name, targets, labels, C, ignore_index};
   double index_denominator = 0;
@@ -160,7 +185,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     // label counts, or raises); a forward pass replaces it with the kernel's
     // count, and sum and none do not use it.
     index_denominator = static_cast<double>(info.geom.positions());
-  } else if (!soft) {
+  } else if (!soft && !on_device) {
     index_denominator =
         scan_labels(label_arg, class_weight.raw(), pixel_weight.raw(), dtype, device, context);
   }
@@ -168,15 +193,19 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
   // The mean's denominator depends only on targets and weights, so it is known
   // before the kernel runs and the fused pass can scale dX directly.
   CrossEntropyRun run;
-  const std::int64_t M = info.geom.positions();
-  run.denominator = index_denominator;
-  run.pixel_weight_sum = pixel_weight_sum;
-  if (soft) {  // sum_i a_i, or M: class weights never enter it (docs/semantics.md 3.3)
-    run.denominator = pixel_weight.present() ? pixel_weight_sum : static_cast<double>(M);
-  }
-  if (options.reduction == Reduction::kMean) {
-    grad_scale = run.denominator > 0 ? grad_scale / run.denominator : 0.0;
-  }
+  const auto host_denominator = [&] {
+    switch (loss_plan.denominator_from) {
+      case core::DenominatorFrom::kLabelWeights:
+        return index_denominator;
+      case core::DenominatorFrom::kPixelWeights:
+        return pixel_weight_sum;
+      case core::DenominatorFrom::kConstant:
+        break;
+    }
+    return loss_plan.denominator;
+  };
+  run.denominator = host_denominator();
+  const double grad_scale = core::finish_grad(grad_rule, upstream, run.denominator);
 
   const bool forward = pass != Pass::kBackward;
   CrossEntropyResult& result = run.result;
@@ -234,6 +263,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     }
   }
 
+  double loss_sum = 0;
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     core::CrossEntropyProblem<T> pb;
@@ -252,7 +282,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     pb.label_check = kernel_checks_labels ? &label_check : nullptr;
     if (forward) {
       pb.loss_map = map_loss ? static_cast<T*>(loss_data) : nullptr;
-      pb.loss_sum = &run.loss_sum;
+      pb.loss_sum = &loss_sum;
       pb.prob = static_cast<T*>(prob_data);
       pb.log_prob = static_cast<T*>(log_prob_data);
       pb.entropy = static_cast<T*>(entropy_data);
@@ -265,23 +295,36 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
       pb.grad_log_prob = grad_log_prob.get<T>();
       pb.grad_entropy = grad_entropy.get<T>();
     }
+    core::DeviceScalars<T> scalars;
+    if (on_device) {
+      if (class_weight.present()) {
+        scalars.class_weight_site = error_site(op, "class_weight", class_weight_shape);
+      }
+      if (pixel_weight.present()) {
+        scalars.pixel_weight_site = error_site(op, names.pixel_weight, info.map_shape);
+      }
+      if (!soft) scalars.label_site = error_site(op, targets_name, info.map_shape, C, ignore_index);
+      scalars.denominator_from = loss_plan.denominator_from;
+      scalars.denominator = loss_plan.denominator;
+      scalars.loss = want_loss && !map_loss ? static_cast<T*>(loss_data) : nullptr;
+      scalars.loss_rule = loss_plan.rule;
+      scalars.grad = static_cast<const T*>(upstream_on_device);
+      scalars.grad_constant = upstream;
+      scalars.grad_rule = grad_rule;
+      pb.device = &scalars;
+    }
     dispatch::select(dispatch::Op::kCrossEntropy, info.geom, dtype, device, op)
         .cross_entropy(pb, context);
   });
+  if (on_device) return run;  // the scalars stay on the device
   if (kernel_checks_labels) {
     if (label_check.first_bad >= 0) fail_label(label_arg, label_check.first_bad);
-    run.denominator = static_cast<double>(label_check.counted);
+    index_denominator = static_cast<double>(label_check.counted);
+    run.denominator = host_denominator();
   }
-
+  run.loss_sum = loss_sum;
   if (want_loss && !map_loss) {
-    double loss = run.loss_sum;
-    if (options.reduction == Reduction::kMean) {
-      if (run.denominator != 0) {
-        loss /= run.denominator;
-      } else {
-        loss = options.zero_weight_mean == ZeroWeightMean::kNaN ? kNaN : 0.0;
-      }
-    }
+    const double loss = core::finish_loss(loss_plan.rule, loss_sum, run.denominator);
     visit_float(dtype, [&](auto tag) {
       *static_cast<decltype(tag)*>(loss_data) = static_cast<decltype(tag)>(loss);
     });

@@ -5,17 +5,29 @@
 
 #include <string_view>
 
+#include "reference/problems.h"
 #include "spatialsoftmax/functions.h"
 
 namespace spatialsoftmax::api {
 
 enum class Pass { kForward, kBackward, kFused };
 
+// The sums are the host's: a device call leaves them 0 (they stay on the
+// device, which writes the scalar loss itself).
 struct CrossEntropyRun {
   CrossEntropyResult result;
-  double loss_sum = 0;          // sum_i l_i
-  double denominator = 0;       // sum_i e_i (index targets) or sum_i a_i (soft)
-  double pixel_weight_sum = 0;  // sum_i a_i over every position (Caffe2's rows)
+  double loss_sum = 0;     // sum_i l_i
+  double denominator = 0;  // the mean's denominator (LossPlan)
+};
+
+// How the scalar loss (reductions other than none) is made from the loss
+// sum: the rule, and the denominator it divides by. Without one, the
+// options' reduction: the sum, or the mean over sum_i e_i (index targets:
+// the weights of the labels not ignored) or sum_i a_i (soft targets).
+struct LossPlan {
+  core::LossScalar rule;
+  core::DenominatorFrom denominator_from = core::DenominatorFrom::kConstant;
+  double denominator = 1;  // kConstant's
 };
 
 // How the caller names itself and its inputs in error messages (Caffe2's
@@ -38,6 +50,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
                                   bool logits_are_log_probs = false,
                                   Tensor* grad_over_logits = nullptr,
                                   const CrossEntropyOutputs* into = nullptr,
-                                  const ExecutionContext& context = {});
+                                  const ExecutionContext& context = {},
+                                  const LossPlan* plan = nullptr);
 
 }  // namespace spatialsoftmax::api

@@ -42,22 +42,29 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
       break;
   }
   const bool map = options.reduction == Reduction::kNone;
+  const TensorView* grad_view = grad_output ? &*grad_output : nullptr;
+  const std::initializer_list<api::NamedView> inputs = {
+      {"logits", &logits}, {"target", &target}, {"grad_output", grad_view}};
+  const Device device = api::common_device(op, inputs);
+  const bool on_device = device.type != DeviceType::kCpu;
+  // Sizes are the denominators: the scalar and the backward's factor are
+  // sum / d and g / d (d = 1 for sum).
+  const core::LossScalar loss_rule{core::LossRule::kMean, 1.0, kNaN};
+  const core::GradScalar grad_rule{core::GradRule::kMean};
   Dense grad_map;
-  double grad_scale = 0;
+  double upstream = 0;  // read here, or on a device by the kernel
   if (grad_output) {
     if (map) {
       api::check_dtype(op, "grad_output", *grad_output, dtype);
       api::check_shape(op, "grad_output", *grad_output, logits.shape(),
                        "(reduction none: the logits' shape)");
       grad_map = Dense(*grad_output);
+    } else if (on_device) {
+      api::check_scalar_grad(op, "grad_output", *grad_output, dtype);
     } else {
-      grad_scale = api::scalar_grad(op, "grad_output", *grad_output, dtype) / denominator;
+      upstream = api::scalar_grad(op, "grad_output", *grad_output, dtype);
     }
   }
-  const TensorView* grad_view = grad_output ? &*grad_output : nullptr;
-  const std::initializer_list<api::NamedView> inputs = {
-      {"logits", &logits}, {"target", &target}, {"grad_output", grad_view}};
-  const Device device = api::common_device(op, inputs);
   api::Footprint footprint(op, device, inputs);
   Tensor out;
   void* data = nullptr;
@@ -84,11 +91,20 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
     } else {
       pb.grad_logits = static_cast<T*>(data);
       pb.grad_map = grad_map.get<T>();
-      pb.grad_scale = static_cast<T>(grad_scale);
+      pb.grad_scale = static_cast<T>(core::finish_grad(grad_rule, upstream, denominator));
+    }
+    core::DeviceScalars<T> scalars;
+    if (on_device) {
+      scalars.denominator = denominator;
+      scalars.loss = !grad_output && !map ? static_cast<T*>(data) : nullptr;
+      scalars.loss_rule = loss_rule;
+      scalars.grad = grad_output && !map ? static_cast<const T*>(grad_output->data()) : nullptr;
+      scalars.grad_rule = grad_rule;
+      pb.device = &scalars;
     }
     dispatch::select(dispatch::Op::kKlDiv, info.geom, dtype, device, op).kl_div(pb, context);
-    if (!grad_output && !map)
-      *static_cast<T*>(data) = static_cast<T>(denominator != 0 ? sum / denominator : kNaN);
+    if (!on_device && !grad_output && !map)
+      *static_cast<T*>(data) = static_cast<T>(core::finish_loss(loss_rule, sum, denominator));
   });
   return out;
 }

@@ -32,20 +32,25 @@ double scan_labels(const LabelArg& labels, const void* class_weight, const void*
   return total;
 }
 
-void fail_label(const LabelArg& labels, std::int64_t first_bad) {
+void fail_label(std::string_view op, std::string_view name, const Shape& shape,
+                std::int64_t first_bad, std::int64_t value, std::int64_t classes,
+                std::optional<std::int64_t> ignore_index) {
   std::string index;
   std::int64_t rest = first_bad;
-  for (int d = labels.view.rank() - 1; d >= 0; --d) {
-    const std::int64_t dim = labels.view.shape()[static_cast<std::size_t>(d)];
+  for (auto d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    const std::int64_t dim = shape[static_cast<std::size_t>(d)];
     index = std::to_string(rest % dim) + (index.empty() ? "" : ", ") + index;
     rest /= dim;
   }
-  fail(labels.op, std::string(labels.name) + "[" + index + "]",
-       "(flat index " + std::to_string(first_bad) +
-           ") = " + std::to_string(labels.dense[first_bad]) + ", expected in [0, " +
-           std::to_string(labels.classes) + ") or ignore_index (" +
-           (labels.ignore_index ? std::to_string(*labels.ignore_index) : std::string("unset")) +
-           ")");
+  fail(op, std::string(name) + "[" + index + "]",
+       "(flat index " + std::to_string(first_bad) + ") = " + std::to_string(value) +
+           ", expected in [0, " + std::to_string(classes) + ") or ignore_index (" +
+           (ignore_index ? std::to_string(*ignore_index) : std::string("unset")) + ")");
+}
+
+void fail_label(const LabelArg& labels, std::int64_t first_bad) {
+  fail_label(labels.op, labels.name, labels.view.shape(), first_bad, labels.dense[first_bad],
+             labels.classes, labels.ignore_index);
 }
 
 }  // namespace spatialsoftmax::api

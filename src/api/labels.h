@@ -33,8 +33,12 @@ struct LabelArg {
 double scan_labels(const LabelArg& labels, const void* class_weight, const void* pixel_weight,
                    DType weight_dtype, Device device, const ExecutionContext& context);
 
-// The error for the label at flat index `first_bad`: its multi-index, flat
-// index and value, and the range it should be in.
+// The error for the label at flat index `first_bad` of labels of `shape`:
+// its multi-index, flat index and value, and the range it should be in.
+[[noreturn]] void fail_label(std::string_view op, std::string_view name, const Shape& shape,
+                             std::int64_t first_bad, std::int64_t value, std::int64_t classes,
+                             std::optional<std::int64_t> ignore_index);
+// The same for labels in CPU memory, reading the value.
 [[noreturn]] void fail_label(const LabelArg& labels, std::int64_t first_bad);
 
 }  // namespace spatialsoftmax::api

@@ -1,5 +1,6 @@
 #include "api/outputs.h"
 
+#include "api/device_errors.h"
 #include "api/validate.h"
 
 namespace spatialsoftmax::api {
@@ -17,6 +18,9 @@ Device common_device(std::string_view op, std::initializer_list<NamedView> input
     }
   }
   const Device device = first ? first->view->device() : Device::cpu();
+  // An error a device check recorded for an earlier call, if its kernel has
+  // finished by now (device_errors.h).
+  if (device.type != DeviceType::kCpu) raise_device_error({}, false);
   // Strided inputs are copied densely on the host (Dense): not device memory.
   if (device != Device::cpu()) {
     for (const NamedView& input : inputs) {

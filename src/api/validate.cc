@@ -84,22 +84,39 @@ void check_host_readable(std::string_view op, std::string_view arg, const Tensor
            device_name(t.device()));
 }
 
-double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
-                     const Shape& expected, std::string_view expected_what, DType dtype) {
+void check_weight_layout(std::string_view op, std::string_view arg, const TensorView& weights,
+                         const Shape& expected, std::string_view expected_what, DType dtype) {
   check_shape(op, arg, weights, expected, expected_what);
   check_dtype(op, arg, weights, dtype);
+}
+
+void fail_weight(std::string_view op, std::string_view arg, std::int64_t flat_index, double value) {
+  fail(op, std::string(arg) + "[flat index " + std::to_string(flat_index) + "]",
+       "= " + format_value(value) + ", expected finite and >= 0");
+}
+
+double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
+                     const Shape& expected, std::string_view expected_what, DType dtype) {
+  check_weight_layout(op, arg, weights, expected, expected_what, dtype);
   check_host_readable(op, arg, weights);
   const std::int64_t n = weights.numel();
   double sum = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     const double w = weights.at(i);
-    if (!std::isfinite(w) || w < 0) {
-      fail(op, std::string(arg) + "[flat index " + std::to_string(i) + "]",
-           "= " + format_value(w) + ", expected finite and >= 0");
-    }
+    if (!std::isfinite(w) || w < 0) fail_weight(op, arg, i, w);
     sum += w;
   }
   return sum;
+}
+
+std::optional<double> check_weights_on(Device device, std::string_view op, std::string_view arg,
+                                       const TensorView& weights, const Shape& expected,
+                                       std::string_view expected_what, DType dtype) {
+  if (device.type == DeviceType::kCpu) {
+    return check_weights(op, arg, weights, expected, expected_what, dtype);
+  }
+  check_weight_layout(op, arg, weights, expected, expected_what, dtype);
+  return std::nullopt;
 }
 
 Dense::Dense(const TensorView& view) : present_(true) {
@@ -122,12 +139,16 @@ double first_element(std::string_view op, std::string_view arg, const TensorView
   return t.at(0);
 }
 
-// Scalar upstream gradient: a float tensor with exactly one element.
-double scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype) {
+void check_scalar_grad(std::string_view op, std::string_view arg, const TensorView& t,
+                       DType dtype) {
   check_dtype(op, arg, t, dtype);
   if (checked_numel(t.shape(), arg) != 1) {
     fail(op, arg, "shape: expected a scalar (one element), got " + shape_string(t.shape()));
   }
+}
+
+double scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype) {
+  check_scalar_grad(op, arg, t, dtype);
   check_host_readable(op, arg, t);
   return t.at(0);
 }

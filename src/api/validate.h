@@ -44,10 +44,24 @@ void check_shape(std::string_view op, std::string_view arg, const TensorView& t,
 // A view whose values the API reads on the host (weights, scalar upstream
 // gradients) must be CPU memory.
 void check_host_readable(std::string_view op, std::string_view arg, const TensorView& t);
-// Class or pixel weights: shape, dtype, every value finite and >= 0.
-// Returns their sum, in float64 and element order (a mean's denominator).
+// Class or pixel weights: shape and dtype (what is checked of device
+// weights on the host: their values are checked on the device).
+void check_weight_layout(std::string_view op, std::string_view arg, const TensorView& weights,
+                         const Shape& expected, std::string_view expected_what, DType dtype);
+// The error for a weight that is not finite and >= 0.
+[[noreturn]] void fail_weight(std::string_view op, std::string_view arg, std::int64_t flat_index,
+                              double value);
+// Class or pixel weights in CPU memory: their layout, every value finite and
+// >= 0. Returns their sum, in float64 and element order (a mean's denominator).
 double check_weights(std::string_view op, std::string_view arg, const TensorView& weights,
                      const Shape& expected, std::string_view expected_what, DType dtype);
+
+// check_weights for weights on the call's `device`; on a device only their
+// layout is checked here (the device checks their values), and there is no
+// sum.
+std::optional<double> check_weights_on(Device device, std::string_view op, std::string_view arg,
+                                       const TensorView& weights, const Shape& expected,
+                                       std::string_view expected_what, DType dtype);
 
 // A contiguous pointer to a view's data: the view itself when it is dense,
 // otherwise a dense copy owned by this object (CPU views only: common_device
@@ -72,7 +86,9 @@ class Dense {
   bool present_ = false;
 };
 
-// A scalar upstream gradient: a tensor of `dtype` with exactly one element.
+// A scalar upstream gradient: a tensor of `dtype` with exactly one element
+// (check_scalar_grad); scalar_grad reads it (CPU memory).
+void check_scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype);
 double scalar_grad(std::string_view op, std::string_view arg, const TensorView& t, DType dtype);
 
 // The first element of a float tensor (a scalar upstream gradient).

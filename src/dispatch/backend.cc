@@ -162,10 +162,22 @@ class CudaBackend final : public Backend {
     switch (op) {
       case Op::kSoftmax:
       case Op::kSoftmaxBackward:
+      case Op::kCrossEntropy:
+      case Op::kProbMinusTarget:
+      case Op::kKlDiv:
         return {};
+      case Op::kScanLabels:
+        return "labels in device memory are checked by the loss kernels themselves";
       default:
         return "this operation has no CUDA kernel yet";
     }
+  }
+  void check_device(Device device, std::string_view op) const override {
+    cuda::check_current_device(device.index, op);
+  }
+  bool take_error(const ExecutionContext& context, bool wait,
+                  core::DeviceError* error) const override {
+    return cuda::take_error(context, wait, error);
   }
 
 #define SPATIALSOFTMAX_CUDA_METHODS(T)                                                         \
@@ -176,19 +188,19 @@ class CudaBackend final : public Backend {
       const override {                                                                         \
     cuda::softmax_backward(p, c);                                                              \
   }                                                                                            \
-  void cross_entropy(const core::CrossEntropyProblem<T>&, const ExecutionContext&)             \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c)         \
       const override {                                                                         \
-    declined("cross_entropy");                                                                 \
+    cuda::cross_entropy(p, c);                                                                 \
   }                                                                                            \
   void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override { \
     declined("scan_labels");                                                                   \
   }                                                                                            \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&)      \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c)  \
       const override {                                                                         \
-    declined("prob_minus_target");                                                             \
+    cuda::prob_minus_target(p, c);                                                             \
   }                                                                                            \
-  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {          \
-    declined("kl_div");                                                                        \
+  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {      \
+    cuda::kl_div(p, c);                                                                        \
   }                                                                                            \
   void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&)  \
       const override {                                                                         \
@@ -223,6 +235,13 @@ std::span<const Backend* const> backends() {
   static const Backend* const list[] = {&kHighway, &kReference};
 #endif
   return list;
+}
+
+bool take_device_error(const ExecutionContext& context, bool wait, core::DeviceError* error) {
+  for (const Backend* b : backends()) {
+    if (b->device() != DeviceType::kCpu && b->take_error(context, wait, error)) return true;
+  }
+  return false;
 }
 
 std::string describe(const Backend& backend) {
@@ -273,7 +292,9 @@ const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device dev
 const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device,
                       std::string_view api_op) {
   const Backend& chosen = choose(op, geom, dtype, device, api_op);  // still checks the device
-  return is_empty(op, geom) ? kNothingToDo : chosen;
+  if (is_empty(op, geom)) return kNothingToDo;
+  chosen.check_device(device, api_op);
+  return chosen;
 }
 
 }  // namespace spatialsoftmax::dispatch

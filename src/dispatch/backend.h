@@ -36,6 +36,16 @@ class Backend {
   // reason it declines, for diagnostics ("no float64 kernels", ...).
   virtual std::string declines(Op op, const core::Geometry& geom, DType dtype) const = 0;
 
+  // An Error naming `op` unless this backend can run now on `device` (a
+  // CUDA backend runs on the current CUDA device only).
+  virtual void check_device(Device /*device*/, std::string_view /*op*/) const {}
+  // A device backend's checks record errors on the device (kernels cannot
+  // throw): the first since the last call, after waiting for the context's
+  // stream if `wait`. CPU backends throw instead and have none.
+  virtual bool take_error(const ExecutionContext&, bool /*wait*/, core::DeviceError*) const {
+    return false;
+  }
+
 #define SPATIALSOFTMAX_BACKEND_METHODS(T)                                                         \
   virtual void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const = 0;        \
   virtual void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&)  \
@@ -59,6 +69,9 @@ class Backend {
 // its last and never declines.
 std::span<const Backend* const> backends();
 const Backend& reference_backend();
+// The first error any device backend recorded (Backend::take_error).
+bool take_device_error(const ExecutionContext& context, bool wait, core::DeviceError* error);
+
 // "highway (cpu)": the name and the device type, for messages and lists.
 std::string describe(const Backend& backend);
 // The backend that runs `op` on `device`: the first of backends() for that

@@ -45,12 +45,65 @@ struct Geometry {
   }
 };
 
+// --- Scalars of the reductions -------------------------------------------------
+// A loss's scalar from its sum and the mean's denominator, and the factor a
+// backward applies to every position from the upstream scalar, as each
+// operation family defines them (docs/semantics.md 2-3). The API evaluates
+// them on the host for CPU problems; a device backend evaluates the same
+// functions on the device (DeviceScalars below).
+enum class LossRule : std::uint8_t {
+  kSum,          // sum
+  kMean,         // d != 0 ? sum / d : empty
+  kCaffe2Cuda,   // d > 0 ? scale * sum / d : sum (Caffe2's CUDA forward)
+  kCaffe2Scaled  // d != 0 ? scale * sum / d : 0
+};
+struct LossScalar {
+  LossRule rule = LossRule::kSum;
+  double scale = 1;
+  double empty = 0;  // kMean with d = 0: NaN or 0 (zero_weight_mean)
+};
+SPATIALSOFTMAX_HOST_DEVICE inline double finish_loss(const LossScalar& r, double sum, double d) {
+  switch (r.rule) {
+    case LossRule::kSum:
+      return sum;
+    case LossRule::kMean:
+      return d != 0 ? sum / d : r.empty;
+    case LossRule::kCaffe2Cuda:
+      return d > 0 ? r.scale * sum / d : sum;
+    case LossRule::kCaffe2Scaled:
+      return d != 0 ? r.scale * sum / d : 0.0;
+  }
+  return sum;
+}
+
+enum class GradRule : std::uint8_t {
+  kAsIs,   // g
+  kMean,   // d > 0 ? g / d : 0
+  kCaffe2  // d > 0 ? scale / d * g : fallback (g, or 1: Caffe2's CPU SoftmaxWithLoss)
+};
+struct GradScalar {
+  GradRule rule = GradRule::kAsIs;
+  double scale = 1;
+  bool fallback_one = false;
+};
+SPATIALSOFTMAX_HOST_DEVICE inline double finish_grad(const GradScalar& r, double g, double d) {
+  switch (r.rule) {
+    case GradRule::kAsIs:
+      return g;
+    case GradRule::kMean:
+      return d > 0 ? g / d : 0.0;
+    case GradRule::kCaffe2:
+      return d > 0 ? r.scale / d * g : (r.fallback_one ? 1.0 : g);
+  }
+  return g;
+}
+
 // Class-index targets: int32 or int64, one per position.
 struct Labels {
   const void* data = nullptr;
   DType dtype = DType::kInt64;
 
-  std::int64_t operator[](std::int64_t i) const {
+  SPATIALSOFTMAX_HOST_DEVICE std::int64_t operator[](std::int64_t i) const {
     return dtype == DType::kInt32 ? static_cast<const std::int32_t*>(data)[i]
                                   : static_cast<const std::int64_t*>(data)[i];
   }
@@ -97,6 +150,65 @@ struct LabelScanProblem {
 struct LabelCheck {
   std::int64_t counted = 0;
   std::int64_t first_bad = -1;
+};
+
+// --- Device problems ----------------------------------------------------------
+// The host cannot read device memory without waiting for the device, and no
+// operation waits. So what the API does on the host for a CPU problem (check
+// the labels' and the weights' values, take the mean's denominator, read a
+// scalar upstream gradient, write the final scalar) a device backend does on
+// the device, as a DeviceScalars attached to the problem describes; a
+// device problem's host-side fields for these (label_check, loss_sum,
+// out_sum, grad_loss_scale, grad_scale, coef) are unused.
+
+// What an error found on the device names: the operation and the argument
+// as the caller named them (ids of names the API interned), the argument's
+// shape for the multi-index, and what a label was checked against.
+struct ErrorSite {
+  std::uint32_t op = 0;
+  std::uint32_t arg = 0;
+  int rank = 0;
+  std::int64_t dims[kMaxSpatialRank + 1] = {};
+  std::int64_t classes = 0;
+  bool has_ignore_index = false;  // false: "unset" in the message
+  std::int64_t ignore_index = 0;
+};
+
+// The first error a device kernel found since the last check: a label
+// neither ignored nor in [0, classes), or a weight not finite and >= 0.
+struct DeviceError {
+  enum class Kind : std::uint32_t { kNone, kLabel, kWeight };
+  Kind kind = Kind::kNone;
+  ErrorSite site;
+  std::int64_t flat_index = -1;
+  std::int64_t label = 0;  // kLabel: its value
+  double weight = 0;       // kWeight: its value
+};
+
+enum class DenominatorFrom : std::uint8_t {
+  kConstant,      // `denominator`
+  kLabelWeights,  // sum_i a_i w_{y_i} over the labels not ignored (LabelScanProblem's total)
+  kPixelWeights   // sum_i a_i
+};
+
+template <class T>
+struct DeviceScalars {
+  // Checked on the device before anything is computed from them: the
+  // problem's class weights, pixel weights and index labels, each where
+  // its site is set (site.op != 0). Outputs after a failed check are
+  // unspecified (no read or write is out of bounds); the error waits in the
+  // device's error record.
+  ErrorSite class_weight_site, pixel_weight_site, label_site;
+  DenominatorFrom denominator_from = DenominatorFrom::kConstant;
+  double denominator = 1;
+  // The scalar loss (device memory, one T), from the loss sum; null: none.
+  T* loss = nullptr;
+  LossScalar loss_rule;
+  // The backward's factor: finish_grad(grad_rule, g, d) with g the first
+  // element of `grad` (device memory), or grad_constant where it is null.
+  const T* grad = nullptr;
+  double grad_constant = 1;
+  GradScalar grad_rule;
 };
 
 // Softmax over the class axis; any subset of the three outputs.
@@ -153,6 +265,8 @@ struct CrossEntropyProblem {
   const T* grad_prob = nullptr;
   const T* grad_log_prob = nullptr;
   const T* grad_entropy = nullptr;
+
+  const DeviceScalars<T>* device = nullptr;  // device problems only
 };
 
 // Caffe2's gradient from a supplied P: dX = (P - target) * w_i * coef where
@@ -168,6 +282,8 @@ struct ProbMinusTargetProblem {
   std::int64_t ignore_index = 0;
   T coef = 1;
   T* grad_logits = nullptr;
+
+  const DeviceScalars<T>* device = nullptr;  // device problems: coef from the grad rule
 };
 
 // KL(target || softmax(logits)) elementwise (docs/semantics.md 3.5).
@@ -182,6 +298,8 @@ struct KlDivProblem {
   T* grad_logits = nullptr;
   const T* grad_map = nullptr;  // elementwise upstream, or
   T grad_scale = 0;             // one upstream for every element
+
+  const DeviceScalars<T>* device = nullptr;  // device problems only
 };
 
 // Softmax over the pixels of every (n, channel) and its expected coordinates

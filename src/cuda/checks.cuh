@@ -1,0 +1,62 @@
+// The checks a CPU call makes on the host before any kernel runs (index
+// labels, class and pixel weights), made on the device instead: no
+// operation synchronises, so a failed check is written to the process's
+// device error record (mapped host memory) and surfaces at the next
+// check_device_errors or device call. The same pass takes the mean's
+// denominator.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/launch.cuh"
+#include "reference/problems.h"
+
+namespace spatialsoftmax::cuda {
+
+// The mean's denominator as a kernel reads it: where run_checks left it, or
+// a constant known on the host.
+struct Denominator {
+  const double* device = nullptr;
+  double constant = 1;
+  __device__ double value() const { return device ? *device : constant; }
+};
+
+template <class T>
+struct CheckInputs {
+  core::Labels labels;  // data null: no index labels
+  std::int64_t count = 0;
+  std::int64_t classes = 0;
+  bool has_ignore_index = false;
+  std::int64_t ignore_index = 0;
+  const T* class_weight = nullptr;
+  const T* pixel_weight = nullptr;
+};
+
+struct Checked {
+  Workspace workspace;  // holds the device denominator until the caller's kernels are queued
+  Denominator denominator;
+};
+
+// Queues the checks `scalars` asks for (each site that is set) and the
+// denominator it names; nothing is queued when neither needs the device.
+template <class T>
+Checked run_checks(const CheckInputs<T>& inputs, const core::DeviceScalars<T>& scalars,
+                   cudaStream_t stream, const char* op);
+
+// The backward's factor, finish_grad of the upstream scalar.
+template <class T>
+__device__ inline T grad_factor(const core::DeviceScalars<T>& s, const Denominator& d) {
+  const double g = s.grad ? static_cast<double>(*s.grad) : s.grad_constant;
+  return static_cast<T>(core::finish_grad(s.grad_rule, g, d.value()));
+}
+
+// The scalar loss, finish_loss of the sum of `count` per-block partials;
+// one block.
+template <class T>
+__global__ void finish_loss_kernel(const double* partials, std::int64_t count, Denominator d,
+                                   core::LossScalar rule, T* loss) {
+  const double sum = sum_partials(partials, count);
+  if (threadIdx.x == 0) *loss = static_cast<T>(core::finish_loss(rule, sum, d.value()));
+}
+
+}  // namespace spatialsoftmax::cuda

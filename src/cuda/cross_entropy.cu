@@ -1,0 +1,76 @@
+// Cross-entropy (index or probability targets, NLL, every option) forward,
+// backward and fused, on the GPU: the device's checks and denominator
+// (checks.cuh), one pass over X computing the rows of reference/rows.h (a
+// thread per position class-first, where neighbouring positions are
+// neighbours in memory; a warp per position class-last, where a row is
+// contiguous), per-block loss sums in a fixed order, and the scalar loss.
+#include "cuda/checks.cuh"
+#include "cuda/group.cuh"
+#include "cuda/kernels.h"
+
+namespace spatialsoftmax::cuda {
+namespace {
+
+template <class T, bool kWarpRows>
+__global__ void cross_entropy_kernel(core::CrossEntropyProblem<T> pb, core::DeviceScalars<T> s,
+                                     Denominator d, double* partials) {
+  const T scale = pb.grad_logits ? grad_factor(s, d) : T(0);
+  const std::int64_t positions = pb.geom.positions();
+  double loss = 0;
+  for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool lead) {
+    const T l = core::rows::cross_entropy_row(pb, i, scale, group);
+    if (lead) loss = static_cast<double>(l);
+  });
+  if (partials) {
+    const double block = block_sum(loss);
+    if (threadIdx.x == 0) partials[blockIdx.x] = block;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& context) {
+  constexpr const char* op = "cross_entropy";
+  if (!p.device) throw Error("cuda backend: a cross_entropy problem without device scalars");
+  const core::DeviceScalars<T>& s = *p.device;
+  const core::Geometry& g = p.geom;
+  const cudaStream_t stream = stream_of(context);
+  CheckInputs<T> in;
+  in.labels = p.target_probs ? core::Labels{} : p.labels;
+  in.count = g.positions();
+  in.classes = g.classes;
+  in.has_ignore_index = p.has_ignore_index;
+  in.ignore_index = p.ignore_index;
+  in.class_weight = p.class_weight;
+  in.pixel_weight = p.pixel_weight;
+  const Checked checked = run_checks(in, s, stream, op);
+
+  core::CrossEntropyProblem<T> pb = p;  // the kernel's copy: device pointers only
+  pb.device = nullptr;
+  pb.label_check = nullptr;
+  pb.loss_sum = nullptr;
+  const unsigned blocks = row_blocks(g);
+  const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
+  double* sums = s.loss ? partials.at<double>(0) : nullptr;
+  if (g.class_last) {
+    cross_entropy_kernel<T, true>
+        <<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
+  } else {
+    cross_entropy_kernel<T, false>
+        <<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
+  }
+  check_launch(op);
+  if (s.loss) {
+    finish_loss_kernel<T>
+        <<<1, kThreads, 0, stream>>>(sums, blocks, checked.denominator, s.loss_rule, s.loss);
+    check_launch(op);
+  }
+}
+
+template void cross_entropy<float>(const core::CrossEntropyProblem<float>&,
+                                   const ExecutionContext&);
+template void cross_entropy<double>(const core::CrossEntropyProblem<double>&,
+                                    const ExecutionContext&);
+
+}  // namespace spatialsoftmax::cuda

@@ -1,0 +1,59 @@
+// KL(target || softmax(logits)) forward and backward on the GPU: one pass
+// over the rows of reference/rows.h (a thread per position class-first, a
+// warp per position class-last), per-block sums in a fixed order, and the
+// scalar.
+#include "cuda/checks.cuh"
+#include "cuda/group.cuh"
+#include "cuda/kernels.h"
+
+namespace spatialsoftmax::cuda {
+namespace {
+
+template <class T, bool kWarpRows>
+__global__ void kl_div_kernel(core::KlDivProblem<T> pb, core::DeviceScalars<T> s, Denominator d,
+                              double* partials) {
+  const T scale = pb.grad_logits ? grad_factor(s, d) : T(0);
+  const std::int64_t positions = pb.geom.positions();
+  double sum = 0;
+  for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool lead) {
+    const double row = core::rows::kl_div_row(pb, i, scale, group);
+    if (lead) sum = row;
+  });
+  if (partials) {
+    const double block = block_sum(sum);
+    if (threadIdx.x == 0) partials[blockIdx.x] = block;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& context) {
+  constexpr const char* op = "kl_div";
+  if (!p.device) throw Error("cuda backend: a kl_div problem without device scalars");
+  const core::DeviceScalars<T>& s = *p.device;
+  const core::Geometry& g = p.geom;
+  const cudaStream_t stream = stream_of(context);
+  const Denominator d{nullptr, s.denominator};  // KL's denominators are sizes
+  core::KlDivProblem<T> pb = p;
+  pb.device = nullptr;
+  pb.out_sum = nullptr;
+  const unsigned blocks = row_blocks(g);
+  const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
+  double* sums = s.loss ? partials.at<double>(0) : nullptr;
+  if (g.class_last) {
+    kl_div_kernel<T, true><<<blocks, kThreads, 0, stream>>>(pb, s, d, sums);
+  } else {
+    kl_div_kernel<T, false><<<blocks, kThreads, 0, stream>>>(pb, s, d, sums);
+  }
+  check_launch(op);
+  if (s.loss) {
+    finish_loss_kernel<T><<<1, kThreads, 0, stream>>>(sums, blocks, d, s.loss_rule, s.loss);
+    check_launch(op);
+  }
+}
+
+template void kl_div<float>(const core::KlDivProblem<float>&, const ExecutionContext&);
+template void kl_div<double>(const core::KlDivProblem<double>&, const ExecutionContext&);
+
+}  // namespace spatialsoftmax::cuda

@@ -1,0 +1,55 @@
+// Caffe2's gradient from a supplied P on the GPU: the device's checks of
+// the labels and weights and the total weight (checks.cuh), then
+// dX = (P - target) * a_i * coef with coef from the grad rule, a thread per
+// position class-first and a warp per position class-last.
+#include "cuda/checks.cuh"
+#include "cuda/group.cuh"
+#include "cuda/kernels.h"
+
+namespace spatialsoftmax::cuda {
+namespace {
+
+template <class T, bool kWarpRows>
+__global__ void prob_minus_target_kernel(core::ProbMinusTargetProblem<T> pb,
+                                         core::DeviceScalars<T> s, Denominator d) {
+  const T coef = grad_factor(s, d);
+  const std::int64_t positions = pb.geom.positions();
+  for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool) {
+    core::rows::prob_minus_target_row(pb, i, coef, group);
+  });
+}
+
+}  // namespace
+
+template <class T>
+void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& context) {
+  constexpr const char* op = "prob_minus_target";
+  if (!p.device) throw Error("cuda backend: a prob_minus_target problem without device scalars");
+  const core::DeviceScalars<T>& s = *p.device;
+  const core::Geometry& g = p.geom;
+  const cudaStream_t stream = stream_of(context);
+  CheckInputs<T> in;
+  in.labels = p.target_probs ? core::Labels{} : p.labels;
+  in.count = g.positions();
+  in.classes = g.classes;
+  in.has_ignore_index = p.has_ignore_index;
+  in.ignore_index = p.ignore_index;
+  in.pixel_weight = p.pixel_weight;
+  const Checked checked = run_checks(in, s, stream, op);
+  core::ProbMinusTargetProblem<T> pb = p;
+  pb.device = nullptr;
+  const unsigned blocks = row_blocks(g);
+  if (g.class_last) {
+    prob_minus_target_kernel<T, true><<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator);
+  } else {
+    prob_minus_target_kernel<T, false><<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator);
+  }
+  check_launch(op);
+}
+
+template void prob_minus_target<float>(const core::ProbMinusTargetProblem<float>&,
+                                       const ExecutionContext&);
+template void prob_minus_target<double>(const core::ProbMinusTargetProblem<double>&,
+                                        const ExecutionContext&);
+
+}  // namespace spatialsoftmax::cuda
