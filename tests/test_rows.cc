@@ -109,8 +109,10 @@ struct Case {
   std::string describe() const {
     return "N " + std::to_string(batch) + " C " + std::to_string(classes) + " P " +
            std::to_string(pixels) + (class_last ? " class-last" : " class-first") +
-           (soft ? " soft" : nll ? " nll" : " index") + (class_weight ? " cw" : "") +
-           (pixel_weight ? " pw" : "") + (ignore ? " ignore" : "") +
+           (soft  ? " soft"
+            : nll ? " nll"
+                  : " index") +
+           (class_weight ? " cw" : "") + (pixel_weight ? " pw" : "") + (ignore ? " ignore" : "") +
            " eps " + std::to_string(smoothing) + " floor " + std::to_string(prob_floor) +
            (zero_target_log ? " ztl" : "") + (outputs ? " outputs" : "") +
            (backward ? " backward" : "") + (grad_map ? " grad-map" : "") +
@@ -157,7 +159,8 @@ void expect_near_all(const std::vector<T>& got, const std::vector<T>& want, bool
       ASSERT_EQ(std::memcmp(&got[e], &want[e], sizeof(T)), 0)
           << what << "[" << e << "]: " << got[e] << " vs the reference's " << want[e];
     } else if (!(std::isnan(got[e]) && std::isnan(want[e]))) {
-      ASSERT_LE(std::abs(double(got[e]) - double(want[e])), tolerance * (1 + std::abs(double(want[e]))))
+      ASSERT_LE(std::abs(double(got[e]) - double(want[e])),
+                tolerance * (1 + std::abs(double(want[e]))))
           << what << "[" << e << "]: " << got[e] << " vs the reference's " << want[e];
     }
   }
@@ -170,8 +173,7 @@ void check_cross_entropy(const Case& k, bool warp) {
   std::uniform_real_distribution<double> logit(-6, 6), unit(0, 1);
   const Geometry g{k.batch, k.classes, k.pixels, k.class_last};
   const std::int64_t M = g.positions(), E = g.elements();
-  std::vector<T> x(E), target(k.soft ? E : 0), cw(k.classes), pw(M), gmap(M), gp(E), glp(E),
-      gh(M);
+  std::vector<T> x(E), target(k.soft ? E : 0), cw(k.classes), pw(M), gmap(M), gp(E), glp(E), gh(M);
   for (T& v : x) v = static_cast<T>(k.nll ? -6 * unit(rng) : logit(rng));
   for (T& v : cw) v = static_cast<T>(0.25 + unit(rng));
   for (T& v : pw) v = static_cast<T>(unit(rng) < 0.2 ? 0.0 : unit(rng) * 2);
@@ -312,8 +314,8 @@ TEST(Rows, CrossEntropyWarpMatchesTheReference) {
 }
 
 template <class T>
-void check_kl_div(std::int64_t classes, bool class_last, bool log_target, bool grad_map,
-                  bool warp, std::uint64_t seed) {
+void check_kl_div(std::int64_t classes, bool class_last, bool log_target, bool grad_map, bool warp,
+                  std::uint64_t seed) {
   SCOPED_TRACE("C " + std::to_string(classes) + (class_last ? " class-last" : " class-first") +
                (log_target ? " log_target" : "") + (grad_map ? " grad map" : "") +
                (warp ? " warp" : " solo"));
@@ -323,7 +325,8 @@ void check_kl_div(std::int64_t classes, bool class_last, bool log_target, bool g
   const std::int64_t E = g.elements();
   std::vector<T> x(E), t(E), gm(E);
   for (T& v : x) v = static_cast<T>(logit(rng));
-  for (T& v : t) v = static_cast<T>(log_target ? -4 * unit(rng) : (unit(rng) < 0.3 ? 0 : unit(rng)));
+  for (T& v : t)
+    v = static_cast<T>(log_target ? -4 * unit(rng) : (unit(rng) < 0.3 ? 0 : unit(rng)));
   for (T& v : gm) v = static_cast<T>(logit(rng));
   KlDivProblem<T> pb;
   pb.geom = g;
@@ -385,7 +388,8 @@ void check_prob_minus_target(std::int64_t classes, bool class_last, bool soft, b
   for (T& v : p) v = static_cast<T>(unit(rng));
   for (T& v : t) v = static_cast<T>(unit(rng));
   for (T& v : w) v = static_cast<T>(2 * unit(rng));
-  for (auto& y : labels) y = unit(rng) < 0.2 ? -1 : static_cast<std::int32_t>(unit(rng) * static_cast<double>(classes));
+  for (auto& y : labels)
+    y = unit(rng) < 0.2 ? -1 : static_cast<std::int32_t>(unit(rng) * static_cast<double>(classes));
   ProbMinusTargetProblem<T> pb;
   pb.geom = g;
   pb.prob = p.data();

@@ -173,7 +173,9 @@ struct SpatialSoftArgmaxGrads {
 };
 struct SpatialSoftArgmaxBackward {
   Tensor grad_input;
-  double grad_temperature = 0;  // dL/dT (divide mode) or dL/d(multiplier)
+  // dL/dT (divide mode) or dL/d(multiplier); NaN for device inputs, where
+  // it would need a wait for the device.
+  double grad_temperature = 0;
 };
 
 Tensor spatial_softmax(const TensorView& input, const SpatialSoftArgmaxOptions& options = {},
@@ -201,7 +203,7 @@ void spatial_softmax_into(const TensorView& input, const MutableTensorView& soft
                           const SpatialSoftArgmaxOptions& options = {},
                           const ExecutionContext& context = {});
 // Writes grad_input (the input's shape); returns dL/dT (divide mode) or
-// dL/d(multiplier).
+// dL/d(multiplier), NaN for device inputs.
 double spatial_soft_argmax_backward_into(const TensorView& input,
                                          const SpatialSoftArgmaxGrads& grads,
                                          const MutableTensorView& grad_input,

@@ -48,7 +48,8 @@ core::ErrorSite error_site(std::string_view op, std::string_view arg, const Shap
   site.op = names().id(op);
   site.arg = names().id(arg);
   site.rank = static_cast<int>(shape.size());
-  for (std::size_t d = 0; d < shape.size() && d < std::size(site.dims); ++d) site.dims[d] = shape[d];
+  for (std::size_t d = 0; d < shape.size() && d < std::size(site.dims); ++d)
+    site.dims[d] = shape[d];
   site.classes = classes;
   site.has_ignore_index = ignore_index.has_value();
   site.ignore_index = ignore_index.value_or(0);
@@ -61,9 +62,9 @@ void raise_device_error(const ExecutionContext& context, bool wait) {
   const std::string op = names().name(e.site.op), arg = names().name(e.site.arg);
   if (e.kind == core::DeviceError::Kind::kWeight) fail_weight(op, arg, e.flat_index, e.weight);
   const Shape shape(e.site.dims, e.site.dims + e.site.rank);
-  fail_label(op, arg, shape, e.flat_index, e.label, e.site.classes,
-             e.site.has_ignore_index ? std::optional<std::int64_t>(e.site.ignore_index)
-                                     : std::nullopt);
+  fail_label(
+      op, arg, shape, e.flat_index, e.label, e.site.classes,
+      e.site.has_ignore_index ? std::optional<std::int64_t>(e.site.ignore_index) : std::nullopt);
 }
 
 }  // namespace spatialsoftmax::api

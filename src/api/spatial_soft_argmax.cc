@@ -2,6 +2,7 @@
 // outputs, run the selected backend.
 #include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,7 @@ struct SoftArgmaxSetup {
   ClassTensor info;
   int k = 0;
   std::vector<std::vector<double>> coordinates;
+  bool pixel = false, singleton_center = true;
   double beta = 1;
 };
 
@@ -39,16 +41,12 @@ SoftArgmaxSetup setup_soft_argmax(std::string_view op, const TensorView& input,
   api::check_enum(op, "singleton_coordinate", static_cast<int>(options.singleton_coordinate), 2);
   s.beta = options.temperature_mode == TemperatureMode::kDivide ? 1.0 / t : t;
   s.k = static_cast<int>(s.info.spatial_dims.size());
+  s.pixel = options.coordinates == Coordinates::kPixel;
+  s.singleton_center = options.singleton_coordinate == SingletonCoordinate::kCenter;
   for (std::int64_t length : s.info.spatial_dims) {
     std::vector<double> u(static_cast<std::size_t>(length));
     for (std::int64_t j = 0; j < length; ++j) {
-      if (options.coordinates == Coordinates::kPixel) {
-        u[j] = static_cast<double>(j);
-      } else if (length == 1) {
-        u[j] = options.singleton_coordinate == SingletonCoordinate::kCenter ? 0.0 : -1.0;
-      } else {
-        u[j] = -1.0 + 2.0 * static_cast<double>(j) / static_cast<double>(length - 1);
-      }
+      u[j] = core::spatial_coordinate(j, length, s.pixel, s.singleton_center);
     }
     s.coordinates.push_back(std::move(u));
   }
@@ -64,6 +62,8 @@ core::SpatialSoftArgmaxProblem<T> soft_argmax_problem(const SoftArgmaxSetup& s, 
     pb.dims[a] = s.info.spatial_dims[a];
     pb.coordinate[a] = s.coordinates[a].data();
   }
+  pb.pixel_coordinates = s.pixel;
+  pb.singleton_center = s.singleton_center;
   pb.beta = s.beta;
   pb.input = x.get<T>();
   return pb;
@@ -99,9 +99,12 @@ SpatialSoftArgmaxResult run_soft_argmax(std::string_view op, const TensorView& i
                                            dtype, {N, C, k, k}, "((N, C, k, k))", &r.covariance)
                          : nullptr;
   const Dense x(input);
-  // The kernel always computes the keypoints: scratch where none are wanted.
+  // The CPU kernels always write the keypoints: scratch where none are
+  // wanted (a device backend skips them).
   Tensor unwanted;
-  if (!keypoints) keypoints = (unwanted = Tensor::uninitialized(dtype, {N, C, k})).data();
+  if (!keypoints && device.type == DeviceType::kCpu) {
+    keypoints = (unwanted = Tensor::uninitialized(dtype, {N, C, k})).data();
+  }
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     auto pb = soft_argmax_problem<T>(s, x);
@@ -144,7 +147,10 @@ double run_soft_argmax_backward(std::string_view op, const TensorView& input,
   void* grad_input =
       footprint.place("grad_input", into, dtype, input.shape(), "(the input's shape)", allocated);
   const Dense x(input);
-  double grad_beta = 0;
+  // On a device the temperature's gradient would need a wait for the
+  // device to reach the host: it is not computed there.
+  const bool on_device = device.type != DeviceType::kCpu;
+  double grad_beta = on_device ? std::numeric_limits<double>::quiet_NaN() : 0.0;
   visit_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     auto pb = soft_argmax_problem<T>(s, x);
@@ -152,7 +158,7 @@ double run_soft_argmax_backward(std::string_view op, const TensorView& input,
     pb.grad_keypoints = gk.get<T>();
     pb.grad_softmax = gs.get<T>();
     pb.grad_covariance = gc.get<T>();
-    pb.grad_beta = &grad_beta;
+    pb.grad_beta = on_device ? nullptr : &grad_beta;
     dispatch::select(dispatch::Op::kSpatialSoftArgmaxBackward, s.info.geom, dtype, device, op)
         .spatial_soft_argmax_backward(pb, context);
   });

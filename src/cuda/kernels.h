@@ -33,6 +33,15 @@ template <class T>
 void prob_minus_target(const core::ProbMinusTargetProblem<T>& problem,
                        const ExecutionContext& context);
 
+// spatial_soft_argmax.cu: the spatial softmax and soft-argmax (grad_beta is
+// not computed: it stays null in a device problem).
+template <class T>
+void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& problem,
+                         const ExecutionContext& context);
+template <class T>
+void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& problem,
+                                  const ExecutionContext& context);
+
 // checks.cu: an Error naming `op` unless cuda:`index` is the calling
 // thread's current CUDA device, where every launcher runs.
 void check_current_device(int index, std::string_view op);

@@ -80,6 +80,24 @@ __device__ inline double block_sum(double v) {
   return total;
 }
 
+// The max of one double per thread of the block, keeping a NaN (a max is
+// exact: any order gives the same bits); every thread gets it.
+__device__ inline double block_max(double v) {
+  __shared__ double slots[kThreads];
+  slots[threadIdx.x] = v;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (static_cast<int>(threadIdx.x) < width) {
+      const double other = slots[threadIdx.x + width];
+      if (other > slots[threadIdx.x] || other != other) slots[threadIdx.x] = other;
+    }
+    __syncthreads();
+  }
+  const double result = slots[0];
+  __syncthreads();
+  return result;
+}
+
 // The sum of partials[k * stride] for k in [0, count), by one block: each
 // thread sums its k = t, t + kThreads, ... in order, then block_sum. The
 // order depends on `count` only.

@@ -150,10 +150,10 @@ bool is_empty(Op op, const core::Geometry& g) {
 }
 
 #ifdef SPATIALSOFTMAX_HAVE_CUDA
-// The CUDA kernels (src/cuda), on the device the views' memory is on (the
-// calling thread's current CUDA device) and the context's stream. It declines
-// the operations whose kernels are not written yet, so that dispatch names
-// them.
+// The CUDA kernels (src/cuda), on the device the views' memory is on (which
+// must be the calling thread's current CUDA device) and the context's
+// stream. Every operation but the label scan has a kernel: on a device the
+// loss kernels check the labels themselves (core::DeviceScalars).
 class CudaBackend final : public Backend {
  public:
   std::string_view name() const override { return "cuda"; }
@@ -165,12 +165,13 @@ class CudaBackend final : public Backend {
       case Op::kCrossEntropy:
       case Op::kProbMinusTarget:
       case Op::kKlDiv:
+      case Op::kSpatialSoftArgmax:
+      case Op::kSpatialSoftArgmaxBackward:
         return {};
       case Op::kScanLabels:
-        return "labels in device memory are checked by the loss kernels themselves";
-      default:
-        return "this operation has no CUDA kernel yet";
+        break;
     }
+    return "labels in device memory are checked by the loss kernels themselves";
   }
   void check_device(Device device, std::string_view op) const override {
     cuda::check_current_device(device.index, op);
@@ -180,35 +181,35 @@ class CudaBackend final : public Backend {
     return cuda::take_error(context, wait, error);
   }
 
-#define SPATIALSOFTMAX_CUDA_METHODS(T)                                                         \
-  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {   \
-    cuda::softmax(p, c);                                                                       \
-  }                                                                                            \
-  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c)   \
-      const override {                                                                         \
-    cuda::softmax_backward(p, c);                                                              \
-  }                                                                                            \
-  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c)         \
-      const override {                                                                         \
-    cuda::cross_entropy(p, c);                                                                 \
-  }                                                                                            \
-  void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override { \
-    declined("scan_labels");                                                                   \
-  }                                                                                            \
-  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c)  \
-      const override {                                                                         \
-    cuda::prob_minus_target(p, c);                                                             \
-  }                                                                                            \
-  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {      \
-    cuda::kl_div(p, c);                                                                        \
-  }                                                                                            \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&)  \
-      const override {                                                                         \
-    declined("spatial_soft_argmax");                                                           \
-  }                                                                                            \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,                  \
-                                    const ExecutionContext&) const override {                  \
-    declined("spatial_soft_argmax_backward");                                                  \
+#define SPATIALSOFTMAX_CUDA_METHODS(T)                                                            \
+  void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& c) const override {      \
+    cuda::softmax(p, c);                                                                          \
+  }                                                                                               \
+  void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& c)      \
+      const override {                                                                            \
+    cuda::softmax_backward(p, c);                                                                 \
+  }                                                                                               \
+  void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& c)            \
+      const override {                                                                            \
+    cuda::cross_entropy(p, c);                                                                    \
+  }                                                                                               \
+  void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override {    \
+    declined("scan_labels");                                                                      \
+  }                                                                                               \
+  void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& c)     \
+      const override {                                                                            \
+    cuda::prob_minus_target(p, c);                                                                \
+  }                                                                                               \
+  void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& c) const override {         \
+    cuda::kl_div(p, c);                                                                           \
+  }                                                                                               \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p, const ExecutionContext& c) \
+      const override {                                                                            \
+    cuda::spatial_soft_argmax(p, c);                                                              \
+  }                                                                                               \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p,                   \
+                                    const ExecutionContext& c) const override {                   \
+    cuda::spatial_soft_argmax_backward(p, c);                                                     \
   }
   SPATIALSOFTMAX_CUDA_METHODS(float)
   SPATIALSOFTMAX_CUDA_METHODS(double)

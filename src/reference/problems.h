@@ -302,6 +302,16 @@ struct KlDivProblem {
   const DeviceScalars<T>* device = nullptr;  // device problems only
 };
 
+// The coordinate of index j along a spatial axis of `length` pixels
+// (docs/semantics.md 4): j itself, or normalized into [-1, 1], where a single
+// pixel sits at the centre (0) or at -1.
+SPATIALSOFTMAX_HOST_DEVICE inline double spatial_coordinate(std::int64_t j, std::int64_t length,
+                                                            bool pixel, bool singleton_center) {
+  if (pixel) return static_cast<double>(j);
+  if (length == 1) return singleton_center ? 0.0 : -1.0;
+  return -1.0 + 2.0 * static_cast<double>(j) / static_cast<double>(length - 1);
+}
+
 // Softmax over the pixels of every (n, channel) and its expected coordinates
 // (docs/semantics.md 4). In Geometry, `classes` are the channels.
 template <class T>
@@ -309,8 +319,12 @@ struct SpatialSoftArgmaxProblem {
   Geometry geom;
   int spatial_rank = 0;
   std::int64_t dims[kMaxSpatialRank] = {};
-  // coordinate[a][j]: coordinate of index j along spatial axis a (a = 0 is d1).
+  // coordinate[a][j]: coordinate of index j along spatial axis a (a = 0 is
+  // d1), in host memory: spatial_coordinate's values, which a device
+  // backend computes itself from the rule below.
   const double* coordinate[kMaxSpatialRank] = {};
+  bool pixel_coordinates = false;
+  bool singleton_center = true;
   double beta = 1;  // S = softmax(beta * (x - max))
   const T* input = nullptr;
 
@@ -322,7 +336,7 @@ struct SpatialSoftArgmaxProblem {
   const T* grad_keypoints = nullptr;
   const T* grad_softmax = nullptr;
   const T* grad_covariance = nullptr;
-  double* grad_beta = nullptr;  // d loss / d beta
+  double* grad_beta = nullptr;  // d loss / d beta (host memory; a device backend leaves it)
 };
 
 }  // namespace spatialsoftmax::core

@@ -74,7 +74,8 @@ template <class T, class Group>
 SPATIALSOFTMAX_HOST_DEVICE RowSoftmax<T> row_softmax(const T* x, std::int64_t stride,
                                                      std::int64_t classes, const Group& group) {
   T m = -std::numeric_limits<T>::infinity();
-  for (std::int64_t c = group.first; c < classes; c += group.step) m = max_keep_nan(m, x[c * stride]);
+  for (std::int64_t c = group.first; c < classes; c += group.step)
+    m = max_keep_nan(m, x[c * stride]);
   m = group.max(m);
   T s = 0;
   for (std::int64_t c = group.first; c < classes; c += group.step) s += exp_of(x[c * stride] - m);
@@ -132,7 +133,8 @@ SPATIALSOFTMAX_HOST_DEVICE T cross_entropy_row(const CrossEntropyProblem<T>& pb,
       // Skipped when eps = 0, so that a -inf logp elsewhere cannot make 0 * inf.
       if (eps > 0) {
         T smooth = 0;
-        for (std::int64_t c = group.first; c < C; c += group.step) smooth += weight(c) * -log_prob(c);
+        for (std::int64_t c = group.first; c < C; c += group.step)
+          smooth += weight(c) * -log_prob(c);
         loss += eps_per_class * group.sum(smooth);
       }
       loss *= a;
@@ -206,7 +208,9 @@ SPATIALSOFTMAX_HOST_DEVICE double kl_div_row(const KlDivProblem<T>& pb, std::int
   const T* target = pb.target + b;
   const RowSoftmax<T> sm = row_softmax(x, cs, C, group);
   const auto mass = [&](T t) { return pb.log_target ? exp_of(t) : t; };
-  const auto upstream = [&](std::int64_t c) { return pb.grad_map ? pb.grad_map[b + c * cs] : grad_scale; };
+  const auto upstream = [&](std::int64_t c) {
+    return pb.grad_map ? pb.grad_map[b + c * cs] : grad_scale;
+  };
   double sum = 0;
   T weighted_mass = 0;  // sum_j r_j * tau_j
   for (std::int64_t c = group.first; c < C; c += group.step) {
