@@ -49,19 +49,18 @@ struct LossCase {
   DType dtype = DType::kFloat32;
   std::string describe() const {
     return shape_string(shape) + (axis == ClassAxis::kFirst ? " class-first" : " class-last") +
-           (soft ? " soft" : " index") + (class_weight ? " cw" : "") +
-           (pixel_weight ? " pw" : "") + (ignore_index ? " ignore" : "") + " eps " +
-           std::to_string(label_smoothing) + " " + std::string(to_string(reduction)) + " " +
-           std::string(dtype_name(dtype));
+           (soft ? " soft" : " index") + (class_weight ? " cw" : "") + (pixel_weight ? " pw" : "") +
+           (ignore_index ? " ignore" : "") + " eps " + std::to_string(label_smoothing) + " " +
+           std::string(to_string(reduction)) + " " + std::string(dtype_name(dtype));
   }
 };
 
 std::vector<LossCase> loss_cases() {
   const std::vector<std::pair<Shape, ClassAxis>> shapes = {
-      {{2, 1, 5, 3}, ClassAxis::kFirst},  {{3, 2, 33}, ClassAxis::kFirst},
-      {{2, 19, 7, 9}, ClassAxis::kFirst}, {{2, 300, 17}, ClassAxis::kFirst},
-      {{2, 5, 3, 19}, ClassAxis::kLast},  {{3, 33, 65}, ClassAxis::kLast},
-      {{2, 7, 300}, ClassAxis::kLast},    {{64, 32000}, ClassAxis::kLast},
+      {{2, 1, 5, 3}, ClassAxis::kFirst},    {{3, 2, 33}, ClassAxis::kFirst},
+      {{2, 19, 7, 9}, ClassAxis::kFirst},   {{2, 300, 17}, ClassAxis::kFirst},
+      {{2, 5, 3, 19}, ClassAxis::kLast},    {{3, 33, 65}, ClassAxis::kLast},
+      {{2, 7, 300}, ClassAxis::kLast},      {{64, 32000}, ClassAxis::kLast},
       {{1, 19, 3, 5, 7}, ClassAxis::kFirst}};
   std::vector<LossCase> cases;
   int variant = 0;
@@ -149,8 +148,7 @@ TEST_F(Cuda, CrossEntropyFusedMatchesTheCpuOnEveryOption) {
     const CrossEntropyResult want = cross_entropy_forward_backward(in.x, in.targets, host);
     const Shape map = map_shape_of(k.shape, k.axis);
     const DeviceBuffer loss(k.dtype, k.reduction == Reduction::kNone ? map : Shape{}),
-        prob(k.dtype, k.shape), log_prob(k.dtype, k.shape), h(k.dtype, map),
-        dx(k.dtype, k.shape);
+        prob(k.dtype, k.shape), log_prob(k.dtype, k.shape), h(k.dtype, map), dx(k.dtype, k.shape);
     CrossEntropyOutputs out;
     out.loss = loss.out();
     out.prob = prob.out();
@@ -208,8 +206,8 @@ TEST_F(Cuda, NllLossMatchesTheCpu) {
   for (ClassAxis axis : {ClassAxis::kFirst, ClassAxis::kLast}) {
     const Shape shape = axis == ClassAxis::kFirst ? Shape{2, 7, 5, 3} : Shape{2, 5, 3, 45};
     const Tensor lp = log_softmax(random_uniform(DType::kFloat64, shape, -3, 3, 11), axis);
-    const Tensor labels = random_labels(DType::kInt32, map_shape_of(shape, axis),
-                                        classes_of(shape, axis), 12);
+    const Tensor labels =
+        random_labels(DType::kInt32, map_shape_of(shape, axis), classes_of(shape, axis), 12);
     CrossEntropyOptions o;
     o.class_axis = axis;
     o.ignore_index = 2;
@@ -218,24 +216,27 @@ TEST_F(Cuda, NllLossMatchesTheCpu) {
     nll_loss_into(dlp.view(), dlabels.view(), loss.out(), o);
     expect_close(loss.to_host(), nll_loss(lp, labels, o), 1e-12, "nll_loss");
     nll_loss_backward_into(dlp.view(), dlabels.view(), g.view(), dx.out(), o);
-    expect_close(dx.to_host(), nll_loss_backward(lp, labels, Tensor::scalar(DType::kFloat64, 2.0), o),
-                 1e-12, "nll_loss_backward");
+    expect_close(dx.to_host(),
+                 nll_loss_backward(lp, labels, Tensor::scalar(DType::kFloat64, 2.0), o), 1e-12,
+                 "nll_loss_backward");
   }
 }
 
 TEST_F(Cuda, KlDivMatchesTheCpu) {
   for (ClassAxis axis : {ClassAxis::kFirst, ClassAxis::kLast}) {
     for (bool log_target : {false, true}) {
-      for (Reduction r : {Reduction::kNone, Reduction::kSum, Reduction::kMean,
-                          Reduction::kBatchMean}) {
+      for (Reduction r :
+           {Reduction::kNone, Reduction::kSum, Reduction::kMean, Reduction::kBatchMean}) {
         const Shape shape = axis == ClassAxis::kFirst ? Shape{3, 19, 11} : Shape{3, 11, 70};
         const Tensor x = random_uniform(DType::kFloat32, shape, -4, 4, 21);
         Tensor target = softmax(random_uniform(DType::kFloat32, shape, -2, 2, 22), axis);
-        if (log_target) target = log_softmax(random_uniform(DType::kFloat32, shape, -2, 2, 22), axis);
+        if (log_target)
+          target = log_softmax(random_uniform(DType::kFloat32, shape, -2, 2, 22), axis);
         KlDivOptions o{axis, log_target, r};
         const Tensor want = kl_div(x, target, o);
-        const Tensor grad = r == Reduction::kNone ? random_uniform(DType::kFloat32, shape, -1, 1, 23)
-                                                  : Tensor::scalar(DType::kFloat32, 1.5);
+        const Tensor grad = r == Reduction::kNone
+                                ? random_uniform(DType::kFloat32, shape, -1, 1, 23)
+                                : Tensor::scalar(DType::kFloat32, 1.5);
         const DeviceBuffer dx(x), dt(target), out(DType::kFloat32, want.shape()), dg(grad),
             ddx(DType::kFloat32, shape);
         kl_div_into(dx.view(), dt.view(), out.out(), o);
@@ -269,14 +270,16 @@ TEST_F(Cuda, Caffe2OperatorsMatchTheCpu) {
     const DeviceBuffer dd(d_loss), dX_out(DType::kFloat32, shape);
     caffe2::spatial_softmax_with_loss_gradient_into(dX.view(), dT.view(), dw.view(), P.view(),
                                                     dd.view(), dX_out.out(), args);
-    expect_close(dX_out.to_host(),
-                 caffe2::spatial_softmax_with_loss_gradient(X, T, w.view(), want.prob, d_loss, args),
-                 2e-5, "dX");
+    expect_close(
+        dX_out.to_host(),
+        caffe2::spatial_softmax_with_loss_gradient(X, T, w.view(), want.prob, d_loss, args), 2e-5,
+        "dX");
   }
   // SoftmaxWithLoss on (N, D) rows, labels and probabilities.
   const Tensor X2 = random_uniform(DType::kFloat64, {6, 9}, -3, 3, 34);
   const Tensor labels = random_labels(DType::kInt32, {6}, 9, 35);
-  const Tensor probs = softmax(random_uniform(DType::kFloat64, {6, 9}, -1, 1, 36), ClassAxis::kLast);
+  const Tensor probs =
+      softmax(random_uniform(DType::kFloat64, {6, 9}, -1, 1, 36), ClassAxis::kLast);
   const Tensor rows = random_uniform(DType::kFloat64, {6}, 0, 2, 37);
   const DeviceBuffer dX2(X2), dlabels(labels), dprobs(probs), drows(rows);
   for (int label_prob : {0, 1}) {
@@ -339,7 +342,8 @@ TEST_F(Cuda, BadLabelsAreTheLibrarysErrorAtTheNextCheck) {
   Tensor labels = random_labels(DType::kInt64, {2, 4, 3}, 5, 52);
   set_element(labels, 9, 5);
   set_element(labels, 17, -3);
-  const DeviceBuffer dx(x), dlabels(labels), loss(DType::kFloat32, {}), grad(DType::kFloat32, shape);
+  const DeviceBuffer dx(x), dlabels(labels), loss(DType::kFloat32, {}),
+      grad(DType::kFloat32, shape);
   CrossEntropyOutputs out;
   out.loss = loss.out();
   out.grad_logits = grad.out();
@@ -374,9 +378,8 @@ TEST_F(Cuda, BadWeightsAreTheLibrarysErrorAtTheNextCheck) {
   CrossEntropyOutputs out;
   out.loss = loss.out();
   ASSERT_NO_THROW(cross_entropy_into(dx.view(), dlabels.view(), out, o));
-  EXPECT_ERROR_MENTIONS(check_device_errors(),
-                        {"cross_entropy_into", "class_weight[flat index 2]", "= -1",
-                         "finite and >= 0"});
+  EXPECT_ERROR_MENTIONS(check_device_errors(), {"cross_entropy_into", "class_weight[flat index 2]",
+                                                "= -1", "finite and >= 0"});
 }
 
 // The fused call, captured into a CUDA graph on a stream of its own and
@@ -387,8 +390,9 @@ TEST_F(Cuda, TheFusedCallIsCapturedInACudaGraph) {
   const Tensor x = random_uniform(DType::kFloat32, shape, -5, 5, 71);
   const Tensor labels = random_labels(DType::kInt64, {4, 9, 11}, 19, 72);
   CrossEntropyOptions o = CrossEntropyOptions::pytorch();
-  const DeviceBuffer dx(x), dlabels(labels), loss(DType::kFloat32, {}), grad(DType::kFloat32, shape),
-      loss_eager(DType::kFloat32, {}), grad_eager(DType::kFloat32, shape);
+  const DeviceBuffer dx(x), dlabels(labels), loss(DType::kFloat32, {}),
+      grad(DType::kFloat32, shape), loss_eager(DType::kFloat32, {}),
+      grad_eager(DType::kFloat32, shape);
   CrossEntropyOutputs eager{loss_eager.out(), std::nullopt, std::nullopt, std::nullopt,
                             grad_eager.out()};
   cross_entropy_forward_backward_into(dx.view(), dlabels.view(), eager, o);  // warm-up

@@ -69,6 +69,12 @@ TEST(DeviceGuards, DeviceWeightsOfTheWrongShapeAreRefused) {
   EXPECT_ERROR_MENTIONS(cross_entropy_into(x, labels, out, o), {"class_weight", "shape", "(3,)"});
 }
 
+// Nothing was recorded, so there is nothing to wait for: it returns on any
+// machine, with or without a GPU or a CUDA backend.
+TEST(DeviceGuards, CheckDeviceErrorsReturnsWhenNoDeviceCheckRan) {
+  EXPECT_NO_THROW(check_device_errors());
+}
+
 TEST(DeviceGuards, StridedDeviceViewsAreRefused) {
   const TensorView strided(kDeviceAddress, DType::kFloat32, {2, 3, 4}, {24, 8, 2}, Device::cuda(0));
   const MutableTensorView prob(kDeviceOutput, DType::kFloat32, {2, 3, 4}, Device::cuda(0));

@@ -2,6 +2,11 @@
 
 namespace spatialsoftmax::python {
 
+std::uintptr_t& thread_cuda_stream() {
+  thread_local std::uintptr_t stream = 0;
+  return stream;
+}
+
 CrossEntropyOptions cross_entropy_options(CallArrays& arrays,
                                           const CrossEntropyKeywords& keywords) {
   CrossEntropyOptions options;

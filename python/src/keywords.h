@@ -49,9 +49,15 @@ struct SpatialSoftArgmaxKeywords {
 SpatialSoftArgmaxOptions spatial_soft_argmax_options(const std::string& op,
                                                      const SpatialSoftArgmaxKeywords& keywords);
 
+// The CUDA stream calls on this thread run on (a cudaStream_t as an integer;
+// 0, the default stream, until set): spatialsoftmax.cuda_stream sets it, and
+// the torch front sets it to torch's current stream around each device call.
+std::uintptr_t& thread_cuda_stream();
+
 inline ExecutionContext context_of(int num_threads) {
   ExecutionContext context;
   context.num_threads = num_threads;
+  context.cuda_stream = reinterpret_cast<void*>(thread_cuda_stream());
   return context;
 }
 

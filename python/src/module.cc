@@ -5,11 +5,14 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "arrays.h"
 #include "bindings.h"
+#include "keywords.h"
 #include "spatialsoftmax/device.h"
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/threads.h"
@@ -54,6 +57,33 @@ NB_MODULE(_core, m) {
       nb::arg("array"),
       "The view the functions see of `array` (data address, dtype, shape, strides in elements, "
       "device): for tests of the zero-copy conversion.");
+
+  m.def(
+      "_set_cuda_stream",
+      [](std::uintptr_t stream) { return std::exchange(ss::python::thread_cuda_stream(), stream); },
+      nb::arg("stream"),
+      "Sets the CUDA stream (a cudaStream_t as an integer, 0: the default stream) that calls on "
+      "this thread run on; returns the previous one. spatialsoftmax.cuda_stream is the context "
+      "manager over it.");
+  m.def(
+      "check_device_errors", [] { ss::check_device_errors(ss::python::context_of(0)); },
+      "Waits for this thread's CUDA stream and raises, as ValueError, the first bad label or "
+      "weight a device kernel found since the last check (device calls never wait for the "
+      "device, so they cannot raise it themselves). Returns at once without a CUDA backend.");
+  m.def(
+      "_empty",
+      [](const ss::python::ArrayArg& like, const std::vector<std::int64_t>& shape) {
+        ss::python::CallArrays arrays("_empty");
+        const ss::TensorView view = arrays.input(like, "like");
+        if (view.device() != ss::Device::cpu()) {
+          throw ss::Error("_empty: like device: expected cpu, got " +
+                          ss::device_name(view.device()));
+        }
+        return arrays.result(ss::Tensor::uninitialized(view.dtype(), shape));
+      },
+      nb::arg("like"), nb::arg("shape"),
+      "An uninitialized array of like's dtype and framework in the library's reused CPU memory "
+      "(what the functions return): the torch front's CPU outputs.");
 
   ss::python::bind_loss(m);
   ss::python::bind_spatial(m);

@@ -34,6 +34,8 @@ def want(arrays, name):
 
 def close(got, arrays, name, tol, gradient=False):
     expected = want(arrays, name)
+    if isinstance(got, torch.Tensor):
+        got = got.detach().cpu()
     got = np.asarray(got, dtype=np.float64)
     rtol, atol = tol
     if gradient:  # atol scales with the largest expected magnitude (README)
@@ -108,9 +110,10 @@ def run_numpy(meta, a):
         pytest.fail(f"unknown op {op!r} in {meta['name']}")
 
 
-def logical(array, layout):
-    """A torch view (N, C, d..) of an array stored class-last when layout is NHWC."""
-    t = torch.from_numpy(array)
+def logical(array, layout, device="cpu"):
+    """A torch view (N, C, d..) on `device` of an array stored class-last when layout is
+    NHWC."""
+    t = torch.from_numpy(array).to(device)
     return t.movedim(-1, 1) if layout == "NHWC" and t.dim() > 2 else t
 
 
@@ -118,51 +121,55 @@ def stored(tensor, layout):
     return tensor.movedim(1, -1) if layout == "NHWC" and tensor.dim() > 2 else tensor
 
 
-def run_torch(meta, a):
+def run_torch(meta, a, device="cpu"):
     op, attr = meta["op"], meta["attributes"]
     layout = attr.get("layout", "NCHW")
+
+    def on(array):
+        return torch.from_numpy(array).to(device)
+
     if op == "cross_entropy":
-        x = logical(a["input"], layout).requires_grad_()
+        x = logical(a["input"], layout, device).requires_grad_()
         target = a["target"]
-        target = torch.from_numpy(target) if target.dtype.kind == "i" else logical(target, layout)
+        target = on(target) if target.dtype.kind == "i" else logical(target, layout, device)
         loss = sst.cross_entropy(
-            x, target, None if "weight" not in a else torch.from_numpy(a["weight"]),
+            x, target, None if "weight" not in a else on(a["weight"]),
             ignore_index=attr.get("ignore_index", -100), reduction=attr["reduction"],
             label_smoothing=attr["label_smoothing"],
         )
-        upstream = torch.from_numpy(a["grad_output"]) if "grad_output" in a else None
+        upstream = on(a["grad_output"]) if "grad_output" in a else None
         loss.backward(upstream)
         close(loss.detach(), a, "output", MAP_TOL if attr["reduction"] == "none" else LOSS_TOL)
         close(stored(x.grad, layout), a, "grad_input", LOSS_TOL, gradient=True)
     elif op == "kl_div":
-        x = logical(a["input"], layout).requires_grad_()
-        out = sst.kl_div(x, logical(a["target"], layout), attr["reduction"], attr["log_target"])
-        upstream = logical(a["grad_output"], layout) if "grad_output" in a else None
+        x = logical(a["input"], layout, device).requires_grad_()
+        out = sst.kl_div(x, logical(a["target"], layout, device), attr["reduction"], attr["log_target"])
+        upstream = logical(a["grad_output"], layout, device) if "grad_output" in a else None
         out.backward(upstream)
         close(stored(out.detach(), layout) if out.dim() else out.detach(), a, "output",
               MAP_TOL if attr["reduction"] == "none" else LOSS_TOL)
         close(stored(x.grad, layout), a, "grad_input", LOSS_TOL, gradient=True)
     elif op in ("softmax", "log_softmax"):
-        x = logical(a["input"], layout).requires_grad_()
+        x = logical(a["input"], layout, device).requires_grad_()
         out = getattr(sst, op)(x, 1)
-        out.backward(logical(a["grad_output"], layout))
+        out.backward(logical(a["grad_output"], layout, device))
         close(stored(out.detach(), layout), a, "output", MAP_TOL)
         close(stored(x.grad, layout), a, "grad_input", LOSS_TOL, gradient=True)
     elif op == "SpatialSoftmaxWithLoss":
-        x = torch.from_numpy(a["X"]).requires_grad_()
-        weight = torch.from_numpy(a["weight_tensor"]) if "weight_tensor" in a else None
-        P, loss = sst.spatial_softmax_with_loss(x, torch.from_numpy(a["T"]), weight, attr["scale"])
-        loss.backward(torch.from_numpy(a["d_avg_loss"]))
+        x = on(a["X"]).requires_grad_()
+        weight = on(a["weight_tensor"]) if "weight_tensor" in a else None
+        P, loss = sst.spatial_softmax_with_loss(x, on(a["T"]), weight, attr["scale"])
+        loss.backward(on(a["d_avg_loss"]))
         close(P.detach(), a, "P", MAP_TOL)
         close(loss.detach(), a, "avg_loss", LOSS_TOL)
         close(x.grad, a, "dX", LOSS_TOL, gradient=True)
     elif op == "spatial_soft_argmax":
-        x = logical(a["input"], layout).requires_grad_()
+        x = logical(a["input"], layout, device).requires_grad_()
         keypoints = sst.spatial_soft_argmax(
             x, attr["temperature"], attr["temperature_mode"], attr["coordinates"]
         )
-        keypoints.backward(torch.from_numpy(a["grad_output"]))
-        np.testing.assert_allclose(keypoints.detach(), want(a, "output"), rtol=0, atol=1e-5)
+        keypoints.backward(on(a["grad_output"]))
+        np.testing.assert_allclose(keypoints.detach().cpu(), want(a, "output"), rtol=0, atol=1e-5)
         close(stored(x.grad, layout), a, "grad_input", LOSS_TOL, gradient=True)
 
 
@@ -183,11 +190,23 @@ def test_case_through_numpy(case_dir):
 TORCH_OPS = {"cross_entropy", "kl_div", "softmax", "log_softmax", "SpatialSoftmaxWithLoss", "spatial_soft_argmax"}
 
 
+GPU = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+    ],
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
 @pytest.mark.parametrize(
     "case_dir",
     [c for c in CASES if json.loads((c / "case.json").read_text())["op"] in TORCH_OPS],
     ids=lambda p: f"{p.parent.name}/{p.name}",
 )
-def test_case_through_torch(case_dir):
+def test_case_through_torch(case_dir, device):
     meta, arrays = load(case_dir)
-    run_torch(meta, arrays)
+    run_torch(meta, arrays, device)
+    if device == "cuda":
+        ss.check_device_errors()

@@ -24,22 +24,25 @@ struct ErrorSlot {
 };
 
 std::atomic<ErrorSlot*> g_slot{nullptr};
+ErrorSlot* g_device_slot = nullptr;  // the same memory as kernels address it; set with g_slot
 
-// Allocated by the first check that may record an error; take_error before
-// then finds nothing, without touching the CUDA runtime.
-ErrorSlot* error_slot(const char* op) {
+// Allocated by the first check that may record an error (before any CUDA
+// graph capture: torch and the tests warm up first); take_error before then
+// finds nothing, without touching the CUDA runtime. Returns the kernels'
+// address of the record.
+ErrorSlot* device_error_slot(const char* op) {
   static std::once_flag once;
   static cudaError_t status = cudaSuccess;
   std::call_once(once, [] {
     void* p = nullptr;
     status = cudaHostAlloc(&p, sizeof(ErrorSlot), cudaHostAllocMapped | cudaHostAllocPortable);
-    if (status == cudaSuccess) {
-      static_cast<ErrorSlot*>(p)->state = 0;
-      g_slot.store(static_cast<ErrorSlot*>(p), std::memory_order_release);
-    }
+    if (status != cudaSuccess) return;
+    static_cast<ErrorSlot*>(p)->state = 0;
+    status = cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_device_slot), p, 0);
+    if (status == cudaSuccess) g_slot.store(static_cast<ErrorSlot*>(p), std::memory_order_release);
   });
-  check_cuda(status, op, "cudaHostAlloc of the device error record");
-  return g_slot.load(std::memory_order_acquire);
+  check_cuda(status, op, "allocating the device error record (cudaHostAlloc)");
+  return g_device_slot;
 }
 
 __device__ void record_error(ErrorSlot* slot, const core::DeviceError& error) {
@@ -151,7 +154,7 @@ Checked run_checks(const CheckInputs<T>& in, const core::DeviceScalars<T>& s, cu
   if (!check_class && !check_pixel && !check_labels && !device_denominator) {
     return {Workspace(0, stream, op), Denominator{nullptr, s.denominator}};
   }
-  ErrorSlot* slot = error_slot(op);
+  ErrorSlot* device_slot = device_error_slot(op);
   const std::int64_t n = in.count > in.classes ? in.count : in.classes;
   const int blocks = static_cast<int>(
       std::min<std::int64_t>(std::max<std::int64_t>(blocks_for(n), 1), kMaxCheckBlocks));
@@ -166,9 +169,6 @@ Checked run_checks(const CheckInputs<T>& in, const core::DeviceScalars<T>& s, cu
   check_kernel<T>
       <<<blocks, kThreads, 0, stream>>>(in, check_class, check_pixel, check_labels, bad, partials);
   check_launch(op);
-  ErrorSlot* device_slot = nullptr;
-  check_cuda(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_slot), slot, 0), op,
-             "cudaHostGetDevicePointer");
   finish_checks_kernel<T>
       <<<1, kThreads, 0, stream>>>(in, s, bad, partials, blocks, denominator, device_slot);
   check_launch(op);
@@ -191,9 +191,10 @@ void check_current_device(int index, std::string_view op) {
 
 bool take_error(const ExecutionContext& context, bool wait, core::DeviceError* error) {
   constexpr const char* op = "check_device_errors";
-  if (wait) check_cuda(cudaStreamSynchronize(stream_of(context)), op, "cudaStreamSynchronize");
+  // No check ever ran: nothing to wait for (and no GPU needed to say so).
   ErrorSlot* slot = g_slot.load(std::memory_order_acquire);
   if (!slot) return false;
+  if (wait) check_cuda(cudaStreamSynchronize(stream_of(context)), op, "cudaStreamSynchronize");
   std::atomic_ref<unsigned int> state(slot->state);
   if (state.load(std::memory_order_acquire) != 2u) return false;
   *error = slot->error;

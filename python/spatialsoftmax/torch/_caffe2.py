@@ -8,18 +8,21 @@ import torch
 from torch import Tensor
 
 from .. import _core
-from ._common import (
-    check_cpu,
-)
+from ._common import check_device, dense, empty_output, kernels_on
 
 
 @torch.library.custom_op("spatialsoftmax::spatial_softmax_with_loss", mutates_args=())
 def _spatial_softmax_with_loss_op(
     X: Tensor, T: Tensor, weight: Optional[Tensor], scale: float, variant: str
 ) -> tuple[Tensor, Tensor]:
-    check_cpu("spatial_softmax_with_loss", X=X, T=T, weight=weight)
-    r = _core.caffe2.spatial_softmax_with_loss(X, T, weight, scale=scale, variant=variant)
-    return r.prob, r.loss
+    check_device("spatial_softmax_with_loss", X=X, T=T, weight=weight)
+    X, T, weight = dense(X), dense(T), dense(weight)
+    P, loss = empty_output(X, X.shape), empty_output(X, ())
+    with kernels_on(X):
+        _core.caffe2.spatial_softmax_with_loss_into(
+            X, T, P, loss, weight=weight, scale=scale, variant=variant
+        )
+    return P, loss
 
 
 @_spatial_softmax_with_loss_op.register_fake
@@ -37,10 +40,14 @@ def _spatial_softmax_with_loss_gradient_op(
     scale: float,
     variant: str,
 ) -> Tensor:
-    check_cpu("spatial_softmax_with_loss", X=X, T=T, weight=weight, P=P, d_loss=d_loss)
-    return _core.caffe2.spatial_softmax_with_loss_gradient(
-        X, T, P, d_loss.to(X.dtype), weight=weight, scale=scale, variant=variant
-    )
+    check_device("spatial_softmax_with_loss", X=X, T=T, weight=weight, P=P, d_loss=d_loss)
+    X, T, weight, P = dense(X), dense(T), dense(weight), dense(P)
+    dX = empty_output(X, X.shape)
+    with kernels_on(X):
+        _core.caffe2.spatial_softmax_with_loss_gradient_into(
+            X, T, P, dense(d_loss.to(X.dtype)), dX, weight=weight, scale=scale, variant=variant
+        )
+    return dX
 
 
 @_spatial_softmax_with_loss_gradient_op.register_fake
@@ -83,5 +90,5 @@ def spatial_softmax_with_loss(
     variant='cuda' follows Caffe2's CUDA implementation. Gradients flow to X through avg_loss;
     P is not differentiable, as in Caffe2.
     """
-    check_cpu("spatial_softmax_with_loss", X=X, T=T, weight=weight)
+    check_device("spatial_softmax_with_loss", X=X, T=T, weight=weight)
     return _spatial_softmax_with_loss_op(X, T, weight, float(scale), variant)

@@ -11,12 +11,16 @@ from torch._subclasses.fake_tensor import is_fake
 
 from .. import _core
 from ._common import (
-    check_cpu,
+    check_device,
     check_no_target_grad,
+    class_output,
     class_view,
     compute_dtype,
+    dense,
     empty_in_layout,
+    empty_output,
     is_index_target,
+    kernels_on,
     layout_of,
     logical_view,
     map_shape,
@@ -36,12 +40,14 @@ def _ce_kwargs(target, weight, ignore_index, reduction, label_smoothing, layout)
 
 
 def _ce_inputs(input, target, weight):
+    """The kernels' views: logits and probability targets in their class view, in float32 for
+    half types, dense where the kernels need it (device memory)."""
     x = compute_dtype(input)
     t = target if is_index_target(target) else compute_dtype(target)
     w = None if weight is None else compute_dtype(weight)
     layout = layout_of(x)
     t_view = t if is_index_target(t) else class_view(t, layout)
-    return x, t_view, w, layout
+    return dense(class_view(x, layout)), dense(t_view), dense(w), layout
 
 
 def _loss_shape(input: Tensor, reduction: str) -> Sequence[int]:
@@ -58,16 +64,19 @@ def _cross_entropy_op(
     label_smoothing: float,
     compute_grad: bool,
 ) -> tuple[Tensor, Tensor]:
-    check_cpu("cross_entropy", input=input, target=target, weight=weight)
+    check_device("cross_entropy", input=input, target=target, weight=weight)
     x, t, w, layout = _ce_inputs(input, target, weight)
     kwargs = _ce_kwargs(target, w, ignore_index, reduction, label_smoothing, layout)
-    if compute_grad:
-        r = _core.cross_entropy_forward_backward(class_view(x, layout), t, **kwargs)
-        grad = logical_view(r.grad_logits, layout).to(input.dtype)
-    else:
-        r = _core.cross_entropy(class_view(x, layout), t, **kwargs)
-        grad = input.new_empty(0)
-    return r.loss.to(input.dtype), grad
+    loss = empty_output(x, _loss_shape(input, reduction))
+    with kernels_on(x):
+        if compute_grad:
+            grad = class_output(x)
+            _core.cross_entropy_forward_backward_into(x, t, loss=loss, grad_logits=grad, **kwargs)
+            grad = logical_view(grad, layout).to(input.dtype)
+        else:
+            _core.cross_entropy_into(x, t, loss=loss, **kwargs)
+            grad = input.new_empty(0)
+    return loss.to(input.dtype), grad
 
 
 @_cross_entropy_op.register_fake
@@ -87,14 +96,17 @@ def _cross_entropy_backward_op(
     reduction: str,
     label_smoothing: float,
 ) -> Tensor:
-    check_cpu("cross_entropy", input=input, target=target, weight=weight, grad_loss=grad_loss)
+    check_device("cross_entropy", input=input, target=target, weight=weight, grad_loss=grad_loss)
     x, t, w, layout = _ce_inputs(input, target, weight)
-    grad = _core.cross_entropy_backward(
-        class_view(x, layout),
-        t,
-        grad_loss=grad_loss.to(x.dtype),
-        **_ce_kwargs(target, w, ignore_index, reduction, label_smoothing, layout),
-    )
+    grad = class_output(x)
+    with kernels_on(x):
+        _core.cross_entropy_backward_into(
+            x,
+            t,
+            grad,
+            grad_loss=dense(grad_loss.to(x.dtype)),
+            **_ce_kwargs(target, w, ignore_index, reduction, label_smoothing, layout),
+        )
     return logical_view(grad, layout).to(input.dtype)
 
 
@@ -129,13 +141,14 @@ def _cross_entropy_backward(ctx, grad_loss, _grad_of_grad):
         (grad,) = ctx.saved_tensors
         # The fused kernel's dX is the gradient for an upstream gradient of 1 at every
         # position, and each position's gradient depends on its own loss only. For
-        # loss.backward() (upstream 1, a CPU scalar: reading it is no device synchronisation)
-        # dX is returned as it is, which autograd moves into input.grad without a pass over
-        # it; traced (torch.compile, AOT autograd: fake tensors), where the value is unknown, it
-        # is always multiplied.
+        # loss.backward() on the CPU (upstream 1, a CPU scalar: reading it is no device
+        # synchronisation) dX is returned as it is, which autograd moves into input.grad
+        # without a pass over it; on a GPU (reading the upstream would wait for the device)
+        # and traced (torch.compile, AOT autograd: fake tensors), where the value is unknown,
+        # it is always multiplied.
         if reduction == "none":
             grad_input = grad * grad_loss.unsqueeze(1).to(grad.dtype)
-        elif _has_data(grad_loss) and float(grad_loss) == 1.0:
+        elif _has_data(grad_loss) and grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:
             grad_input = grad
         else:
             grad_input = grad * grad_loss.to(grad.dtype)
@@ -169,7 +182,7 @@ def cross_entropy(
     the fused kernel and keeps dX for the backward; fused=False runs forward and backward
     kernels separately.
     """
-    check_cpu("cross_entropy", input=input, target=target, weight=weight)
+    check_device("cross_entropy", input=input, target=target, weight=weight)
     check_no_target_grad("cross_entropy", target)
     compute_grad = fused and wants_grad(input)
     loss, _ = _cross_entropy_op(

@@ -7,20 +7,25 @@ from torch import Tensor
 
 from .. import _core
 from ._common import (
-    check_cpu,
+    check_device,
     check_no_target_grad,
+    class_output,
     class_view,
     compute_dtype,
+    dense,
     empty_in_layout,
+    empty_output,
+    kernels_on,
     layout_of,
     logical_view,
 )
 
 
 def _kl_inputs(input, target):
+    """The kernels' class views of the logits and the target (dense on a device)."""
     x = compute_dtype(input)
     layout = layout_of(x)
-    return x, class_view(compute_dtype(target), layout), layout
+    return dense(class_view(x, layout)), dense(class_view(compute_dtype(target), layout)), layout
 
 
 def _kl_output(x: Tensor, reduction: str, layout: str) -> Tensor:
@@ -30,11 +35,11 @@ def _kl_output(x: Tensor, reduction: str, layout: str) -> Tensor:
 
 @torch.library.custom_op("spatialsoftmax::kl_div", mutates_args=())
 def _kl_div_op(input: Tensor, target: Tensor, reduction: str, log_target: bool) -> Tensor:
-    check_cpu("kl_div", input=input, target=target)
+    check_device("kl_div", input=input, target=target)
     x, t, layout = _kl_inputs(input, target)
-    out = _core.kl_div(
-        class_view(x, layout), t, layout=layout, log_target=log_target, reduction=reduction
-    )
+    out = class_output(x) if reduction == "none" else empty_output(x, ())
+    with kernels_on(x):
+        _core.kl_div_into(x, t, out, layout=layout, log_target=log_target, reduction=reduction)
     return (logical_view(out, layout) if reduction == "none" else out).to(input.dtype)
 
 
@@ -47,17 +52,20 @@ def _(input, target, reduction, log_target):
 def _kl_div_backward_op(
     input: Tensor, target: Tensor, grad_output: Tensor, reduction: str, log_target: bool
 ) -> Tensor:
-    check_cpu("kl_div", input=input, target=target, grad_output=grad_output)
+    check_device("kl_div", input=input, target=target, grad_output=grad_output)
     x, t, layout = _kl_inputs(input, target)
     g = grad_output.to(x.dtype)
-    grad = _core.kl_div_backward(
-        class_view(x, layout),
-        t,
-        class_view(g, layout) if reduction == "none" else g,
-        layout=layout,
-        log_target=log_target,
-        reduction=reduction,
-    )
+    grad = class_output(x)
+    with kernels_on(x):
+        _core.kl_div_backward_into(
+            x,
+            t,
+            dense(class_view(g, layout) if reduction == "none" else g),
+            grad,
+            layout=layout,
+            log_target=log_target,
+            reduction=reduction,
+        )
     return logical_view(grad, layout).to(input.dtype)
 
 
@@ -87,6 +95,6 @@ def kl_div(
     """torch.nn.functional.kl_div(torch.log_softmax(logits, 1), target, reduction, log_target)
     in one kernel: KL(target || softmax(logits)) over the class axis 1. reduction 'none', 'sum',
     'mean' (over every element, as PyTorch) or 'batchmean'."""
-    check_cpu("kl_div", logits=logits, target=target)
+    check_device("kl_div", logits=logits, target=target)
     check_no_target_grad("kl_div", target)
     return _kl_div_op(logits, target, reduction, log_target)

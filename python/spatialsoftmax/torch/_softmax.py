@@ -7,10 +7,13 @@ from torch import Tensor
 
 from .. import _core
 from ._common import (
-    check_cpu,
+    check_device,
+    class_output,
     class_view,
     compute_dtype,
+    dense,
     empty_in_layout,
+    kernels_on,
     layout_of,
     logical_view,
 )
@@ -21,10 +24,13 @@ def _def_softmax(name: str, kernel, backward_kernel):
 
     @torch.library.custom_op(f"spatialsoftmax::{name}", mutates_args=())
     def forward(input: Tensor) -> Tensor:
-        check_cpu(name, input=input)
+        check_device(name, input=input)
         x = compute_dtype(input)
         layout = layout_of(x)
-        out = kernel(class_view(x, layout), layout)
+        xv = dense(class_view(x, layout))
+        out = class_output(xv)
+        with kernels_on(x):
+            kernel(xv, out, layout)
         return logical_view(out, layout).to(input.dtype)
 
     @forward.register_fake
@@ -33,12 +39,13 @@ def _def_softmax(name: str, kernel, backward_kernel):
 
     @torch.library.custom_op(f"spatialsoftmax::{name}_backward", mutates_args=())
     def backward_op(output: Tensor, grad_output: Tensor) -> Tensor:
-        check_cpu(name, output=output, grad_output=grad_output)
+        check_device(name, output=output, grad_output=grad_output)
         y = compute_dtype(output)
         layout = layout_of(y)
-        grad = backward_kernel(
-            class_view(y, layout), class_view(grad_output.to(y.dtype), layout), layout
-        )
+        yv = dense(class_view(y, layout))
+        grad = class_output(yv)
+        with kernels_on(y):
+            backward_kernel(yv, dense(class_view(grad_output.to(y.dtype), layout)), grad, layout)
         return logical_view(grad, layout).to(output.dtype)
 
     @backward_op.register_fake
@@ -57,10 +64,10 @@ def _def_softmax(name: str, kernel, backward_kernel):
 
 
 _softmax_op, _softmax_backward_op = _def_softmax(
-    "softmax", _core.softmax, _core.softmax_backward
+    "softmax", _core.softmax_into, _core.softmax_backward_into
 )
 _log_softmax_op, _log_softmax_backward_op = _def_softmax(
-    "log_softmax", _core.log_softmax, _core.log_softmax_backward
+    "log_softmax", _core.log_softmax_into, _core.log_softmax_backward_into
 )
 
 
@@ -80,11 +87,11 @@ def _over_dim(op, input: Tensor, dim: int) -> Tensor:
 
 def softmax(input: Tensor, dim: int = 1) -> Tensor:
     """torch.softmax(input, dim) on spatialsoftmax's kernels (input rank >= 2)."""
-    check_cpu("softmax", input=input)
+    check_device("softmax", input=input)
     return _over_dim(_softmax_op, input, dim)
 
 
 def log_softmax(input: Tensor, dim: int = 1) -> Tensor:
     """torch.log_softmax(input, dim) on spatialsoftmax's kernels (input rank >= 2)."""
-    check_cpu("log_softmax", input=input)
+    check_device("log_softmax", input=input)
     return _over_dim(_log_softmax_op, input, dim)

@@ -9,10 +9,14 @@ from torch import Tensor
 
 from .. import _core
 from ._common import (
-    check_cpu,
+    check_device,
+    class_output,
     class_view,
     compute_dtype,
+    dense,
     empty_in_layout,
+    empty_output,
+    kernels_on,
     layout_of,
     logical_view,
 )
@@ -35,13 +39,16 @@ def _keypoints_shape(x: Tensor) -> Sequence[int]:
 def _spatial_soft_argmax_op(
     input: Tensor, temperature: float, temperature_mode: str, coordinates: str
 ) -> Tensor:
-    check_cpu("spatial_soft_argmax", input=input)
+    check_device("spatial_soft_argmax", input=input)
     x = compute_dtype(input)
     layout = layout_of(x)
-    r = _core.spatial_soft_argmax(
-        class_view(x, layout), **_ssa_kwargs(layout, temperature, temperature_mode, coordinates)
-    )
-    return r.keypoints.to(input.dtype)
+    xv = dense(class_view(x, layout))
+    keypoints = empty_output(x, _keypoints_shape(input))
+    with kernels_on(x):
+        _core.spatial_soft_argmax_into(
+            xv, keypoints=keypoints, **_ssa_kwargs(layout, temperature, temperature_mode, coordinates)
+        )
+    return keypoints.to(input.dtype)
 
 
 @_spatial_soft_argmax_op.register_fake
@@ -57,15 +64,19 @@ def _spatial_soft_argmax_backward_op(
     temperature_mode: str,
     coordinates: str,
 ) -> Tensor:
-    check_cpu("spatial_soft_argmax", input=input, grad_keypoints=grad_keypoints)
+    check_device("spatial_soft_argmax", input=input, grad_keypoints=grad_keypoints)
     x = compute_dtype(input)
     layout = layout_of(x)
-    r = _core.spatial_soft_argmax_backward(
-        class_view(x, layout),
-        grad_keypoints=grad_keypoints.to(x.dtype),
-        **_ssa_kwargs(layout, temperature, temperature_mode, coordinates),
-    )
-    return logical_view(r.grad_input, layout).to(input.dtype)
+    xv = dense(class_view(x, layout))
+    grad = class_output(xv)
+    with kernels_on(x):
+        _core.spatial_soft_argmax_backward_into(
+            xv,
+            grad,
+            grad_keypoints=dense(grad_keypoints.to(x.dtype)),
+            **_ssa_kwargs(layout, temperature, temperature_mode, coordinates),
+        )
+    return logical_view(grad, layout).to(input.dtype)
 
 
 @_spatial_soft_argmax_backward_op.register_fake
@@ -102,5 +113,5 @@ def spatial_soft_argmax(
     'normalized' (linspace(-1, 1, L) per axis) or 'pixel' (0..L-1). The temperature is a
     constant (no gradient).
     """
-    check_cpu("spatial_soft_argmax", input=input)
+    check_device("spatial_soft_argmax", input=input)
     return _spatial_soft_argmax_op(input, float(temperature), temperature_mode, coordinates)
