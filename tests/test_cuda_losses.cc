@@ -417,6 +417,45 @@ TEST_F(Cuda, TheFusedCallIsCapturedInACudaGraph) {
   cudaStreamDestroy(stream);
 }
 
+// No positions: the scalar is still written (NaN for a mean over nothing,
+// 0 for a sum), as on the CPU, and bad class weights are still reported.
+TEST_F(Cuda, EmptyInputsStillWriteTheirScalar) {
+  const Tensor x(DType::kFloat32, {0, 4, 3});
+  const Tensor labels(DType::kInt64, {0, 3});
+  const DeviceBuffer dx(x), dlabels(labels), loss(DType::kFloat32, {});
+  CrossEntropyOutputs out;
+  out.loss = loss.out();
+  cross_entropy_into(dx.view(), dlabels.view(), out);
+  EXPECT_TRUE(std::isnan(loss.to_host().at(0)));
+  CrossEntropyOptions sum;
+  sum.reduction = Reduction::kSum;
+  cross_entropy_into(dx.view(), dlabels.view(), out, sum);
+  EXPECT_EQ(loss.to_host().at(0), 0.0);
+  const Tensor bad = testing::values(DType::kFloat32, {4}, {1, 1, -2, 1});
+  const DeviceBuffer dw(bad);
+  sum.class_weight = dw.view();
+  cross_entropy_into(dx.view(), dlabels.view(), out, sum);
+  EXPECT_ERROR_MENTIONS(check_device_errors(), {"class_weight[flat index 2]", "= -2"});
+}
+
+// The fused pass written over the logits (an _into grad_logits view of X's
+// own memory), class-last, where a warp shares each row.
+TEST_F(Cuda, TheFusedPassOverTheLogitsMatchesTheCpu) {
+  const Shape shape{3, 7, 45};
+  const Tensor x = random_uniform(DType::kFloat32, shape, -4, 4, 91);
+  const Tensor labels = random_labels(DType::kInt64, {3, 7}, 45, 92);
+  CrossEntropyOptions o;
+  o.class_axis = ClassAxis::kLast;
+  const CrossEntropyResult want = cross_entropy_forward_backward(x, labels, o);
+  const DeviceBuffer dx(x), dlabels(labels), loss(DType::kFloat32, {});
+  CrossEntropyOutputs out;
+  out.loss = loss.out();
+  out.grad_logits = dx.out();
+  cross_entropy_forward_backward_into(dx.view(), dlabels.view(), out, o);
+  expect_close(loss.to_host(), want.loss, 2e-5, "loss");
+  expect_close(dx.to_host(), want.grad_logits, 2e-5, "dX over X");
+}
+
 TEST_F(Cuda, TensorsOnAnotherDeviceThanTheCurrentOneAreRefused) {
   const Tensor x = random_uniform(DType::kFloat32, {2, 3}, -1, 1, 81);
   const DeviceBuffer dx(x), prob(DType::kFloat32, {2, 3});

@@ -45,6 +45,8 @@ class Warp {
     sync_.arrive_and_wait();  // every lane has read the slots
     return values[lane];
   }
+  // __syncwarp: every lane gets here before any goes on.
+  void barrier() { sync_.arrive_and_wait(); }
 
  private:
   std::barrier<> sync_{kLanes};
@@ -64,6 +66,7 @@ struct Lane {
   T sum(T v) const {
     return warp->all_reduce(static_cast<int>(first), v, std::plus<T>());
   }
+  void sync() const { warp->barrier(); }
 };
 
 // row(i, group) for every position: one thread (Solo) or 32 lanes. Returns
@@ -443,6 +446,41 @@ TEST(Rows, ABadLabelIsReadAsIgnored) {
     pb.grad_loss_scale = 1;
     EXPECT_EQ(rows::cross_entropy_row(pb, 0, 1.0, rows::Solo{}), 0.0) << bad;
     for (double d : dx) EXPECT_EQ(d, 0.0) << bad;
+  }
+}
+
+// dX written over X (the in-place form): each lane reads the label's logit
+// before the lane owning it overwrites it (Group::sync), so the result is
+// the out-of-place one.
+TEST(Rows, CrossEntropyInPlaceOverTheLogits) {
+  for (bool warp : {false, true}) {
+    for (std::int64_t classes : {3, 40}) {
+      SCOPED_TRACE(std::string(warp ? "warp" : "solo") + " C " + std::to_string(classes));
+      const Geometry g{2, classes, 3, true};
+      std::mt19937_64 rng(classes);
+      std::uniform_real_distribution<double> logit(-4, 4);
+      std::vector<double> x(static_cast<std::size_t>(g.elements()));
+      for (double& v : x) v = logit(rng);
+      std::vector<std::int64_t> labels(static_cast<std::size_t>(g.positions()));
+      for (std::size_t i = 0; i < labels.size(); ++i)
+        labels[i] = static_cast<std::int64_t>(i) % classes;
+      CrossEntropyProblem<double> pb;
+      pb.geom = g;
+      pb.labels = {labels.data(), DType::kInt64};
+      pb.grad_loss_scale = 0.5;
+      std::vector<double> want(x.size()), over = x;
+      CrossEntropyProblem<double> ref = pb;
+      ref.logits = x.data();
+      ref.grad_logits = want.data();
+      reference::cross_entropy(ref);
+      CrossEntropyProblem<double> row = pb;
+      row.logits = over.data();
+      row.grad_logits = over.data();
+      each_row(g.positions(), warp, [&](std::int64_t i, auto group) {
+        return rows::cross_entropy_row(row, i, row.grad_loss_scale, group);
+      });
+      expect_near_all(over, want, !warp, "dX over X");
+    }
   }
 }
 

@@ -47,9 +47,16 @@ core::ErrorSite error_site(std::string_view op, std::string_view arg, const Shap
   core::ErrorSite site;
   site.op = names().id(op);
   site.arg = names().id(arg);
-  site.rank = static_cast<int>(shape.size());
-  for (std::size_t d = 0; d < shape.size() && d < std::size(site.dims); ++d)
-    site.dims[d] = shape[d];
+  // Labels have at most kMaxSpatialRank + 1 dims, except SoftmaxWithLoss's T
+  // of any rank: beyond the record's dims its message gives the flat index
+  // of a 1-D view.
+  if (shape.size() <= std::size(site.dims)) {
+    site.rank = static_cast<int>(shape.size());
+    for (std::size_t d = 0; d < shape.size(); ++d) site.dims[d] = shape[d];
+  } else {
+    site.rank = 1;
+    site.dims[0] = checked_numel(shape, arg);
+  }
   site.classes = classes;
   site.has_ignore_index = ignore_index.has_value();
   site.ignore_index = ignore_index.value_or(0);

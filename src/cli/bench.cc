@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/bench_common.h"
 #include "cli/commands.h"
 #include "spatialsoftmax/error.h"
 #include "spatialsoftmax/functions.h"
@@ -46,17 +47,18 @@
 #include "spatialsoftmax/tensor.h"
 #include "spatialsoftmax/threads.h"
 
-#ifndef SPATIALSOFTMAX_SOURCE_DIR
-#define SPATIALSOFTMAX_SOURCE_DIR "."
-#endif
-
 namespace spatialsoftmax::cli {
 namespace {
 
-using json = nlohmann::ordered_json;  // keys in the schema's order
-namespace fs = std::filesystem;
-
-constexpr const char* kOnednnPeer = "spatialsoftmax_onednn_peer";
+using bench::Case;
+using bench::fixed;
+using bench::json;
+using bench::kOnednnPeer;
+using bench::Log;
+using bench::round_to;
+using bench::row_key;
+using bench::shape_text;
+using bench::split;
 
 // The shapes, by name; `--shapes` also takes NxCx... literally.
 const std::vector<std::pair<std::string, Shape>>& named_shapes() {
@@ -68,22 +70,6 @@ const std::vector<std::pair<std::string, Shape>>& named_shapes() {
       {"lm", {8192, 32000}},
   };
   return shapes;
-}
-
-struct Case {
-  Shape shape;         // logical (N, C, d...)
-  std::string layout;  // "NCHW" or "NHWC"; a 2-D (rows, classes) case is "NHWC"
-};
-
-std::vector<std::string> split(const std::string& text, char sep) {
-  std::vector<std::string> parts;
-  std::stringstream in(text);
-  for (std::string part; std::getline(in, part, sep);) {
-    part.erase(0, part.find_first_not_of(' '));
-    part.erase(part.find_last_not_of(' ') + 1);
-    if (!part.empty()) parts.push_back(part);
-  }
-  return parts;
 }
 
 std::int64_t parse_positive(const std::string& text, const std::string& what) {
@@ -113,12 +99,6 @@ Shape parse_shape(const std::string& text) {
   }
   checked_numel(shape, "--shapes " + text);
   return shape;
-}
-
-std::string shape_text(const Shape& shape) {
-  std::string s;
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s;
 }
 
 std::vector<Case> make_cases(const BenchOptions& o) {
@@ -167,8 +147,6 @@ std::vector<std::string> parse_ops(const std::string& text) {
   if (ops.empty()) throw Error("--ops is empty");
   return ops;
 }
-
-double round_to(double value, double scale) { return std::round(value * scale) / scale; }
 
 double bytes_moved(const Shape& shape, const std::string& op) {
   double numel = 1;
@@ -296,125 +274,6 @@ std::map<int, Bandwidth> measure_memory(const BenchOptions& o, const std::vector
   return result;
 }
 
-// --- peers ---------------------------------------------------------------------
-
-std::string quote(const std::string& arg) {
-  std::string q = "'";
-  for (char ch : arg) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return q + "'";
-}
-
-fs::path self_dir() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::current_path() : exe.parent_path();
-}
-
-std::string peer_arguments(const BenchOptions& o, const std::vector<Case>& cases,
-                           const std::vector<int>& threads, const std::vector<std::string>& ops) {
-  std::string args;
-  for (const Case& c : cases) args += " --case " + quote(shape_text(c.shape) + ":" + c.layout);
-  std::string t, p;
-  for (int n : threads) t += (t.empty() ? "" : ",") + std::to_string(n);
-  for (const std::string& op : ops) p += (p.empty() ? "" : ",") + op;
-  std::ostringstream min_time;
-  min_time << o.min_time;
-  args += " --threads " + t + " --ops " + p + " --repeats " + std::to_string(o.repeats) +
-          " --min-time " + min_time.str() + " --warmup " + std::to_string(o.warmup);
-  return args;
-}
-
-// Runs one peer command and collects its JSON rows; the peer's stderr passes
-// through. Returns false (with a note) if it could not run or failed.
-using Log = std::function<void(const std::string&)>;
-
-bool run_peer(const std::string& name, const std::string& command, std::vector<json>& rows,
-              const Log& progress, const Log& note) {
-  progress(name + ": " + command);
-  std::fflush(stdout);
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    note(name + ": could not start: " + std::strerror(errno));
-    return false;
-  }
-  std::string line;
-  std::array<char, 4096> buffer{};
-  int count = 0;
-  auto take = [&](const std::string& text) {
-    if (text.empty()) return;
-    json row = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (!row.is_object() || !row.contains("impl")) {
-      note(name + " printed: " + text);
-      return;
-    }
-    rows.push_back(row);
-    ++count;
-  };
-  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe) != nullptr) {
-    line += buffer.data();
-    if (!line.empty() && line.back() == '\n') {
-      line.pop_back();
-      take(line);
-      line.clear();
-    }
-  }
-  take(line);
-  const int status = ::pclose(pipe);
-  if (status != 0) {
-    note(name + ": failed (exit status " +
-         std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : status) + ") after " +
-         std::to_string(count) + " rows");
-    return false;
-  }
-  return true;
-}
-
-void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
-               const std::vector<int>& threads, const std::vector<std::string>& ops,
-               std::vector<json>& rows, const Log& progress, const Log& note) {
-  const std::vector<std::string> wanted = split(o.peers, ',');
-  auto want = [&](const std::string& peer) {
-    return std::find(wanted.begin(), wanted.end(), peer) != wanted.end();
-  };
-  const std::string args = peer_arguments(o, cases, threads, ops);
-
-  const fs::path source = SPATIALSOFTMAX_SOURCE_DIR;
-  const fs::path python = o.python.empty() ? source / ".venv-peers/bin/python" : fs::path(o.python);
-  const fs::path scripts = o.peers_dir.empty() ? source / "bench/peers" : fs::path(o.peers_dir);
-  if (want("pytorch") || want("onnxruntime") || want("python")) {
-    if (!fs::exists(python)) {
-      note("peers not installed (no " + python.string() + "): run scripts/install-peers.sh");
-    } else {
-      // Our own Python front (spatialsoftmax.torch), timed by the same harness.
-      if (want("python"))
-        run_peer("python",
-                 quote(python.string()) + " " + quote((scripts / "torch_front.py").string()) + args,
-                 rows, progress, note);
-      if (want("pytorch"))
-        run_peer("pytorch",
-                 quote(python.string()) + " " + quote((scripts / "torch_ce.py").string()) + args,
-                 rows, progress, note);
-      if (want("onnxruntime"))
-        run_peer("onnxruntime",
-                 quote(python.string()) + " " + quote((scripts / "ort_sce.py").string()) + args,
-                 rows, progress, note);
-    }
-  }
-  if (want("onednn")) {
-    const fs::path binary =
-        o.onednn_peer.empty() ? self_dir() / kOnednnPeer : fs::path(o.onednn_peer);
-    if (!fs::exists(binary)) {
-      note(
-          "onednn: not installed (no " + binary.string() +
-          "; it is built when libdnnl-dev is present: scripts/install-peers.sh, then reconfigure)");
-    } else {
-      // Debian's libdnnl runs on GNU OpenMP: the peer calls omp_set_num_threads
-      // per thread count; OMP_WAIT_POLICY stays at its default.
-      run_peer("onednn", quote(binary.string()) + args, rows, progress, note);
-    }
-  }
-}
-
 // --- ours ------------------------------------------------------------------------
 
 // splitmix64 of the index: the same data on every machine, any thread count.
@@ -475,12 +334,6 @@ void run_ours(const BenchOptions& o, const std::vector<Case>& cases,
 
 // --- output ----------------------------------------------------------------------
 
-std::string fixed(double value, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << value;
-  return s.str();
-}
-
 // The 1-minute load average, or a negative value if unknown.
 double load_average() {
   std::ifstream in("/proc/loadavg");
@@ -489,20 +342,26 @@ double load_average() {
   return in ? one : -1;
 }
 
-std::string row_key(const json& r) {
-  return r["op"].get<std::string>() + "|" + r["shape"].dump() + "|" +
-         r["layout"].get<std::string>() + "|" + std::to_string(r["threads"].get<int>());
-}
-
 void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
                  const std::vector<json>& peers, const std::vector<std::string>& notes) {
   std::cout << "memory bandwidth (" << memory.front()["shape"][0].get<std::int64_t>() / (1 << 20)
-            << " MiB buffer; copy counts read + written bytes):\n";
+            << " MiB buffer; copy counts read + written bytes"
+            << (memory.front().contains("device")
+                    ? "; device to device on " + memory.front()["device"].get<std::string>() +
+                          ", thr 0 = the GPU"
+                    : std::string())
+            << "):\n";
   std::cout << "  threads   copy GB/s   read GB/s\n";
-  for (std::size_t i = 0; i + 1 < memory.size(); i += 2)
-    std::cout << "  " << std::left << std::setw(9) << memory[i]["threads"].get<int>() << " "
-              << std::right << std::setw(9) << fixed(memory[i]["gbps"].get<double>(), 2) << "   "
-              << std::setw(9) << fixed(memory[i + 1]["gbps"].get<double>(), 2) << "\n";
+  for (const json& copy : memory) {
+    if (copy["op"] != "copy") continue;
+    std::string read = "-";
+    for (const json& r : memory)
+      if (r["op"] == "read" && r["threads"] == copy["threads"])
+        read = fixed(r["gbps"].get<double>(), 2);
+    std::cout << "  " << std::left << std::setw(9) << copy["threads"].get<int>() << " "
+              << std::right << std::setw(9) << fixed(copy["gbps"].get<double>(), 2) << "   "
+              << std::setw(9) << read << "\n";
+  }
   std::cout
       << "\nGB/s: forward = bytes(X) + bytes(int64 labels), forward_backward adds bytes(dX); "
          "from the best run.\n%copy, %read: of the same-run bandwidth at the same thread count "
@@ -514,8 +373,9 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
          "picked.\n\n";
   std::map<std::string, std::vector<const json*>> by_key;
   for (const json& p : peers) by_key[row_key(p)].push_back(&p);
-  const std::vector<std::string> peer_names = {"pytorch",  "onnxruntime",      "onednn",
-                                               "ss.torch", "ss.torch-unfused", "ss._core"};
+  const std::vector<std::string> peer_names = {
+      "pytorch",          "onnxruntime", "onednn", "ss.torch",
+      "ss.torch-unfused", "ss._core",    "liger",  "quack"};
   std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17)
             << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
             << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
@@ -581,11 +441,17 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--memcpy-mib", o.memcpy_mib, "Size of the bandwidth buffers in MiB")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--device", o.device,
+                  "cpu, or cuda: time on the GPU instead (bench/peers/cuda_bench.py with --python: "
+                  "the device-to-device copy, our CUDA kernels, PyTorch's F.cross_entropy and, on "
+                  "rows x classes shapes, Liger-Kernel and QuACK where installed)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_flag("--no-peers", o.no_peers, "Do not run the peers");
   cmd->add_option("--peers", o.peers,
-                  "Which peers to run; 'python' adds our own Python front, spatialsoftmax.torch "
-                  "(bench/peers/torch_front.py; --python must have the package installed)")
-      ->capture_default_str();
+                  "Which peers to run (default pytorch,onnxruntime,onednn; with --device cuda "
+                  "pytorch,liger,quack); 'python' adds our own Python front, spatialsoftmax.torch "
+                  "(bench/peers/torch_front.py; --python must have the package installed)");
   cmd->add_option("--python", o.python,
                   "Python with torch/onnxruntime (default: <source>/.venv-peers/bin/python)");
   cmd->add_option("--peers-dir", o.peers_dir,
@@ -596,7 +462,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   return cmd;
 }
 
-int run_bench(const BenchOptions& o) {
+int run_bench(const BenchOptions& options) {
+  BenchOptions o = options;
+  if (o.peers.empty())
+    o.peers = o.device == "cuda" ? "pytorch,liger,quack" : "pytorch,onnxruntime,onednn";
   std::vector<Case> cases;
   std::vector<int> threads;
   std::vector<std::string> ops;
@@ -605,8 +474,10 @@ int run_bench(const BenchOptions& o) {
     threads = parse_threads(o.threads);
     ops = parse_ops(o.ops);
     for (const std::string& peer : split(o.peers, ','))
-      if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn" && peer != "python")
-        throw Error("--peers: '" + peer + "', expected pytorch, onnxruntime, onednn or python");
+      if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn" && peer != "python" &&
+          peer != "liger" && peer != "quack")
+        throw Error("--peers: '" + peer +
+                    "', expected pytorch, onnxruntime, onednn, python, liger or quack");
   } catch (const std::exception& e) {
     std::cerr << "spatialsoftmax bench: " << one_line(e.what())
               << " (see spatialsoftmax bench --help)\n";
@@ -643,17 +514,36 @@ int run_bench(const BenchOptions& o) {
                 << "\n\n";
     }
 
-    std::vector<json> memory;
-    const std::map<int, Bandwidth> bandwidth = measure_memory(o, threads, [&](const json& r) {
-      memory.push_back(r);
-      print(r);
-    });
-
-    std::vector<json> peers;
-    if (o.no_peers) {
-      note("peers skipped (--no-peers)");
+    std::vector<json> memory, peers, gpu_ours;
+    std::map<int, Bandwidth> bandwidth;
+    if (o.device == "cuda") {
+      // One process on the GPU times everything: the copy (thread count 0),
+      // our kernels and the peers.
+      std::vector<json> rows;
+      if (!bench::run_cuda_runner(o, cases, ops, rows, progress, note) && rows.empty()) return 1;
+      for (json& r : rows) {
+        const std::string impl = r["impl"].get<std::string>();
+        if (impl == "memcpy") {
+          bandwidth[r["threads"].get<int>()].copy_gbps = r["gbps"].get<double>();
+          print(r);
+          memory.push_back(std::move(r));
+        } else if (impl == "spatialsoftmax") {
+          gpu_ours.push_back(std::move(r));
+        } else if (!o.no_peers) {
+          peers.push_back(std::move(r));
+        }
+      }
+      if (memory.empty()) throw Error("--device cuda: the GPU runner printed no copy bandwidth");
     } else {
-      run_peers(o, cases, threads, ops, peers, progress, note);
+      bandwidth = measure_memory(o, threads, [&](const json& r) {
+        memory.push_back(r);
+        print(r);
+      });
+      if (o.no_peers) {
+        note("peers skipped (--no-peers)");
+      } else {
+        bench::run_peers(o, cases, threads, ops, peers, progress, note);
+      }
     }
     auto add_percentages = [&](json& r) {
       const int t = r["threads"].get<int>();
@@ -661,7 +551,8 @@ int run_bench(const BenchOptions& o) {
       if (bw == bandwidth.end()) return;
       const double gbps = r["gbps"].get<double>();
       r["pct_memcpy"] = round_to(100 * gbps / bw->second.copy_gbps, 10);
-      if (r["op"] == "forward") r["pct_read"] = round_to(100 * gbps / bw->second.read_gbps, 10);
+      if (r["op"] == "forward" && bw->second.read_gbps > 0)
+        r["pct_read"] = round_to(100 * gbps / bw->second.read_gbps, 10);
     };
     for (json& p : peers) {
       add_percentages(p);
@@ -672,16 +563,18 @@ int run_bench(const BenchOptions& o) {
     for (const json& p : peers)
       peer_ms[row_key(p)][p["impl"].get<std::string>()] = p["ms_min"].get<double>();
     std::vector<json> ours;
-    run_ours(
-        o, cases, threads, ops,
-        [&](json r) {
-          add_percentages(r);
-          for (const auto& [impl, ms] : peer_ms[row_key(r)])
-            r["speedup_vs_" + impl] = round_to(ms / r["ms_min"].get<double>(), 1e3);
-          print(r);
-          ours.push_back(std::move(r));
-        },
-        progress);
+    const auto take_ours = [&](json r) {
+      add_percentages(r);
+      for (const auto& [impl, ms] : peer_ms[row_key(r)])
+        r["speedup_vs_" + impl] = round_to(ms / r["ms_min"].get<double>(), 1e3);
+      print(r);
+      ours.push_back(std::move(r));
+    };
+    if (o.device == "cuda") {
+      for (json& r : gpu_ours) take_ours(std::move(r));
+    } else {
+      run_ours(o, cases, threads, ops, take_ours, progress);
+    }
 
     if (!o.json) print_table(memory, ours, peers, notes);
     return 0;

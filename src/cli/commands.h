@@ -65,8 +65,9 @@ struct BenchOptions {
   double min_time = 0.5;
   int warmup = 1;
   int memcpy_mib = 256;
+  std::string device = "cpu";
   bool no_peers = false;
-  std::string peers = "pytorch,onnxruntime,onednn";
+  std::string peers;  // empty: the device's (pytorch,onnxruntime,onednn; cuda: pytorch,liger,quack)
   std::string python;
   std::string peers_dir;
   std::string onednn_peer;

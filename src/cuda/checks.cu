@@ -26,30 +26,41 @@ struct ErrorSlot {
 std::atomic<ErrorSlot*> g_slot{nullptr};
 ErrorSlot* g_device_slot = nullptr;  // the same memory as kernels address it; set with g_slot
 
-// Allocated by the first check that may record an error (before any CUDA
-// graph capture: torch and the tests warm up first); take_error before then
-// finds nothing, without touching the CUDA runtime. Returns the kernels'
-// address of the record.
-ErrorSlot* device_error_slot(const char* op) {
-  static std::once_flag once;
-  static cudaError_t status = cudaSuccess;
-  std::call_once(once, [] {
-    void* p = nullptr;
-    status = cudaHostAlloc(&p, sizeof(ErrorSlot), cudaHostAllocMapped | cudaHostAllocPortable);
-    if (status != cudaSuccess) return;
-    static_cast<ErrorSlot*>(p)->state = 0;
-    status = cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_device_slot), p, 0);
-    if (status == cudaSuccess) g_slot.store(static_cast<ErrorSlot*>(p), std::memory_order_release);
-  });
+// Allocated by the first device call (dispatch's check_device, so before any
+// kernel that may record an error); take_error before then finds nothing,
+// without touching the CUDA runtime. The allocation is made in the relaxed
+// capture mode, so that a first call inside a CUDA graph capture does not
+// invalidate it, and a failed one is tried again by the next call. Returns
+// the kernels' address of the record.
+ErrorSlot* device_error_slot(std::string_view op) {
+  static std::mutex mutex;
+  if (g_slot.load(std::memory_order_acquire)) return g_device_slot;
+  const std::lock_guard lock(mutex);
+  if (g_slot.load(std::memory_order_relaxed)) return g_device_slot;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  check_cuda(cudaThreadExchangeStreamCaptureMode(&mode), op, "cudaThreadExchangeStreamCaptureMode");
+  void* host = nullptr;
+  cudaError_t status =
+      cudaHostAlloc(&host, sizeof(ErrorSlot), cudaHostAllocMapped | cudaHostAllocPortable);
+  ErrorSlot* device = nullptr;
+  if (status == cudaSuccess) {
+    static_cast<ErrorSlot*>(host)->state = 0;
+    status = cudaHostGetDevicePointer(reinterpret_cast<void**>(&device), host, 0);
+    if (status != cudaSuccess) cudaFreeHost(host);
+  }
+  cudaThreadExchangeStreamCaptureMode(&mode);  // back to the caller's mode
   check_cuda(status, op, "allocating the device error record (cudaHostAlloc)");
+  g_device_slot = device;
+  g_slot.store(static_cast<ErrorSlot*>(host), std::memory_order_release);
   return g_device_slot;
 }
 
 __device__ void record_error(ErrorSlot* slot, const core::DeviceError& error) {
-  if (atomicCAS(&slot->state, 0u, 1u) != 0u) return;  // an earlier error is waiting
+  // System scope: every GPU of the process shares the record.
+  if (atomicCAS_system(&slot->state, 0u, 1u) != 0u) return;  // an earlier error is waiting
   slot->error = error;
   __threadfence_system();
-  atomicExch(&slot->state, 2u);
+  atomicExch_system(&slot->state, 2u);
 }
 
 constexpr unsigned long long kNone = ULLONG_MAX;
@@ -187,6 +198,7 @@ void check_current_device(int index, std::string_view op) {
                 ", expected the current CUDA device (cuda:" + std::to_string(current) +
                 "; cudaSetDevice or torch.cuda.device selects it)");
   }
+  device_error_slot(op);  // before any kernel that may record an error
 }
 
 bool take_error(const ExecutionContext& context, bool wait, core::DeviceError* error) {

@@ -19,7 +19,7 @@ __global__ void cross_entropy_kernel(core::CrossEntropyProblem<T> pb, core::Devi
   double loss = 0;
   for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool lead) {
     const T l = core::rows::cross_entropy_row(pb, i, scale, group);
-    if (lead) loss = static_cast<double>(l);
+    if (lead) loss += static_cast<double>(l);
   });
   if (partials) {
     const double block = block_sum(loss);
@@ -53,7 +53,9 @@ void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext
   const unsigned blocks = row_blocks(g);
   const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
   double* sums = s.loss ? partials.at<double>(0) : nullptr;
-  if (g.class_last) {
+  if (blocks == 0) {
+    // No positions: only the checks and the scalar.
+  } else if (g.class_last) {
     cross_entropy_kernel<T, true>
         <<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
   } else {

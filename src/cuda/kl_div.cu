@@ -17,7 +17,7 @@ __global__ void kl_div_kernel(core::KlDivProblem<T> pb, core::DeviceScalars<T> s
   double sum = 0;
   for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool lead) {
     const double row = core::rows::kl_div_row(pb, i, scale, group);
-    if (lead) sum = row;
+    if (lead) sum += row;
   });
   if (partials) {
     const double block = block_sum(sum);
@@ -41,7 +41,9 @@ void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& context) {
   const unsigned blocks = row_blocks(g);
   const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
   double* sums = s.loss ? partials.at<double>(0) : nullptr;
-  if (g.class_last) {
+  if (blocks == 0) {
+    // No positions: only the checks and the scalar.
+  } else if (g.class_last) {
     kl_div_kernel<T, true><<<blocks, kThreads, 0, stream>>>(pb, s, d, sums);
   } else {
     kl_div_kernel<T, false><<<blocks, kThreads, 0, stream>>>(pb, s, d, sums);

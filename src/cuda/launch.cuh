@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "spatialsoftmax/device.h"
 #include "spatialsoftmax/error.h"
@@ -23,7 +24,7 @@ inline unsigned blocks_for(std::int64_t threads) {
   return static_cast<unsigned>((threads + kThreads - 1) / kThreads);
 }
 
-inline void check_cuda(cudaError_t e, const char* op, const char* what) {
+inline void check_cuda(cudaError_t e, std::string_view op, const char* what) {
   if (e != cudaSuccess) {
     throw Error(std::string(op) + ": " + what + " failed: " + cudaGetErrorString(e));
   }

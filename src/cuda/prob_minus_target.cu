@@ -39,7 +39,9 @@ void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const Execution
   core::ProbMinusTargetProblem<T> pb = p;
   pb.device = nullptr;
   const unsigned blocks = row_blocks(g);
-  if (g.class_last) {
+  if (blocks == 0) {
+    // No positions: only the checks and the scalar.
+  } else if (g.class_last) {
     prob_minus_target_kernel<T, true><<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator);
   } else {
     prob_minus_target_kernel<T, false><<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator);

@@ -56,6 +56,7 @@ __global__ void softmax_backward_kernel(core::SoftmaxBackwardProblem<T> p) {
 template <class T>
 void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& context) {
   const cudaStream_t stream = stream_of(context);
+  if (row_blocks(p.geom) == 0) return;
   if (p.geom.class_last) {
     softmax_kernel<T, true><<<row_blocks(p.geom), kThreads, 0, stream>>>(p);
   } else {
@@ -67,6 +68,7 @@ void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& context) 
 template <class T>
 void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& context) {
   const cudaStream_t stream = stream_of(context);
+  if (row_blocks(p.geom) == 0) return;
   if (p.geom.class_last) {
     softmax_backward_kernel<T, true><<<row_blocks(p.geom), kThreads, 0, stream>>>(p);
   } else {

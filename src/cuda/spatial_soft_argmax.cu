@@ -59,10 +59,11 @@ __device__ ChannelSoftmax<T> channel_softmax(const core::SpatialSoftArgmaxProble
   return cs;
 }
 
+// Channel nc of a block's channels (blockIdx.x, + gridDim.x, ...).
 template <class T>
-__global__ void soft_argmax_kernel(core::SpatialSoftArgmaxProblem<T> pb) {
+__device__ void soft_argmax_channel(const core::SpatialSoftArgmaxProblem<T>& pb, std::int64_t nc) {
   const core::Geometry& g = pb.geom;
-  const std::int64_t nc = blockIdx.x, n = nc / g.classes, c = nc % g.classes;
+  const std::int64_t n = nc / g.classes, c = nc % g.classes;
   const int k = pb.spatial_rank;
   const ChannelSoftmax<T> cs = channel_softmax(pb, n, c);
   double u[kMaxSpatialRank];
@@ -113,9 +114,10 @@ __device__ double upstream_of_pixel(const core::SpatialSoftArgmaxProblem<T>& pb,
 }
 
 template <class T>
-__global__ void soft_argmax_backward_kernel(core::SpatialSoftArgmaxProblem<T> pb) {
+__device__ void soft_argmax_backward_channel(const core::SpatialSoftArgmaxProblem<T>& pb,
+                                             std::int64_t nc) {
   const core::Geometry& g = pb.geom;
-  const std::int64_t nc = blockIdx.x, n = nc / g.classes, c = nc % g.classes;
+  const std::int64_t n = nc / g.classes, c = nc % g.classes;
   const ChannelSoftmax<T> cs = channel_softmax(pb, n, c);
   double mean = 0;
   for (std::int64_t p = threadIdx.x; p < g.pixels; p += kThreads) {
@@ -138,8 +140,25 @@ core::SpatialSoftArgmaxProblem<T> device_copy(const core::SpatialSoftArgmaxProbl
   return pb;
 }
 
+// A block per channel, at most kMaxChannelBlocks (each block then takes
+// every gridDim.x-th channel); block-uniform, so block_sum stays legal.
+constexpr std::int64_t kMaxChannelBlocks = std::int64_t{1} << 20;
+
+template <class T>
+__global__ void soft_argmax_kernel(core::SpatialSoftArgmaxProblem<T> pb) {
+  for (std::int64_t nc = blockIdx.x; nc < pb.geom.batch * pb.geom.classes; nc += gridDim.x)
+    soft_argmax_channel(pb, nc);
+}
+
+template <class T>
+__global__ void soft_argmax_backward_kernel(core::SpatialSoftArgmaxProblem<T> pb) {
+  for (std::int64_t nc = blockIdx.x; nc < pb.geom.batch * pb.geom.classes; nc += gridDim.x)
+    soft_argmax_backward_channel(pb, nc);
+}
+
 unsigned channel_blocks(const core::Geometry& g) {
-  return static_cast<unsigned>(g.batch * g.classes);
+  const std::int64_t channels = g.batch * g.classes;
+  return static_cast<unsigned>(channels < kMaxChannelBlocks ? channels : kMaxChannelBlocks);
 }
 
 }  // namespace
@@ -147,6 +166,7 @@ unsigned channel_blocks(const core::Geometry& g) {
 template <class T>
 void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p,
                          const ExecutionContext& context) {
+  if (channel_blocks(p.geom) == 0) return;
   soft_argmax_kernel<T>
       <<<channel_blocks(p.geom), kThreads, 0, stream_of(context)>>>(device_copy(p));
   check_launch("spatial_soft_argmax");
@@ -155,6 +175,7 @@ void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& p,
 template <class T>
 void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& p,
                                   const ExecutionContext& context) {
+  if (channel_blocks(p.geom) == 0) return;
   soft_argmax_backward_kernel<T>
       <<<channel_blocks(p.geom), kThreads, 0, stream_of(context)>>>(device_copy(p));
   check_launch("spatial_soft_argmax_backward");

@@ -111,8 +111,8 @@ class HighwayBackend final : public Backend {
 #undef SPATIALSOFTMAX_HIGHWAY_METHODS
 };
 
-// Problems with nothing to compute: every output is empty and every sum
-// stays 0, so no backend is called. Backends may assume work to do; without
+// CPU problems with nothing to compute: every output is empty and every sum
+// stays 0, so no CPU backend is called. They may assume work to do; without
 // this, per-class setup ran over C = 2^32 classes of zero positions.
 class NothingToDo final : public Backend {
  public:
@@ -293,7 +293,9 @@ const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device dev
 const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device,
                       std::string_view api_op) {
   const Backend& chosen = choose(op, geom, dtype, device, api_op);  // still checks the device
-  if (is_empty(op, geom)) return kNothingToDo;
+  if (chosen.device() == DeviceType::kCpu) return is_empty(op, geom) ? kNothingToDo : chosen;
+  // A device backend gets empty problems too: the scalars it owns (a mean
+  // over nothing, the weights' checks) are still its to write.
   chosen.check_device(device, api_op);
   return chosen;
 }

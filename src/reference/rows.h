@@ -9,7 +9,8 @@
 // reductions are the identity (the class-first kernels), or a CUDA warp,
 // lane l taking classes l, l + 32, ... and reducing by butterflies
 // (src/cuda/group.cuh). It provides `first` and `step` (the lane's share)
-// and all-reductions `max` and `sum` that give every lane the same value.
+// and all-reductions `max` and `sum` that give every lane the same value,
+// and `sync`, after which every lane's earlier reads are done.
 // Every lane of a group calls the reductions the same number of times: the
 // branches around them depend on the position only, never on the lane.
 #pragma once
@@ -57,6 +58,7 @@ struct Solo {
   SPATIALSOFTMAX_HOST_DEVICE T sum(T v) const {
     return v;
   }
+  SPATIALSOFTMAX_HOST_DEVICE void sync() const {}
 };
 
 // The softmax of a row: its max, the sum of exp(x - max), and that sum's log.
@@ -171,6 +173,9 @@ SPATIALSOFTMAX_HOST_DEVICE T cross_entropy_row(const CrossEntropyProblem<T>& pb,
   if (target) target_mass = group.sum(target_mass);
   if (smoothing_grad) class_weight_sum = group.sum(class_weight_sum);
   const T gh = pb.grad_entropy ? pb.grad_entropy[i] : T(0);
+  // dX may be written over X: every lane has read x[y] (neg_log(y)) before
+  // the lane owning class y overwrites it.
+  group.sync();
   for (std::int64_t c = group.first; c < C; c += group.step) {
     const std::int64_t o = b + c * cs;
     T d = 0;
@@ -190,7 +195,7 @@ SPATIALSOFTMAX_HOST_DEVICE T cross_entropy_row(const CrossEntropyProblem<T>& pb,
       if (pb.grad_log_prob) d += pb.grad_log_prob[o] - p * sum_log_prob_grad;
       if (pb.grad_entropy && p != 0) d -= gh * p * (sm.log_prob(x[c * cs]) + h);
     }
-    // In place (dX over X): x[c] is read above and never after this write.
+    // In place (dX over X): this lane read x[c] above and reads it never again.
     pb.grad_logits[o] = d;
   }
   return loss;

@@ -1,0 +1,47 @@
+// What the parts of `spatialsoftmax bench` share (bench.cc: the CPU run and
+// the table; bench_peers.cc: the peers and the GPU runner, subprocesses
+// that print JSON rows): the cases, the row helpers and the peer runs.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "spatialsoftmax/tensor.h"
+
+namespace spatialsoftmax::cli::bench {
+
+using json = nlohmann::ordered_json;  // keys in the schema's order
+using Log = std::function<void(const std::string&)>;
+
+inline constexpr const char* kOnednnPeer = "spatialsoftmax_onednn_peer";
+
+struct Case {
+  Shape shape;         // logical (N, C, d...)
+  std::string layout;  // "NCHW" or "NHWC"; a 2-D (rows, classes) case is "NHWC"
+};
+
+// The parts of `text` between `sep`, trimmed, empty ones dropped.
+std::vector<std::string> split(const std::string& text, char sep);
+// "2x19x512x1024".
+std::string shape_text(const Shape& shape);
+double round_to(double value, double scale);
+std::string fixed(double value, int digits);
+// Rows of one op, shape, layout and thread count compare with each other.
+std::string row_key(const json& r);
+
+// The peers `o.peers` names, run on the cases (rows appended); a peer that is
+// missing or fails is a note.
+void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
+               const std::vector<int>& threads, const std::vector<std::string>& ops,
+               std::vector<json>& rows, const Log& progress, const Log& note);
+// `spatialsoftmax bench --device cuda`: bench/peers/cuda_bench.py times the
+// copy bandwidth, our kernels and the GPU peers in one process; its rows are
+// appended. False (with a note) if it could not run.
+bool run_cuda_runner(const BenchOptions& o, const std::vector<Case>& cases,
+                     const std::vector<std::string>& ops, std::vector<json>& rows,
+                     const Log& progress, const Log& note);
+
+}  // namespace spatialsoftmax::cli::bench
