@@ -67,5 +67,26 @@ TEST_F(Cuda, SoftmaxBackwardMatchesTheCpu) {
   }
 }
 
+// The allocating forms return tensors that own device memory; copy_to
+// moves them to the host and back, bit for bit.
+TEST_F(Cuda, AllocatingFormsReturnDeviceTensorsThatCopyToMoves) {
+  const Tensor x = random_uniform(DType::kFloat32, {3, 33, 65}, -4, 4, 9);
+  const Tensor on_device = copy_to(x, Device::cuda(0));
+  EXPECT_EQ(on_device.device(), Device::cuda(0));
+  EXPECT_TRUE(bitwise_equal(copy_to(on_device, Device::cpu()), x));
+  const Tensor prob = softmax(on_device, ClassAxis::kLast);
+  EXPECT_EQ(prob.device(), Device::cuda(0));
+  expect_close(copy_to(prob, Device::cpu()), softmax(x, ClassAxis::kLast), 2e-5);
+  const CrossEntropyResult r = cross_entropy_forward_backward(
+      on_device, copy_to(testing::random_labels(DType::kInt64, {3, 33}, 65, 10), Device::cuda(0)),
+      [] {
+        CrossEntropyOptions o;
+        o.class_axis = ClassAxis::kLast;
+        return o;
+      }());
+  EXPECT_EQ(r.loss.device(), Device::cuda(0));
+  EXPECT_EQ(r.grad_logits.device(), Device::cuda(0));
+}
+
 }  // namespace
 }  // namespace spatialsoftmax

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "spatialsoftmax/spatialsoftmax.h"
 #include "test_support.h"
@@ -81,9 +82,29 @@ TEST(DeviceGuards, StridedDeviceViewsAreRefused) {
   EXPECT_ERROR_MENTIONS(softmax_into(strided, prob), {"logits", "strides", "dense", "cuda:0"});
 }
 
-TEST(DeviceGuards, AllocatingFormsNeedCallerOutputsOnDevices) {
-  EXPECT_ERROR_MENTIONS(softmax(on_device(DType::kFloat32, {2, 3, 4})),
-                        {"softmax", "prob", "caller-provided output", "cuda:0"});
+// The allocating forms allocate device outputs through the device's backend,
+// which refuses a device that is not there before anything is allocated.
+TEST(DeviceGuards, AllocatingFormsAllocateOnTheInputsDevice) {
+  const TensorView x(kDeviceAddress, DType::kFloat32, {2, 3, 4}, Device::cuda(999));
+  EXPECT_ERROR_MENTIONS(softmax(x), {"softmax", "cuda:999"});
+}
+
+// Device memory is never read on the host: element reads and host copies of
+// a device view refuse it, naming where the data is.
+TEST(DeviceGuards, HostReadsOfDeviceViewsAreRefused) {
+  const TensorView x = on_device(DType::kFloat32, {2, 3});
+  EXPECT_ERROR_MENTIONS((void)x.at(0), {"TensorView::at", "cuda:0", "copy_to"});
+  EXPECT_ERROR_MENTIONS((void)Tensor::copy_of(x), {"Tensor::copy_of", "cuda:0"});
+  EXPECT_ERROR_MENTIONS((void)copy_to(x, Device::cuda(999)), {"copy_to", "cuda:999"});
+}
+
+TEST(DeviceGuards, CopyToTheCpuOfACpuViewIsADenseCopy) {
+  const std::vector<float> values{1, 2, 3, 4, 5, 6};
+  const TensorView strided(values.data(), DType::kFloat32, {3}, {2});
+  const Tensor dense = copy_to(strided, Device::cpu());
+  EXPECT_EQ(dense.shape(), Shape{3});
+  EXPECT_EQ(dense.at(2), 5.0);
+  EXPECT_EQ(dense.device(), Device::cpu());
 }
 
 TEST(DeviceGuards, ADeviceNoBackendServesIsAnErrorOfDispatch) {

@@ -204,9 +204,9 @@ TEST_F(IntoForms, BadOutputViewsAreRefusedAndNothingIsWritten) {
 
 TEST_F(IntoForms, DevicesMustAgreeAndHaveABackend) {
   const TensorView on_cuda(x_.data(), DType::kFloat32, shape_, Device::cuda(1));
-  // The allocating forms make CPU tensors: a device input needs the _into form,
-  // and then dispatch names the device no backend runs on.
-  EXPECT_ERROR_MENTIONS(softmax(on_cuda), {"softmax", "prob", "caller-provided output", "cuda:1"});
+  // The allocating forms allocate on the inputs' device, through its backend:
+  // without one (or without the device) that is an error naming the device.
+  EXPECT_ERROR_MENTIONS(softmax(on_cuda), {"softmax", "cuda:1"});
   std::vector<float> out_memory(static_cast<std::size_t>(on_cuda.numel()));
   const MutableTensorView out(out_memory.data(), DType::kFloat32, shape_, Device::cuda(1));
   if (backend_names().front() != "cuda (cuda)") {

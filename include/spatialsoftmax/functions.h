@@ -8,7 +8,8 @@
 //
 // Every function takes an optional ExecutionContext (device.h: the thread
 // count of this call; a CUDA stream) and runs on the device its inputs are
-// on. The `_into` forms write into views the caller allocated
+// on: for device inputs the allocating forms return tensors that own device
+// memory (Tensor::device()). The `_into` forms write into views the caller allocated
 // (MutableTensorView, dense C order) instead of returning new tensors; each
 // view is checked for dtype, shape and device, and must share no byte with
 // an input or another output. A failed check writes nothing.
@@ -20,6 +21,12 @@
 #include "spatialsoftmax/tensor.h"
 
 namespace spatialsoftmax {
+
+// A dense copy of `view` in `device`'s memory: host to device, device to
+// host or between devices (a device view must be dense), complete when it
+// returns (the one call that waits for the device: data is being moved to
+// or from the host).
+Tensor copy_to(const TensorView& view, Device device, const ExecutionContext& context = {});
 
 // --- softmax over the class axis -------------------------------------------
 Tensor softmax(const TensorView& logits, ClassAxis class_axis = ClassAxis::kFirst,

@@ -129,14 +129,21 @@ class MutableTensorView {
   Device device_;
 };
 
-// An owning, dense, C-order tensor. Storage is 64-byte aligned so that SIMD
-// kernels can use aligned loads on the first element.
+// An owning, dense, C-order tensor. CPU storage is 64-byte aligned so that
+// SIMD kernels can use aligned loads on the first element. A tensor may also
+// own device memory (adopt): the functions' allocating forms return such
+// tensors for device inputs, and copy_to (device.h) moves data between
+// devices; its elements are not readable on the host (at, copy_of and to
+// refuse it).
 class Tensor {
  public:
   Tensor() = default;
   Tensor(DType dtype, Shape shape);  // zero-initialised
   // Contents unspecified: for outputs that are written in full.
   static Tensor uninitialized(DType dtype, Shape shape);
+  // Takes ownership of `data`, dense memory of `shape` on `device`, which
+  // `release(data)` frees when the tensor is destroyed.
+  static Tensor adopt(void* data, DType dtype, Shape shape, Device device, void (*release)(void*));
 
   // Copies any view (strided or not) into a new dense tensor.
   static Tensor copy_of(const TensorView& view);
@@ -165,11 +172,10 @@ class Tensor {
     return static_cast<const T*>(data());
   }
 
-  TensorView view() const { return TensorView(data(), dtype_, shape_); }
+  TensorView view() const { return TensorView(data(), dtype_, shape_, device_); }
   operator TensorView() const { return view(); }  // NOLINT: views are cheap
-  MutableTensorView mutable_view() { return MutableTensorView(data(), dtype_, shape_); }
-  // Tensors own CPU memory; device memory comes in through views.
-  Device device() const { return Device::cpu(); }
+  MutableTensorView mutable_view() { return MutableTensorView(data(), dtype_, shape_, device_); }
+  Device device() const { return device_; }
   double at(std::int64_t flat) const { return view().at(flat); }
   // Returns a copy converted to `dtype` (float <-> double, int32 <-> int64).
   Tensor to(DType dtype) const;
@@ -181,8 +187,9 @@ class Tensor {
   // Returns the storage to the allocator; large blocks are kept for reuse
   // (src/base/tensor.cc).
   struct AlignedFree {
-    std::size_t bytes;  // no initializer: it would keep this nested type from
-                        // being default-constructible inside Tensor
+    std::size_t bytes;       // no initializer: it would keep this nested type from
+                             // being default-constructible inside Tensor
+    void (*release)(void*);  // adopted memory's release; null: CPU storage
     void operator()(void* p) const;
   };
   struct Uninitialized {};
@@ -192,6 +199,7 @@ class Tensor {
   Shape shape_;
   std::int64_t numel_ = 0;
   bool defined_ = false;
+  Device device_;
   std::unique_ptr<void, AlignedFree> storage_;
 };
 

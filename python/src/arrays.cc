@@ -166,10 +166,18 @@ nb::object CallArrays::result(Tensor&& tensor) {
   // An empty tensor may have no storage; DLPack wants a pointer all the same.
   static std::max_align_t empty_storage;
   void* data = owned->data() ? owned->data() : &empty_storage;
+  const bool on_cuda = owned->device().type == DeviceType::kCuda;
   if (torch_) {
     return nb::ndarray<nb::pytorch>(data, shape.size(), shape_data, owner, nullptr,
-                                    dlpack_of(owned->dtype()))
+                                    dlpack_of(owned->dtype()),
+                                    on_cuda ? nb::device::cuda::value : nb::device::cpu::value,
+                                    on_cuda ? owned->device().index : 0)
         .cast();
+  }
+  if (on_cuda) {
+    throw Error(op_ + ": the result is in " + device_name(owned->device()) +
+                " memory, which a NumPy array cannot hold: pass torch tensors, or call the "
+                "_into form with outputs of your own");
   }
   return nb::ndarray<nb::numpy>(data, shape.size(), shape_data, owner, nullptr,
                                 dlpack_of(owned->dtype()))

@@ -92,14 +92,14 @@ struct GradientInputs {
 // Where dX goes: the caller's view (checked; it may be exactly P's memory,
 // as Caffe2 runs the gradient in place over P) or a new tensor in *allocated.
 void* place_dx(std::string_view op, const GradientInputs& in, const MutableTensorView* into,
-               Tensor* allocated) {
+               Tensor* allocated, const ExecutionContext& context) {
   const TensorView* weight_view = in.weight ? &*in.weight : nullptr;
   const std::initializer_list<api::NamedView> inputs = {{"X", &in.X},
                                                         {"T", &in.T},
                                                         {"weight_tensor", weight_view},
                                                         {"P", &in.P},
                                                         {"d_loss", &in.d_loss}};
-  api::Footprint footprint(op, api::common_device(op, inputs), inputs);
+  api::Footprint footprint(op, api::common_device(op, inputs), inputs, context);
   return footprint.place_over("dX", into, "P", in.X.dtype(), in.X.shape(), "(X's shape)",
                               allocated);
 }
@@ -169,7 +169,7 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
   api::check_shape(op, "P", P, X.shape(), "(X's shape)");
   const double g = upstream_of(op, in.d_loss, X.dtype(), device);
   Tensor dx;
-  void* dx_data = place_dx(op, in, into, &dx);
+  void* dx_data = place_dx(op, in, into, &dx, context);
   const Dense labels(T), w(in.weight), prob(P);
   const core::Labels y{labels.raw(), DType::kInt32};
   const core::GradScalar rule{core::GradRule::kCaffe2, args.scale, false};
@@ -412,7 +412,7 @@ Tensor run_softmax_gradient(const GradientInputs& in, const SoftmaxWithLossArgs&
   const core::GradScalar rule{core::GradRule::kCaffe2, args.scale, args.variant == Variant::kCpu};
   const core::DenominatorFrom total_from = softmax_total_weight(args);
   Tensor dx;
-  void* dx_data = place_dx(kSoftmaxGrad, in, into, &dx);
+  void* dx_data = place_dx(kSoftmaxGrad, in, into, &dx, context);
   const bool on_cpu = device.type == DeviceType::kCpu;
   const core::Labels labels{target.raw(), DType::kInt32};
   if (args.label_prob == 0 && on_cpu) {

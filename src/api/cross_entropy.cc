@@ -224,7 +224,7 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
          "expected none when dX is written over the logits (log_prob needs X)");
   }
   // Every output placed (and checked) before anything is written.
-  Footprint footprint(op, device, inputs);
+  Footprint footprint(op, device, inputs, context);
   const MutableTensorView* no_view = nullptr;
   const auto view_of = [&](const std::optional<MutableTensorView> CrossEntropyOutputs::*member) {
     return into ? given(into->*member) : no_view;

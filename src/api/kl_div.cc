@@ -65,7 +65,7 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
       upstream = api::scalar_grad(op, "grad_output", *grad_output, dtype);
     }
   }
-  api::Footprint footprint(op, device, inputs);
+  api::Footprint footprint(op, device, inputs, context);
   Tensor out;
   void* data = nullptr;
   if (grad_output) {

@@ -2,6 +2,7 @@
 
 #include "api/device_errors.h"
 #include "api/validate.h"
+#include "dispatch/backend.h"
 
 namespace spatialsoftmax::api {
 
@@ -35,8 +36,9 @@ Device common_device(std::string_view op, std::initializer_list<NamedView> input
   return device;
 }
 
-Footprint::Footprint(std::string_view op, Device device, std::initializer_list<NamedView> inputs)
-    : op_(op), device_(device) {
+Footprint::Footprint(std::string_view op, Device device, std::initializer_list<NamedView> inputs,
+                     const ExecutionContext& context)
+    : op_(op), device_(device), context_(context) {
   for (const NamedView& input : inputs) {
     if (!input.view) continue;
     const auto [begin, end] = input.view->byte_range();
@@ -61,11 +63,11 @@ void* Footprint::place_impl(std::string_view arg, const MutableTensorView* given
                             std::string_view shape_what, Tensor* allocated, bool zeroed) {
   if (!given) {
     if (device_ != Device::cpu()) {
-      fail(op_, arg,
-           "memory: expected a caller-provided output on " + device_name(device_) +
-               " (the allocating forms return CPU tensors; call the _into form), got none");
+      *allocated =
+          dispatch::memory_backend(device_, op_).allocate(dtype, shape, zeroed, device_, context_);
+    } else {
+      *allocated = zeroed ? Tensor(dtype, shape) : Tensor::uninitialized(dtype, shape);
     }
-    *allocated = zeroed ? Tensor(dtype, shape) : Tensor::uninitialized(dtype, shape);
     return allocated->data();
   }
   const TensorView view = given->view();

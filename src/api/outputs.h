@@ -31,12 +31,16 @@ Device common_device(std::string_view op, std::initializer_list<NamedView> input
 // ranges, then each output's as it is placed.
 class Footprint {
  public:
-  Footprint(std::string_view op, Device device, std::initializer_list<NamedView> inputs);
+  // Outputs allocated on a device come from its backend, on the context's
+  // stream.
+  Footprint(std::string_view op, Device device, std::initializer_list<NamedView> inputs,
+            const ExecutionContext& context);
 
   // The output `arg`: `given` if not null, after checking that it has
   // `dtype` and `shape` (described as `shape_what` in messages) on the
   // call's device and shares no byte with an input or an earlier output;
-  // else a new tensor, stored in *allocated (zero-filled if `zeroed`).
+  // else a new tensor on the call's device, stored in *allocated
+  // (zero-filled if `zeroed`).
   // Returns where the kernel writes.
   void* place(std::string_view arg, const MutableTensorView* given, DType dtype, const Shape& shape,
               std::string_view shape_what, Tensor* allocated, bool zeroed = false);
@@ -60,6 +64,7 @@ class Footprint {
 
   std::string_view op_;
   Device device_;
+  ExecutionContext context_;
   std::vector<Range> ranges_;
 };
 

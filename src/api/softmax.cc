@@ -26,7 +26,7 @@ Tensor class_softmax(std::string_view op, const TensorView& logits, ClassAxis ax
   const std::string_view out_name = want == Want::kProb      ? "prob"
                                     : want == Want::kLogProb ? "log_prob"
                                                              : "entropy";
-  api::Footprint footprint(op, device, {{"logits", &logits}});
+  api::Footprint footprint(op, device, {{"logits", &logits}}, context);
   Tensor out;  // the kernels write every element: not zeroed first
   void* data =
       footprint.place(out_name, into, logits.dtype(), entropy ? info.map_shape : logits.shape(),
@@ -57,7 +57,8 @@ Tensor class_softmax_backward(std::string_view op, const TensorView& output,
   api::check_shape(op, grad_name, grad_output, output.shape(),
                    log ? "(log_prob's shape)" : "(prob's shape)");
   const Device device = api::common_device(op, {{output_name, &output}, {grad_name, &grad_output}});
-  api::Footprint footprint(op, device, {{output_name, &output}, {grad_name, &grad_output}});
+  api::Footprint footprint(op, device, {{output_name, &output}, {grad_name, &grad_output}},
+                           context);
   Tensor dx;
   void* data = footprint.place("grad_logits", into, output.dtype(), output.shape(),
                                log ? "(log_prob's shape)" : "(prob's shape)", &dx, true);

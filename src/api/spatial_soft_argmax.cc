@@ -80,7 +80,7 @@ SpatialSoftArgmaxResult run_soft_argmax(std::string_view op, const TensorView& i
   const DType dtype = input.dtype();
   const std::int64_t N = s.info.geom.batch, C = s.info.geom.classes, k = s.k;
   const Device device = api::common_device(op, {{"input", &input}});
-  api::Footprint footprint(op, device, {{"input", &input}});
+  api::Footprint footprint(op, device, {{"input", &input}}, context);
   const bool want_keypoints = !into || into->keypoints;
   const bool want_softmax = into ? into->softmax.has_value() : options.want_softmax;
   const bool want_covariance = into ? into->covariance.has_value() : options.want_covariance;
@@ -142,7 +142,7 @@ double run_soft_argmax_backward(std::string_view op, const TensorView& input,
       {"grad_softmax", view_of(grads.softmax)},
       {"grad_covariance", view_of(grads.covariance)}};
   const Device device = api::common_device(op, inputs);
-  api::Footprint footprint(op, device, inputs);
+  api::Footprint footprint(op, device, inputs, context);
   // Written whole by the kernel.
   void* grad_input =
       footprint.place("grad_input", into, dtype, input.shape(), "(the input's shape)", allocated);

@@ -183,7 +183,21 @@ std::int64_t TensorView::offset_of(std::int64_t flat) const {
   return offset;
 }
 
+namespace {
+
+// Host reads and copies of device memory would fault: every host access
+// path checks first.
+void require_host(const Device& device, const char* what) {
+  if (device != Device::cpu()) {
+    throw Error(std::string(what) + ": the data is in " + device_name(device) +
+                " memory, not readable on the host (copy_to(view, Device::cpu()) copies it)");
+  }
+}
+
+}  // namespace
+
 double TensorView::at(std::int64_t flat) const {
+  require_host(device_, "TensorView::at");
   const std::int64_t o = offset_of(flat);
   switch (dtype_) {
     case DType::kFloat32:
@@ -241,6 +255,7 @@ BlockCache& block_cache() {
 }  // namespace
 
 void Tensor::AlignedFree::operator()(void* p) const {
+  if (release) return release(p);
   if (bytes >= kHugePage && block_cache().keep(p, bytes)) return;
   std::free(p);
 }
@@ -271,7 +286,18 @@ Tensor::Tensor(DType dtype, Shape shape, Uninitialized)
     if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);
 #endif
   }
-  storage_ = std::unique_ptr<void, AlignedFree>(p, AlignedFree{bytes});
+  storage_ = std::unique_ptr<void, AlignedFree>(p, AlignedFree{bytes, nullptr});
+}
+
+Tensor Tensor::adopt(void* data, DType dtype, Shape shape, Device device, void (*release)(void*)) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = checked_numel(t.shape_, "tensor");
+  t.defined_ = true;
+  t.device_ = device;
+  t.storage_ = std::unique_ptr<void, AlignedFree>(data, AlignedFree{t.nbytes(), release});
+  return t;
 }
 
 Tensor Tensor::uninitialized(DType dtype, Shape shape) {
@@ -279,6 +305,7 @@ Tensor Tensor::uninitialized(DType dtype, Shape shape) {
 }
 
 Tensor Tensor::copy_of(const TensorView& view) {
+  require_host(view.device(), "Tensor::copy_of");
   Tensor t = uninitialized(view.dtype(), view.shape());
   const std::size_t elem = dtype_size(view.dtype());
   if (view.is_contiguous()) {
@@ -314,6 +341,7 @@ Tensor Tensor::scalar(DType dtype, double value) {
 }
 
 Tensor Tensor::to(DType dtype) const {
+  require_host(device_, "Tensor::to");
   if (dtype == dtype_) return copy_of(view());
   Tensor t = uninitialized(dtype, shape_);
   const TensorView source = view();

@@ -6,6 +6,7 @@
 // denominator and the scalar loss are computed on the device.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 #include "reference/problems.h"
@@ -41,6 +42,14 @@ void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>& problem,
 template <class T>
 void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>& problem,
                                   const ExecutionContext& context);
+
+// memory.cu: dense device memory owned by a tensor (released in stream
+// order on the stream it was allocated on), and a copy of `bytes` between
+// any host and device memory, complete when it returns (cudaMemcpyDefault:
+// unified addressing tells the directions apart).
+Tensor allocate(DType dtype, const Shape& shape, bool zeroed, Device device,
+                const ExecutionContext& context);
+void copy(void* dst, const void* src, std::size_t bytes, const ExecutionContext& context);
 
 // checks.cu: an Error naming `op` unless cuda:`index` is the calling
 // thread's current CUDA device, where every launcher runs.

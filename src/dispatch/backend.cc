@@ -176,6 +176,14 @@ class CudaBackend final : public Backend {
   void check_device(Device device, std::string_view op) const override {
     cuda::check_current_device(device.index, op);
   }
+  Tensor allocate(DType dtype, const Shape& shape, bool zeroed, Device device,
+                  const ExecutionContext& context) const override {
+    return cuda::allocate(dtype, shape, zeroed, device, context);
+  }
+  void copy(void* dst, const void* src, std::size_t bytes,
+            const ExecutionContext& context) const override {
+    cuda::copy(dst, src, bytes, context);
+  }
   bool take_error(const ExecutionContext& context, bool wait,
                   core::DeviceError* error) const override {
     return cuda::take_error(context, wait, error);
@@ -238,6 +246,13 @@ std::span<const Backend* const> backends() {
   return list;
 }
 
+Tensor Backend::allocate(DType, const Shape&, bool, Device device, const ExecutionContext&) const {
+  throw Error(describe(*this) + ": no device memory to allocate on " + device_name(device));
+}
+void Backend::copy(void*, const void*, std::size_t, const ExecutionContext&) const {
+  throw Error(describe(*this) + ": no device memory to copy");
+}
+
 bool take_device_error(const ExecutionContext& context, bool wait, core::DeviceError* error) {
   for (const Backend* b : backends()) {
     if (b->device() != DeviceType::kCpu && b->take_error(context, wait, error)) return true;
@@ -289,6 +304,17 @@ const Backend& choose(Op op, const core::Geometry& geom, DType dtype, Device dev
 }
 
 }  // namespace
+
+const Backend& memory_backend(Device device, std::string_view api_op) {
+  for (const Backend* b : backends()) {
+    if (b->device() == device.type) {
+      b->check_device(device, api_op);
+      return *b;
+    }
+  }
+  throw Error(std::string(api_op) + ": no backend runs on " + device_name(device) +
+              " (compiled in: " + backend_list() + ")");
+}
 
 const Backend& select(Op op, const core::Geometry& geom, DType dtype, Device device,
                       std::string_view api_op) {

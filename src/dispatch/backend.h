@@ -7,6 +7,7 @@
 // on its stream.
 #pragma once
 
+#include <cstddef>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,6 +40,14 @@ class Backend {
   // An Error naming `op` unless this backend can run now on `device` (a
   // CUDA backend runs on the current CUDA device only).
   virtual void check_device(Device /*device*/, std::string_view /*op*/) const {}
+  // A device backend's memory: a dense tensor on `device` (zero-filled if
+  // `zeroed`) for the outputs the API allocates, and copies of `bytes`
+  // between host memory and this backend's device, complete on return. CPU
+  // backends have no device memory (an Error).
+  virtual Tensor allocate(DType, const Shape&, bool /*zeroed*/, Device device,
+                          const ExecutionContext&) const;
+  virtual void copy(void* /*dst*/, const void* /*src*/, std::size_t /*bytes*/,
+                    const ExecutionContext&) const;
   // A device backend's checks record errors on the device (kernels cannot
   // throw): the first since the last call, after waiting for the context's
   // stream if `wait`. CPU backends throw instead and have none.
@@ -69,6 +78,9 @@ class Backend {
 // its last and never declines.
 std::span<const Backend* const> backends();
 const Backend& reference_backend();
+// The backend that owns `device`'s memory: the first of backends() for its
+// device type (an Error naming `api_op` if there is none).
+const Backend& memory_backend(Device device, std::string_view api_op);
 // The first error any device backend recorded (Backend::take_error).
 bool take_device_error(const ExecutionContext& context, bool wait, core::DeviceError* error);
 
