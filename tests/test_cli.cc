@@ -340,6 +340,29 @@ TEST_P(CliRun, ForwardNetAndRegistryGradientMatchCaffe2Vectors) {
 
 INSTANTIATE_TEST_SUITE_P(JsonAndText, CliRun, ::testing::Values("json", "pbtxt"));
 
+TEST(CliRunDevice, DeviceCpuIsTheDefaultsRun) {
+  const fs::path case_dir = conformance_dir() / "caffe2-spatial" / "c2s_basic";
+  const TempDir tmp;
+  const fs::path net = tmp.path() / "net.json";
+  std::ofstream(net) << kSpatialNetJson;
+  for (const char* device : {"", "cpu"}) {
+    std::vector<std::string> args = {
+        "run",         net.string(),
+        "--input",     "X=" + (case_dir / "X.npy").string(),
+        "--input",     "T=" + (case_dir / "T.npy").string(),
+        "--out",       (tmp.path() / (std::string("out") + device)).string(),
+        "--gradients", "avg_loss"};
+    if (*device) args.insert(args.end(), {"--device", device});
+    const RunResult run = run_cli(args);
+    ASSERT_EQ(run.status, 0) << run.err;
+  }
+  for (const char* blob : {"P.npy", "avg_loss.npy", "X_grad.npy"}) {
+    EXPECT_TRUE(
+        bitwise_equal(read_npy(tmp.path() / "out" / blob), read_npy(tmp.path() / "outcpu" / blob)))
+        << blob;
+  }
+}
+
 class CliRunError : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -375,6 +398,16 @@ TEST_F(CliRunError, UnknownOperatorIsNamedAndNothingRuns) {
   std::string net = kSpatialNetJson;
   net.replace(net.find("]}]"), 3, R"(]}, {"type": "NoSuchOp", "input": ["P"], "output": ["Q"]}])");
   expect_failure({write_net(net).string(), "--input", x(), "--input", t()}, "NoSuchOp");
+}
+
+TEST_F(CliRunError, ABadDeviceIsNamed) {
+  expect_failure(
+      {write_net(kSpatialNetJson).string(), "--input", x(), "--input", t(), "--device", "gpu"},
+      "--device: 'gpu', expected cpu, cuda or cuda:N");
+  // cuda:999 is no device on any machine: refused before anything runs.
+  expect_failure(
+      {write_net(kSpatialNetJson).string(), "--input", x(), "--input", t(), "--device", "cuda:999"},
+      "cuda:999");
 }
 
 TEST_F(CliRunError, MissingInputBlob) {

@@ -1448,5 +1448,29 @@ TEST(SumOverflow, SumsInRangeAndFloatSumsAreUnchanged) {
   EXPECT_EQ(ws.get("g").data_as<float>()[0], std::numeric_limits<float>::infinity());
 }
 
+// Every operator has a CUDA entry where the library has the CUDA backend,
+// and a CUDA operator refuses host blobs, naming the input and the device,
+// before it computes anything (so this runs without a GPU).
+TEST(CudaOperators, EveryOperatorIsRegisteredOnCudaAndWantsDeviceBlobs) {
+  bool cuda = false;
+  for (const std::string& name : backend_names()) cuda |= name.ends_with("(cuda)");
+  if (!cuda) GTEST_SKIP() << "this build has no CUDA backend";
+  for (const std::string& type : schema_types()) {
+    const std::vector<Device> devices = devices_of(type);
+    EXPECT_NE(std::find(devices.begin(), devices.end(), Device::kCuda), devices.end()) << type;
+  }
+  Workspace ws;
+  ws.set("X", rnd({2, 3, 4, 5}, 1));
+  OperatorDef def = make_def("Softmax", {"X"}, {"P"});
+  def.device.device = Device::kCuda;
+  EXPECT_ERROR_MENTIONS(run_operator(def, ws),
+                        {"Softmax", "blob 'X'", "cpu memory", "expected cuda:0", "device_option"});
+  def = make_def("ConstantFill", {"X"}, {"Y"});
+  def.device.device = Device::kCuda;
+  def.device.device_id = 1;
+  EXPECT_ERROR_MENTIONS(run_operator(def, ws), {"ConstantFill", "expected cuda:1"});
+  EXPECT_FALSE(ws.has("P"));
+}
+
 }  // namespace
 }  // namespace spatialsoftmax::op

@@ -48,6 +48,7 @@ struct RunOptions {
   std::vector<std::string> inputs;
   std::string out_dir;
   std::vector<std::string> gradients;
+  std::string device;  // empty: each operator's own device_option
 };
 CLI::App* add_run_command(CLI::App& app, RunOptions& options);
 int run_run(const RunOptions& options);

@@ -1,10 +1,14 @@
-// `spatialsoftmax run NET --input NAME=FILE.npy ... --out DIR [--gradients B ...]`.
+// `spatialsoftmax run NET --input NAME=FILE.npy ... --out DIR [--gradients B ...]
+// [--device cpu|cuda[:N]]`.
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <set>
+#include <string>
 
 #include "cli/commands.h"
 #include "spatialsoftmax/error.h"
+#include "spatialsoftmax/functions.h"
 #include "spatialsoftmax/npy.h"
 #include "spatialsoftmax/op/gradient.h"
 #include "spatialsoftmax/op/net_io.h"
@@ -27,6 +31,25 @@ std::string file_stem(const std::string& blob) {
   return stem;
 }
 
+// "cpu", "cuda" or "cuda:N".
+op::DeviceOption parse_device(const std::string& text) {
+  op::DeviceOption d;
+  if (text == "cpu") return d;
+  d.device = op::Device::kCuda;
+  if (text == "cuda") return d;
+  const std::string digits = text.starts_with("cuda:") ? text.substr(5) : std::string();
+  if (digits.empty() || digits.size() > 4 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    throw Error("--device: '" + text + "', expected cpu, cuda or cuda:N");
+  }
+  d.device_id = std::stoi(digits);
+  return d;
+}
+
+Device memory_of(const op::DeviceOption& d) {
+  return d.device == op::Device::kCuda ? Device::cuda(d.device_id) : Device::cpu();
+}
+
 }  // namespace
 
 CLI::App* add_run_command(CLI::App& app, RunOptions& options) {
@@ -46,12 +69,21 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& options) {
                    "Loss blobs to differentiate (seeded with 1); the gradient of blob B is "
                    "written as B_grad.npy")
       ->type_name("LOSS_BLOB");
+  command
+      ->add_option("--device", options.device,
+                   "Run every operator (the gradient net's too) on this device: cpu, cuda or "
+                   "cuda:N (the inputs are copied there, the blobs back); default: each "
+                   "operator's device_option")
+      ->type_name("DEVICE");
   return command;
 }
 
 int run_run(const RunOptions& options) {
   try {
     op::NetDef net = op::read_net(options.net);
+    const std::optional<op::DeviceOption> device =
+        options.device.empty() ? std::nullopt
+                               : std::optional<op::DeviceOption>(parse_device(options.device));
     op::Workspace ws;
     for (const std::string& spec : options.inputs) {
       const auto eq = spec.find('=');
@@ -60,9 +92,13 @@ int run_run(const RunOptions& options) {
       }
       const std::string name = spec.substr(0, eq);
       if (ws.has(name)) throw Error("--input: blob '" + name + "' given twice");
-      ws.set(name, read_npy(spec.substr(eq + 1)));
+      Tensor value = read_npy(spec.substr(eq + 1));
+      ws.set(name, device ? copy_to(value, memory_of(*device)) : std::move(value));
     }
     if (!options.gradients.empty()) op::add_gradient_ops(net, options.gradients);
+    if (device) {
+      for (op::OperatorDef& def : net.ops) def.device = *device;
+    }
     op::run_net(net, ws);
 
     std::map<std::string, Tensor> outputs;
@@ -73,7 +109,7 @@ int run_run(const RunOptions& options) {
         throw Error("--out: blobs '" + it->second + "' and '" + name +
                     "' would both be written as " + stem + ".npy");
       }
-      outputs.emplace(stem, Tensor::copy_of(tensor));
+      outputs.emplace(stem, copy_to(tensor, Device::cpu()));
     }
     write_outputs(options.out_dir, outputs);
     return 0;

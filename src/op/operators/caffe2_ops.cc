@@ -167,7 +167,7 @@ void register_caffe2_operators() {
         const TensorSpec& x = *in[0];
         return TensorSpecs{x, scalar_spec(x.dtype)};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SpatialSoftmaxWithLoss",
       [](OpRun& r) {
         c2::LossOutputs out = c2::spatial_softmax_with_loss(
@@ -190,7 +190,7 @@ void register_caffe2_operators() {
         expect_first_element(def, spec(def, in, weighted ? 4 : 3), "d_avg_loss");
         return TensorSpecs{x};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SpatialSoftmaxWithLossGradient",
       [](OpRun& r) {
         const bool weighted = r.input_count() == 5;
@@ -239,7 +239,7 @@ void register_caffe2_operators() {
         const TensorSpec& x = *in[0];
         return TensorSpecs{x, scalar_spec(x.dtype)};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SoftmaxWithLoss",
       [](OpRun& r) {
         c2::LossOutputs out = c2::softmax_with_loss(r.input(0), r.input(1), r.optional_input(2),
@@ -261,7 +261,7 @@ void register_caffe2_operators() {
         expect_first_element(def, spec(def, in, weighted ? 4 : 3), "d_avg_loss");
         return TensorSpecs{x};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SoftmaxWithLossGradient",
       [](OpRun& r) {
         const bool weighted = r.input_count() == 5;

@@ -108,7 +108,7 @@ void register_loss_operators() {
                                     : scalar_spec(x.dtype);
         return TensorSpecs{loss, x, x, TensorSpec{x.dtype, positions}};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "CrossEntropy",
       [](OpRun& r) {
         CrossEntropyOptions o = ce_options(r);
@@ -146,7 +146,7 @@ void register_loss_operators() {
         expect_upstream(def, in, 7, x.dtype, "d_entropy", positions);
         return TensorSpecs{x};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "CrossEntropyGradient",
       [](OpRun& r) {
         CrossEntropyGrads g;
@@ -209,7 +209,7 @@ void register_loss_operators() {
         return TensorSpecs{reduction_arg(args, true) == Reduction::kNone ? x
                                                                          : scalar_spec(x.dtype)};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "KLDiv",
       [=](OpRun& r) { r.set_output(0, kl_div(r.input(0), r.input(1), kl_options(r.args()))); },
       {{"logits", 0}, {"target", 1}});
@@ -227,7 +227,7 @@ void register_loss_operators() {
                         map ? std::optional(x.shape) : std::nullopt);
         return TensorSpecs{x};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "KLDivGradient",
       [=](OpRun& r) {
         r.set_output(0, kl_div_backward(r.input(0), r.input(1), r.input(2), kl_options(r.args())));

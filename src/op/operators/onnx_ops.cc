@@ -85,15 +85,15 @@ void register_onnx_operators() {
         const ClassShape scores = infer_loss_inputs(def, in, 2, "scores", "labels", "weights");
         return TensorSpecs{loss_spec(args, in[0]->dtype, scores), *in[0]};
       });
-  add_cpu_operator("SoftmaxCrossEntropyLoss",
-                   [](OpRun& r) {
-                     CrossEntropyOptions o = onnx_options(r, 2);
-                     o.want_log_prob = r.wants_output(1);
-                     CrossEntropyResult out = cross_entropy(r.input(0), index_labels(r), o);
-                     r.set_output(0, std::move(out.loss));
-                     r.set_output(1, std::move(out.log_prob));
-                   },
-                   {{"logits", 0}, {"targets", 1}, {"class_weight", 2}});
+  add_kernel_operator("SoftmaxCrossEntropyLoss",
+                      [](OpRun& r) {
+                        CrossEntropyOptions o = onnx_options(r, 2);
+                        o.want_log_prob = r.wants_output(1);
+                        CrossEntropyResult out = cross_entropy(r.input(0), index_labels(r), o);
+                        r.set_output(0, std::move(out.loss));
+                        r.set_output(1, std::move(out.log_prob));
+                      },
+                      {{"logits", 0}, {"targets", 1}, {"class_weight", 2}});
 
   loss_args(add_schema("SoftmaxCrossEntropyLossGradient")
                 .doc("d_scores of SoftmaxCrossEntropyLoss, from the upstream gradients of its "
@@ -110,7 +110,7 @@ void register_onnx_operators() {
         expect_upstream(def, in, 4, in[0]->dtype, "d_log_prob", in[0]->shape);
         return TensorSpecs{*in[0]};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SoftmaxCrossEntropyLossGradient",
       [](OpRun& r) {
         CrossEntropyGrads g;
@@ -143,7 +143,7 @@ void register_onnx_operators() {
         const ClassShape input = infer_loss_inputs(def, in, 2, "input", "target", "weight");
         return TensorSpecs{loss_spec(args, in[0]->dtype, input)};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "NegativeLogLikelihoodLoss",
       [](OpRun& r) { r.set_output(0, nll_loss(r.input(0), r.input(1), onnx_options(r, 2))); },
       {{"log_prob", 0}, {"labels", 1}, {"class_weight", 2}});
@@ -160,7 +160,7 @@ void register_onnx_operators() {
         expect_upstream(def, in, 2, in[0]->dtype, "d_loss", loss_map(args, input));
         return TensorSpecs{*in[0]};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "NegativeLogLikelihoodLossGradient",
       [](OpRun& r) {
         r.set_output(0, nll_loss_backward(r.input(0), r.input(1), r.input(2), onnx_options(r, 3)));

@@ -4,6 +4,9 @@
 #include <cctype>
 #include <string_view>
 
+#include "spatialsoftmax/device.h"
+#include "spatialsoftmax/functions.h"
+
 namespace spatialsoftmax::op::detail {
 
 const Tensor& OpRun::input(std::size_t i) const {
@@ -100,12 +103,41 @@ std::string operator_error(const OperatorDef& def, const OpSchema& schema, const
 
 namespace {
 
+bool library_has_cuda() {
+  for (const std::string& name : backend_names())
+    if (name.ends_with("(cuda)")) return true;
+  return false;
+}
+
+// The memory a CUDA operator's blobs live in: its device_option's device.
+spatialsoftmax::Device device_of(const OperatorDef& def) {
+  return def.device.device == Device::kCuda ? spatialsoftmax::Device::cuda(def.device.device_id)
+                                            : spatialsoftmax::Device::cpu();
+}
+
+// A device operator's inputs are on its device, as Caffe2's were: a blob
+// elsewhere is an error naming it (`spatialsoftmax run --device cuda` feeds
+// a net's inputs to the device).
+void check_inputs_on(const OperatorDef& def, const OpSchema& schema, const Workspace& ws) {
+  const spatialsoftmax::Device device = device_of(def);
+  for (std::size_t i = 0; i < def.inputs.size(); ++i) {
+    if (!schema.has_input(def, i)) continue;
+    const Tensor& t = ws.get(def.inputs[i]);
+    if (t.device() != device) {
+      throw Error(describe(def) + ": " + input_label(schema, def, i) + " is in " +
+                  spatialsoftmax::device_name(t.device()) + " memory, expected " +
+                  spatialsoftmax::device_name(device) + " (the operator's device_option)");
+    }
+  }
+}
+
 class FunctionOperator final : public Operator {
  public:
   FunctionOperator(const OperatorDef& def, const OpSchema& schema, const RunFn& fn,
                    ApiArgs api_args)
       : Operator(def), schema_(schema), fn_(fn), api_args_(std::move(api_args)) {}
   void run(Workspace& ws) override {
+    if (def().device.device != Device::kCpu) check_inputs_on(def(), schema_, ws);
     OpRun r(schema_, def(), ws);
     try {
       fn_(r);
@@ -121,20 +153,67 @@ class FunctionOperator final : public Operator {
   ApiArgs api_args_;
 };
 
+// A host operator (it reads and writes elements on the host) on a device:
+// its inputs are copied to the host, it runs there, and its outputs are
+// copied to the device. Only the utility operators, whose work is a fill or
+// a sum, run this way.
+class StagedOperator final : public Operator {
+ public:
+  StagedOperator(const OperatorDef& def, const OpSchema& schema, const RunFn& fn)
+      : Operator(def), schema_(schema), fn_(fn) {}
+  void run(Workspace& ws) override {
+    check_inputs_on(def(), schema_, ws);
+    Workspace host;
+    for (std::size_t i = 0; i < def().inputs.size(); ++i) {
+      const std::string& name = def().inputs[i];
+      if (schema_.has_input(def(), i) && !host.has(name))
+        host.set(name, copy_to(ws.get(name), spatialsoftmax::Device::cpu()));
+    }
+    OpRun r(schema_, def(), host);
+    try {
+      fn_(r);
+    } catch (const Error& e) {
+      throw Error(operator_error(def(), schema_, {}, e.what()));
+    }
+    r.commit(host);
+    for (std::size_t i = 0; i < def().outputs.size(); ++i) {
+      if (schema_.has_output(def(), i) && host.has(def().outputs[i]))
+        ws.set(def().outputs[i], copy_to(host.get(def().outputs[i]), device_of(def())));
+    }
+  }
+
+ private:
+  const OpSchema& schema_;
+  RunFn fn_;
+};
+
 }  // namespace
 
-void add_cpu_operator(const std::string& type, RunFn fn, ApiArgs api_args) {
-  add_cpu_operator(type, std::move(fn),
-                   [api_args = std::move(api_args)](const OperatorDef&) { return api_args; });
+void add_kernel_operator(const std::string& type, RunFn fn, ApiArgs api_args) {
+  add_kernel_operator(type, std::move(fn),
+                      [api_args = std::move(api_args)](const OperatorDef&) { return api_args; });
 }
 
-void add_cpu_operator(const std::string& type, RunFn fn, ApiArgsFn api_args) {
+void add_kernel_operator(const std::string& type, RunFn fn, ApiArgsFn api_args) {
   const OpSchema& schema = *schema_table().at(type);
-  add_operator(
-      Device::kCpu, type,
-      [&schema, fn = std::move(fn), api_args = std::move(api_args)](const OperatorDef& def) {
-        return std::make_unique<FunctionOperator>(def, schema, fn, api_args(def));
-      });
+  auto factory = [&schema, fn = std::move(fn),
+                  api_args = std::move(api_args)](const OperatorDef& def) {
+    return std::make_unique<FunctionOperator>(def, schema, fn, api_args(def));
+  };
+  if (library_has_cuda()) add_operator(Device::kCuda, type, factory);
+  add_operator(Device::kCpu, type, std::move(factory));
+}
+
+void add_host_operator(const std::string& type, RunFn fn) {
+  const OpSchema& schema = *schema_table().at(type);
+  if (library_has_cuda()) {
+    add_operator(Device::kCuda, type, [&schema, fn](const OperatorDef& def) {
+      return std::make_unique<StagedOperator>(def, schema, fn);
+    });
+  }
+  add_operator(Device::kCpu, type, [&schema, fn](const OperatorDef& def) {
+    return std::make_unique<FunctionOperator>(def, schema, fn, ApiArgs{});
+  });
 }
 
 void infer_fail(const OperatorDef& def, const std::string& what) {

@@ -72,9 +72,15 @@ using ApiArgsFn = std::function<ApiArgs(const OperatorDef&)>;
 std::string operator_error(const OperatorDef& def, const OpSchema& schema, const ApiArgs& api_args,
                            const std::string& what);
 
-// Registers the CPU operator `type` (its schema must exist) running `fn`.
-void add_cpu_operator(const std::string& type, RunFn fn, ApiArgs api_args = {});
-void add_cpu_operator(const std::string& type, RunFn fn, ApiArgsFn api_args);
+// Registers the operator `type` (its schema must exist) running `fn` over
+// the public API's functions: on the CPU, and on CUDA where the library has
+// the CUDA backend (the same `fn`: the functions run where their inputs are,
+// and their allocating forms return tensors on that device).
+void add_kernel_operator(const std::string& type, RunFn fn, ApiArgs api_args = {});
+void add_kernel_operator(const std::string& type, RunFn fn, ApiArgsFn api_args);
+// An operator whose `fn` reads and writes elements on the host: on the CPU,
+// and on CUDA through host copies of its inputs and outputs.
+void add_host_operator(const std::string& type, RunFn fn);
 
 // --- shape inference helpers (throw Error naming the operator) -------------
 [[noreturn]] void infer_fail(const OperatorDef& def, const std::string& what);

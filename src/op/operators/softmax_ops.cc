@@ -48,15 +48,15 @@ void define_softmax(const char* type, const char* grad_type, bool log) {
         (void)split_at(def, x.shape, args.get_int("axis"));
         return TensorSpecs{x};
       });
-  add_cpu_operator(type,
-                   [log](OpRun& r) {
-                     const Tensor& x = r.input(0);
-                     const AxisSplit s = split_at(r.def(), x.shape(), r.args().get_int("axis"));
-                     Tensor y = log ? log_softmax(as_3d(x, s)) : softmax(as_3d(x, s));
-                     y.reshape(x.shape());
-                     r.set_output(0, std::move(y));
-                   },
-                   {{"logits", 0}});
+  add_kernel_operator(type,
+                      [log](OpRun& r) {
+                        const Tensor& x = r.input(0);
+                        const AxisSplit s = split_at(r.def(), x.shape(), r.args().get_int("axis"));
+                        Tensor y = log ? log_softmax(as_3d(x, s)) : softmax(as_3d(x, s));
+                        y.reshape(x.shape());
+                        r.set_output(0, std::move(y));
+                      },
+                      {{"logits", 0}});
 
   add_schema(grad_type)
       .doc(std::string("dX of ") + type + " from its output Y and the upstream gradient dY.")
@@ -72,23 +72,23 @@ void define_softmax(const char* type, const char* grad_type, bool log) {
         expect_shape(def, spec(def, in, 1), y.shape, "d_output", "(the output's shape)");
         return TensorSpecs{y};
       });
-  add_cpu_operator(grad_type,
-                   [log](OpRun& r) {
-                     const Tensor& y = r.input(0);
-                     const Tensor& dy = r.input(1);
-                     const AxisSplit s = split_at(r.def(), y.shape(), r.args().get_int("axis"));
-                     if (dy.shape() != y.shape()) {
-                       // Checked here: the views below give dY the output's split.
-                       throw Error(describe(r.def()) + ": " + r.input_label(1) +
-                                   " shape: expected " + shape_string(y.shape()) +
-                                   " (the output's shape), got " + shape_string(dy.shape()));
-                     }
-                     Tensor dx = log ? log_softmax_backward(as_3d(y, s), as_3d(dy, s))
-                                     : softmax_backward(as_3d(y, s), as_3d(dy, s));
-                     dx.reshape(y.shape());
-                     r.set_output(0, std::move(dx));
-                   },
-                   {{log ? "log_prob" : "prob", 0}, {log ? "grad_log_prob" : "grad_prob", 1}});
+  add_kernel_operator(grad_type,
+                      [log](OpRun& r) {
+                        const Tensor& y = r.input(0);
+                        const Tensor& dy = r.input(1);
+                        const AxisSplit s = split_at(r.def(), y.shape(), r.args().get_int("axis"));
+                        if (dy.shape() != y.shape()) {
+                          // Checked here: the views below give dY the output's split.
+                          throw Error(describe(r.def()) + ": " + r.input_label(1) +
+                                      " shape: expected " + shape_string(y.shape()) +
+                                      " (the output's shape), got " + shape_string(dy.shape()));
+                        }
+                        Tensor dx = log ? log_softmax_backward(as_3d(y, s), as_3d(dy, s))
+                                        : softmax_backward(as_3d(y, s), as_3d(dy, s));
+                        dx.reshape(y.shape());
+                        r.set_output(0, std::move(dx));
+                      },
+                      {{log ? "log_prob" : "prob", 0}, {log ? "grad_log_prob" : "grad_prob", 1}});
   add_gradient(type, [grad_type](const OperatorDef& fwd, const std::vector<std::string>& go) {
     require_output_grad(fwd, go, 0);
     GradientOps g;

@@ -56,7 +56,7 @@ void register_spatial_operators() {
         infer_spatial_input(def, args, spec(def, in, 0));
         return TensorSpecs{*in[0]};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SpatialSoftmax",
       [](OpRun& r) { r.set_output(0, spatial_softmax(r.input(0), spatial_options(r.args()))); },
       {{"input", 0}});
@@ -75,17 +75,17 @@ void register_spatial_operators() {
         return TensorSpecs{TensorSpec{x.dtype, {c.batch, c.classes, k}}, x,
                            TensorSpec{x.dtype, {c.batch, c.classes, k, k}}};
       });
-  add_cpu_operator("SpatialSoftArgmax",
-                   [](OpRun& r) {
-                     SpatialSoftArgmaxOptions o = spatial_options(r.args());
-                     o.want_softmax = r.wants_output(1);
-                     o.want_covariance = r.wants_output(2);
-                     SpatialSoftArgmaxResult out = spatial_soft_argmax(r.input(0), o);
-                     r.set_output(0, std::move(out.keypoints));
-                     r.set_output(1, std::move(out.softmax));
-                     r.set_output(2, std::move(out.covariance));
-                   },
-                   {{"input", 0}});
+  add_kernel_operator("SpatialSoftArgmax",
+                      [](OpRun& r) {
+                        SpatialSoftArgmaxOptions o = spatial_options(r.args());
+                        o.want_softmax = r.wants_output(1);
+                        o.want_covariance = r.wants_output(2);
+                        SpatialSoftArgmaxResult out = spatial_soft_argmax(r.input(0), o);
+                        r.set_output(0, std::move(out.keypoints));
+                        r.set_output(1, std::move(out.softmax));
+                        r.set_output(2, std::move(out.covariance));
+                      },
+                      {{"input", 0}});
 
   spatial_args(add_schema("SpatialSoftArgmaxGradient")
                    .doc("dX of SpatialSoftmax and SpatialSoftArgmax from the upstream gradients "
@@ -108,7 +108,7 @@ void register_spatial_operators() {
         }
         return TensorSpecs{x};
       });
-  add_cpu_operator(
+  add_kernel_operator(
       "SpatialSoftArgmaxGradient",
       [](OpRun& r) {
         SpatialSoftArgmaxGrads g;

@@ -190,7 +190,7 @@ void register_utility_operators() {
         (void)fill_value(def, s.dtype);
         return TensorSpecs{s};
       });
-  add_cpu_operator("ConstantFill", [](OpRun& r) {
+  add_host_operator("ConstantFill", [](OpRun& r) {
     std::optional<TensorSpec> like;
     if (r.has_input(0)) like = TensorSpec{r.input(0).dtype(), r.input(0).shape()};
     const TensorSpec s = fill_spec(r.def(), r.args(), like);
@@ -215,7 +215,7 @@ void register_utility_operators() {
         }
         return TensorSpecs{first};
       });
-  add_cpu_operator("Sum", [](OpRun& r) {
+  add_host_operator("Sum", [](OpRun& r) {
     const Tensor& first = r.input(0);
     Tensor sum = Tensor::copy_of(first);
     for (std::size_t i = 1; i < r.input_count(); ++i) {
