@@ -1,10 +1,10 @@
 // The CUDA kernels' per-row arithmetic (reference/rows.h) on the CPU,
-// against the scalar reference. With Solo (the class-first kernels' thread
-// per position) the rows add in the reference's order, so every output is
-// bitwise the reference's. With an emulated warp (32 threads sharing each
-// row through xor butterflies, as the class-last kernels' warps do) the
-// sums add in another order: outputs within float rounding of the
-// reference, and the same bits on every lane and every run.
+// against the scalar reference. With Solo (a thread per position) the rows
+// add in the reference's order, so every output is bitwise the reference's.
+// With an emulated warp (32 threads sharing each row through xor
+// butterflies) or block (256 threads and a fixed tree), as the class-last
+// kernels share rows, the sums add in another order: outputs within float
+// rounding of the reference, and the same bits on every lane.
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -23,71 +23,89 @@
 namespace spatialsoftmax::core {
 namespace {
 
-constexpr int kLanes = 32;
+constexpr int kWarpLanes = 32;
+constexpr int kBlockThreads = 256;
 
-// A warp of std::threads: each reduction writes the lane's value, waits for
-// every lane, and combines the 32 values in the butterfly order of
-// src/cuda/group.cuh (lane l takes op(v[l], v[l ^ offset]) for offset 16,
-// 8, 4, 2, 1).
-class Warp {
+// The threads of a CUDA warp or block as std::threads: each reduction writes
+// the lane's value, waits for every lane, and combines the values in the
+// order of src/cuda: a warp's xor butterfly (group.cuh: lane l takes
+// op(v[l], v[l ^ offset]) for offset 16, ..., 1) or a block's tree
+// (launch.cuh's block_reduce: slot t takes op(v[t], v[t + w]) for w = 128,
+// ..., 1, and every thread reads slot 0).
+class Team {
  public:
+  Team(int lanes, bool tree) : lanes_(lanes), tree_(tree), sync_(lanes), slots_(lanes) {}
+  int lanes() const { return lanes_; }
+
   template <class T, class Op>
   T all_reduce(int lane, T v, Op op) {
     slots_[lane] = static_cast<double>(v);  // exact for float and double
     sync_.arrive_and_wait();
-    T values[kLanes];
-    for (int l = 0; l < kLanes; ++l) values[l] = static_cast<T>(slots_[l]);
-    for (int offset = kLanes / 2; offset > 0; offset /= 2) {
-      T next[kLanes];
-      for (int l = 0; l < kLanes; ++l) next[l] = op(values[l], values[l ^ offset]);
-      std::memcpy(values, next, sizeof(values));
+    std::vector<T> values(static_cast<std::size_t>(lanes_));
+    for (int l = 0; l < lanes_; ++l) values[l] = static_cast<T>(slots_[l]);
+    if (tree_) {
+      for (int width = lanes_ / 2; width > 0; width /= 2)
+        for (int t = 0; t < width; ++t) values[t] = op(values[t], values[t + width]);
+    } else {
+      for (int offset = lanes_ / 2; offset > 0; offset /= 2) {
+        std::vector<T> next(values.size());
+        for (int l = 0; l < lanes_; ++l) next[l] = op(values[l], values[l ^ offset]);
+        values.swap(next);
+      }
     }
     sync_.arrive_and_wait();  // every lane has read the slots
-    return values[lane];
+    return values[tree_ ? 0 : lane];
   }
-  // __syncwarp: every lane gets here before any goes on.
+  // __syncwarp / __syncthreads: every lane gets here before any goes on.
   void barrier() { sync_.arrive_and_wait(); }
 
  private:
-  std::barrier<> sync_{kLanes};
-  double slots_[kLanes] = {};
+  int lanes_;
+  bool tree_;
+  std::barrier<> sync_;
+  std::vector<double> slots_;
 };
 
 struct Lane {
   std::int64_t first = 0;
-  std::int64_t step = kLanes;
-  Warp* warp = nullptr;
+  std::int64_t step = kWarpLanes;
+  Team* team = nullptr;
   template <class T>
   T max(T v) const {
-    return warp->all_reduce(static_cast<int>(first), v,
+    return team->all_reduce(static_cast<int>(first), v,
                             [](T a, T b) { return rows::max_keep_nan(a, b); });
   }
   template <class T>
   T sum(T v) const {
-    return warp->all_reduce(static_cast<int>(first), v, std::plus<T>());
+    return team->all_reduce(static_cast<int>(first), v, std::plus<T>());
   }
-  void sync() const { warp->barrier(); }
+  void sync() const { team->barrier(); }
 };
 
-// row(i, group) for every position: one thread (Solo) or 32 lanes. Returns
-// lane 0's results.
+// Who shares a row: one thread, a warp's 32 lanes, or a block's 256 threads.
+enum class Sharing { kSolo, kWarp, kBlock };
+
+// row(i, group) for every position. Returns the results of lane 0, after
+// checking that every lane returned the same bits.
 template <class Row>
-std::vector<double> each_row(std::int64_t positions, bool warp, Row row) {
+std::vector<double> each_row(std::int64_t positions, Sharing sharing, Row row) {
   std::vector<double> out(static_cast<std::size_t>(positions));
-  if (!warp) {
+  if (sharing == Sharing::kSolo) {
     for (std::int64_t i = 0; i < positions; ++i) out[i] = row(i, rows::Solo{});
     return out;
   }
-  Warp team;
-  std::vector<std::vector<double>> per_lane(kLanes, std::vector<double>(out.size()));
-  std::vector<std::thread> lanes;
-  for (int l = 0; l < kLanes; ++l) {
-    lanes.emplace_back([&, l] {
-      for (std::int64_t i = 0; i < positions; ++i) per_lane[l][i] = row(i, Lane{l, kLanes, &team});
+  const bool block = sharing == Sharing::kBlock;
+  Team team(block ? kBlockThreads : kWarpLanes, block);
+  const int lanes = team.lanes();
+  std::vector<std::vector<double>> per_lane(lanes, std::vector<double>(out.size()));
+  std::vector<std::thread> threads;
+  for (int l = 0; l < lanes; ++l) {
+    threads.emplace_back([&, l] {
+      for (std::int64_t i = 0; i < positions; ++i) per_lane[l][i] = row(i, Lane{l, lanes, &team});
     });
   }
-  for (std::thread& t : lanes) t.join();
-  for (int l = 1; l < kLanes; ++l) {
+  for (std::thread& t : threads) t.join();
+  for (int l = 1; l < lanes; ++l) {
     for (std::size_t i = 0; i < out.size(); ++i) {
       EXPECT_EQ(std::memcmp(&per_lane[l][i], &per_lane[0][i], sizeof(double)), 0)
           << "lane " << l << " position " << i << ": the lanes disagree on a reduction";
@@ -169,9 +187,13 @@ void expect_near_all(const std::vector<T>& got, const std::vector<T>& want, bool
   }
 }
 
+const char* sharing_name(Sharing s) {
+  return s == Sharing::kSolo ? " solo" : s == Sharing::kWarp ? " warp" : " block";
+}
+
 template <class T>
-void check_cross_entropy(const Case& k, bool warp) {
-  SCOPED_TRACE(k.describe() + (warp ? " warp" : " solo"));
+void check_cross_entropy(const Case& k, Sharing sharing) {
+  SCOPED_TRACE(k.describe() + sharing_name(sharing));
   std::mt19937_64 rng(k.seed);
   std::uniform_real_distribution<double> logit(-6, 6), unit(0, 1);
   const Geometry g{k.batch, k.classes, k.pixels, k.class_last};
@@ -229,12 +251,12 @@ void check_cross_entropy(const Case& k, bool warp) {
   CrossEntropyProblem<T> row = pb;
   got.point(row, k, E, M);
   row.loss_sum = nullptr;
-  const std::vector<double> losses = each_row(M, warp, [&](std::int64_t i, auto group) {
+  const std::vector<double> losses = each_row(M, sharing, [&](std::int64_t i, auto group) {
     return static_cast<double>(rows::cross_entropy_row(row, i, row.grad_loss_scale, group));
   });
   for (double l : losses) got.loss_sum += l;
 
-  const bool bitwise = !warp;
+  const bool bitwise = sharing == Sharing::kSolo;
   expect_near_all(got.loss_map, want.loss_map, bitwise, "loss map");
   expect_near_all(got.prob, want.prob, bitwise, "P");
   expect_near_all(got.log_prob, want.log_prob, bitwise, "logP");
@@ -303,25 +325,33 @@ std::vector<Case> cross_entropy_cases() {
 
 TEST(Rows, CrossEntropySoloIsTheReferenceBitwise) {
   for (const Case& k : cross_entropy_cases()) {
-    check_cross_entropy<float>(k, false);
-    check_cross_entropy<double>(k, false);
+    check_cross_entropy<float>(k, Sharing::kSolo);
+    check_cross_entropy<double>(k, Sharing::kSolo);
   }
 }
 
 TEST(Rows, CrossEntropyWarpMatchesTheReference) {
   for (const Case& k : cross_entropy_cases()) {
-    if (k.batch * k.pixels > 64) continue;
-    check_cross_entropy<float>(k, true);
-    check_cross_entropy<double>(k, true);
+    check_cross_entropy<float>(k, Sharing::kWarp);
+    check_cross_entropy<double>(k, Sharing::kWarp);
+  }
+}
+
+// A block shares the rows of class-last problems beyond 1024 classes
+// (group.cuh); its tree is checked here on rows of 33 and 70.
+TEST(Rows, CrossEntropyBlockMatchesTheReference) {
+  for (const Case& k : cross_entropy_cases()) {
+    if (!k.class_last || k.classes < 33) continue;
+    check_cross_entropy<float>(k, Sharing::kBlock);
   }
 }
 
 template <class T>
-void check_kl_div(std::int64_t classes, bool class_last, bool log_target, bool grad_map, bool warp,
-                  std::uint64_t seed) {
+void check_kl_div(std::int64_t classes, bool class_last, bool log_target, bool grad_map,
+                  Sharing sharing, std::uint64_t seed) {
   SCOPED_TRACE("C " + std::to_string(classes) + (class_last ? " class-last" : " class-first") +
                (log_target ? " log_target" : "") + (grad_map ? " grad map" : "") +
-               (warp ? " warp" : " solo"));
+               sharing_name(sharing));
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> logit(-5, 5), unit(0, 1);
   const Geometry g{2, classes, 5, class_last};
@@ -348,13 +378,13 @@ void check_kl_div(std::int64_t classes, bool class_last, bool log_target, bool g
   KlDivProblem<T> row = pb;
   row.out_map = got_map.data();
   row.grad_logits = got_dx.data();
-  const std::vector<double> sums = each_row(g.positions(), warp, [&](std::int64_t i, auto group) {
-    return rows::kl_div_row(row, i, row.grad_scale, group);
-  });
+  const std::vector<double> sums = each_row(
+      g.positions(), sharing,
+      [&](std::int64_t i, auto group) { return rows::kl_div_row(row, i, row.grad_scale, group); });
   double got_sum = 0;
   for (double s : sums) got_sum += s;
-  expect_near_all(got_map, want_map, !warp, "KL map");
-  expect_near_all(got_dx, want_dx, !warp, "dX");
+  expect_near_all(got_map, want_map, sharing == Sharing::kSolo, "KL map");
+  expect_near_all(got_dx, want_dx, sharing == Sharing::kSolo, "dX");
   // The reference adds every element into one sum; a row's partial sum
   // first, then the rows: another order even on one thread.
   expect_near_all(std::vector<double>{got_sum}, std::vector<double>{want_sum}, false, "sum",
@@ -367,9 +397,10 @@ TEST(Rows, KlDivMatchesTheReference) {
     for (bool class_last : {false, true}) {
       for (bool log_target : {false, true}) {
         for (bool grad_map : {false, true}) {
-          for (bool warp : {false, true}) {
-            check_kl_div<float>(classes, class_last, log_target, grad_map, warp, seed);
-            check_kl_div<double>(classes, class_last, log_target, grad_map, warp, seed++);
+          for (Sharing sharing : {Sharing::kSolo, Sharing::kWarp, Sharing::kBlock}) {
+            if (sharing == Sharing::kBlock && (classes < 32 || !class_last)) continue;
+            check_kl_div<float>(classes, class_last, log_target, grad_map, sharing, seed);
+            check_kl_div<double>(classes, class_last, log_target, grad_map, sharing, seed++);
           }
         }
       }
@@ -378,10 +409,10 @@ TEST(Rows, KlDivMatchesTheReference) {
 }
 
 template <class T>
-void check_prob_minus_target(std::int64_t classes, bool class_last, bool soft, bool warp,
+void check_prob_minus_target(std::int64_t classes, bool class_last, bool soft, Sharing sharing,
                              std::uint64_t seed) {
   SCOPED_TRACE("C " + std::to_string(classes) + (class_last ? " class-last" : " class-first") +
-               (soft ? " soft" : " labels") + (warp ? " warp" : " solo"));
+               (soft ? " soft" : " labels") + sharing_name(sharing));
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> unit(0, 1);
   const Geometry g{3, classes, 4, class_last};
@@ -408,7 +439,7 @@ void check_prob_minus_target(std::int64_t classes, bool class_last, bool soft, b
   reference::prob_minus_target(ref);
   ProbMinusTargetProblem<T> row = pb;
   row.grad_logits = got.data();
-  each_row(M, warp, [&](std::int64_t i, auto group) {
+  each_row(M, sharing, [&](std::int64_t i, auto group) {
     rows::prob_minus_target_row(row, i, row.coef, group);
     return 0.0;
   });
@@ -420,9 +451,10 @@ TEST(Rows, ProbMinusTargetIsTheReferenceBitwise) {
   for (std::int64_t classes : {1, 4, 33}) {
     for (bool class_last : {false, true}) {
       for (bool soft : {false, true}) {
-        for (bool warp : {false, true}) {
-          check_prob_minus_target<float>(classes, class_last, soft, warp, seed);
-          check_prob_minus_target<double>(classes, class_last, soft, warp, seed++);
+        for (Sharing sharing : {Sharing::kSolo, Sharing::kWarp, Sharing::kBlock}) {
+          if (sharing == Sharing::kBlock && (classes < 32 || !class_last)) continue;
+          check_prob_minus_target<float>(classes, class_last, soft, sharing, seed);
+          check_prob_minus_target<double>(classes, class_last, soft, sharing, seed++);
         }
       }
     }
@@ -453,9 +485,9 @@ TEST(Rows, ABadLabelIsReadAsIgnored) {
 // before the lane owning it overwrites it (Group::sync), so the result is
 // the out-of-place one.
 TEST(Rows, CrossEntropyInPlaceOverTheLogits) {
-  for (bool warp : {false, true}) {
-    for (std::int64_t classes : {3, 40}) {
-      SCOPED_TRACE(std::string(warp ? "warp" : "solo") + " C " + std::to_string(classes));
+  for (Sharing sharing : {Sharing::kSolo, Sharing::kWarp, Sharing::kBlock}) {
+    for (std::int64_t classes : {3, 40, 300}) {
+      SCOPED_TRACE(std::string(sharing_name(sharing)) + " C " + std::to_string(classes));
       const Geometry g{2, classes, 3, true};
       std::mt19937_64 rng(classes);
       std::uniform_real_distribution<double> logit(-4, 4);
@@ -476,10 +508,10 @@ TEST(Rows, CrossEntropyInPlaceOverTheLogits) {
       CrossEntropyProblem<double> row = pb;
       row.logits = over.data();
       row.grad_logits = over.data();
-      each_row(g.positions(), warp, [&](std::int64_t i, auto group) {
+      each_row(g.positions(), sharing, [&](std::int64_t i, auto group) {
         return rows::cross_entropy_row(row, i, row.grad_loss_scale, group);
       });
-      expect_near_all(over, want, !warp, "dX over X");
+      expect_near_all(over, want, sharing == Sharing::kSolo, "dX over X");
     }
   }
 }
@@ -493,7 +525,7 @@ TEST(Rows, MaxKeepsNaNInEveryOrder) {
   EXPECT_EQ(rows::max_keep_nan(2.0, -3.0), 2.0);
   std::vector<double> row(40, 0.0);
   row[37] = nan;
-  const std::vector<double> maxima = each_row(1, true, [&](std::int64_t, auto group) {
+  const std::vector<double> maxima = each_row(1, Sharing::kWarp, [&](std::int64_t, auto group) {
     return rows::row_softmax(row.data(), 1, 40, group).max;
   });
   EXPECT_TRUE(std::isnan(maxima[0]));

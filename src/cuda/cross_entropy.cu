@@ -11,13 +11,13 @@
 namespace spatialsoftmax::cuda {
 namespace {
 
-template <class T, bool kWarpRows>
+template <class T, RowMapping kMapping>
 __global__ void cross_entropy_kernel(core::CrossEntropyProblem<T> pb, core::DeviceScalars<T> s,
                                      Denominator d, double* partials) {
   const T scale = pb.grad_logits ? grad_factor(s, d) : T(0);
   const std::int64_t positions = pb.geom.positions();
   double loss = 0;
-  for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool lead) {
+  for_this_row<kMapping>(positions, [&](std::int64_t i, auto group, bool lead) {
     const T l = core::rows::cross_entropy_row(pb, i, scale, group);
     if (lead) loss += static_cast<double>(l);
   });
@@ -50,18 +50,14 @@ void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext
   pb.device = nullptr;
   pb.label_check = nullptr;
   pb.loss_sum = nullptr;
-  const unsigned blocks = row_blocks(g);
+  const unsigned blocks = row_grid(g);
   const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
   double* sums = s.loss ? partials.at<double>(0) : nullptr;
-  if (blocks == 0) {
-    // No positions: only the checks and the scalar.
-  } else if (g.class_last) {
-    cross_entropy_kernel<T, true>
-        <<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
-  } else {
-    cross_entropy_kernel<T, false>
-        <<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
-  }
+  // No positions: only the checks and the scalar.
+  launch_rows(g, [&](auto mapping, unsigned grid) {
+    cross_entropy_kernel<T, decltype(mapping)::value>
+        <<<grid, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
+  });
   check_launch(op);
   if (s.loss) {
     finish_loss_kernel<T>

@@ -1,10 +1,12 @@
-// A warp sharing one class row (the Group of reference/rows.h): lane l
-// takes classes l, l + 32, ...; max and sum are xor butterflies, so every
-// lane ends with the same bits (each step adds the same two values, in
-// either order).
+// The groups that share one class row (the Group of reference/rows.h) and
+// who computes which position. A warp: lane l takes classes l, l + 32, ...,
+// max and sum are xor butterflies, so every lane ends with the same bits
+// (each step adds the same two values, in either order). A block: thread t
+// takes classes t, t + 256, ..., reductions are block_reduce's fixed tree.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/launch.cuh"
 #include "reference/rows.h"
@@ -31,19 +33,49 @@ struct Warp {
   __device__ void sync() const { __syncwarp(); }
 };
 
-// Who computes which positions: a thread each class-first (kWarpRows false),
-// a warp each class-last, in a grid-stride loop over a grid of at most
-// kMaxRowBlocks blocks (so that no size overflows the grid). Calls
-// f(i, group, lead) for each of this thread's positions i in turn; `lead`
-// marks the one thread of the group that holds per-position results.
+struct BlockRow {
+  std::int64_t first = 0;  // the thread
+  std::int64_t step = kThreads;
+
+  template <class T>
+  __device__ T max(T v) const {
+    return block_reduce(v, [](T a, T b) { return core::rows::max_keep_nan(a, b); });
+  }
+  template <class T>
+  __device__ T sum(T v) const {
+    return block_reduce(v, [](T a, T b) { return a + b; });
+  }
+  __device__ void sync() const { __syncthreads(); }
+};
+
+// How positions map onto threads. Class-first rows are strided by the
+// pixels, and neighbouring positions are neighbours in memory: a thread
+// each. Class-last rows are contiguous: short ones (C <= 32) a thread each
+// too (a warp reads 32 neighbouring rows), longer ones a warp each, and rows
+// beyond 1024 classes a block each, so that a row's re-reads stay in cache
+// and the reductions have 256 threads.
+enum class RowMapping { kThread, kWarp, kBlock };
+
+inline RowMapping row_mapping(const core::Geometry& g) {
+  if (!g.class_last || g.classes <= kWarp) return RowMapping::kThread;
+  return g.classes <= 1024 ? RowMapping::kWarp : RowMapping::kBlock;
+}
+
+// At most this many blocks: the loops below stride over the rest, so no
+// size overflows the grid.
 constexpr std::int64_t kMaxRowBlocks = std::int64_t{1} << 20;
 
-template <bool kWarpRows, class F>
+// Calls f(i, group, lead) for each of this thread's positions i in turn (a
+// grid-stride loop); `lead` marks the one thread of the group that holds
+// per-position results. Every thread of a group reaches the same calls.
+template <RowMapping kMapping, class F>
 __device__ void for_this_row(std::int64_t positions, F&& f) {
-  if constexpr (kWarpRows) {
+  if constexpr (kMapping == RowMapping::kBlock) {
+    for (std::int64_t i = blockIdx.x; i < positions; i += gridDim.x)
+      f(i, BlockRow{threadIdx.x}, threadIdx.x == 0);
+  } else if constexpr (kMapping == RowMapping::kWarp) {
     const int lane = static_cast<int>(threadIdx.x % kWarp);
     const std::int64_t step = std::int64_t{gridDim.x} * kWarpsPerBlock;
-    // i is the same for the whole warp.
     for (std::int64_t i = blockIdx.x * std::int64_t{kWarpsPerBlock} + threadIdx.x / kWarp;
          i < positions; i += step) {
       f(i, Warp{lane}, lane == 0);
@@ -57,12 +89,34 @@ __device__ void for_this_row(std::int64_t positions, F&& f) {
   }
 }
 
-// The blocks for_this_row runs on for a problem's positions; 0 for none (a
-// launcher launches nothing then).
-inline unsigned row_blocks(const core::Geometry& g) {
-  const std::int64_t per_block = g.class_last ? kWarpsPerBlock : kThreads;
-  const std::int64_t blocks = (g.positions() + per_block - 1) / per_block;
-  return static_cast<unsigned>(blocks < kMaxRowBlocks ? blocks : kMaxRowBlocks);
+// The grid of a row kernel (0 for no positions).
+inline unsigned row_grid(const core::Geometry& g) {
+  const RowMapping mapping = row_mapping(g);
+  const std::int64_t per_block = mapping == RowMapping::kBlock  ? 1
+                                 : mapping == RowMapping::kWarp ? kWarpsPerBlock
+                                                                : kThreads;
+  const std::int64_t needed = (g.positions() + per_block - 1) / per_block;
+  return static_cast<unsigned>(needed < kMaxRowBlocks ? needed : kMaxRowBlocks);
+}
+
+// Launches a row kernel: launch(mapping, blocks) with the mapping as a
+// compile-time constant (std::integral_constant) and row_grid's size, or
+// nothing when there are no positions.
+template <class Launch>
+void launch_rows(const core::Geometry& g, Launch&& launch) {
+  const unsigned blocks = row_grid(g);
+  if (blocks == 0) return;
+  switch (row_mapping(g)) {
+    case RowMapping::kThread:
+      launch(std::integral_constant<RowMapping, RowMapping::kThread>{}, blocks);
+      break;
+    case RowMapping::kWarp:
+      launch(std::integral_constant<RowMapping, RowMapping::kWarp>{}, blocks);
+      break;
+    case RowMapping::kBlock:
+      launch(std::integral_constant<RowMapping, RowMapping::kBlock>{}, blocks);
+      break;
+  }
 }
 
 }  // namespace spatialsoftmax::cuda

@@ -9,13 +9,13 @@
 namespace spatialsoftmax::cuda {
 namespace {
 
-template <class T, bool kWarpRows>
+template <class T, RowMapping kMapping>
 __global__ void kl_div_kernel(core::KlDivProblem<T> pb, core::DeviceScalars<T> s, Denominator d,
                               double* partials) {
   const T scale = pb.grad_logits ? grad_factor(s, d) : T(0);
   const std::int64_t positions = pb.geom.positions();
   double sum = 0;
-  for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool lead) {
+  for_this_row<kMapping>(positions, [&](std::int64_t i, auto group, bool lead) {
     const double row = core::rows::kl_div_row(pb, i, scale, group);
     if (lead) sum += row;
   });
@@ -38,16 +38,12 @@ void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& context) {
   core::KlDivProblem<T> pb = p;
   pb.device = nullptr;
   pb.out_sum = nullptr;
-  const unsigned blocks = row_blocks(g);
+  const unsigned blocks = row_grid(g);
   const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
   double* sums = s.loss ? partials.at<double>(0) : nullptr;
-  if (blocks == 0) {
-    // No positions: only the checks and the scalar.
-  } else if (g.class_last) {
-    kl_div_kernel<T, true><<<blocks, kThreads, 0, stream>>>(pb, s, d, sums);
-  } else {
-    kl_div_kernel<T, false><<<blocks, kThreads, 0, stream>>>(pb, s, d, sums);
-  }
+  launch_rows(g, [&](auto mapping, unsigned grid) {
+    kl_div_kernel<T, decltype(mapping)::value><<<grid, kThreads, 0, stream>>>(pb, s, d, sums);
+  });
   check_launch(op);
   if (s.loss) {
     finish_loss_kernel<T><<<1, kThreads, 0, stream>>>(sums, blocks, d, s.loss_rule, s.loss);

@@ -66,37 +66,34 @@ class Workspace {
   cudaStream_t stream_;
 };
 
-// The sum of one double per thread of the block, in a fixed tree order;
-// every thread gets it. All threads of the block must call it.
-__device__ inline double block_sum(double v) {
+// op over one T per thread of the block, in a fixed tree order (thread t
+// takes op(v[t], v[t + w]) for w = kThreads/2, ..., 1), so the bits depend on
+// the values alone; every thread gets the result. The slots hold T widened to
+// double (exact) and op works in T. All threads of the block must call it.
+template <class T, class Op>
+__device__ T block_reduce(T v, Op op) {
   __shared__ double slots[kThreads];
-  slots[threadIdx.x] = v;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (static_cast<int>(threadIdx.x) < width) slots[threadIdx.x] += slots[threadIdx.x + width];
-    __syncthreads();
-  }
-  const double total = slots[0];
-  __syncthreads();  // before a next call overwrites the slots
-  return total;
-}
-
-// The max of one double per thread of the block, keeping a NaN (a max is
-// exact: any order gives the same bits); every thread gets it.
-__device__ inline double block_max(double v) {
-  __shared__ double slots[kThreads];
-  slots[threadIdx.x] = v;
+  slots[threadIdx.x] = static_cast<double>(v);
   __syncthreads();
   for (int width = kThreads / 2; width > 0; width /= 2) {
     if (static_cast<int>(threadIdx.x) < width) {
-      const double other = slots[threadIdx.x + width];
-      if (other > slots[threadIdx.x] || other != other) slots[threadIdx.x] = other;
+      slots[threadIdx.x] = static_cast<double>(
+          op(static_cast<T>(slots[threadIdx.x]), static_cast<T>(slots[threadIdx.x + width])));
     }
     __syncthreads();
   }
-  const double result = slots[0];
-  __syncthreads();
+  const T result = static_cast<T>(slots[0]);
+  __syncthreads();  // before a next call overwrites the slots
   return result;
+}
+
+__device__ inline double block_sum(double v) {
+  return block_reduce(v, [](double a, double b) { return a + b; });
+}
+
+// The max, keeping a NaN (a max is exact: any order gives the same bits).
+__device__ inline double block_max(double v) {
+  return block_reduce(v, [](double a, double b) { return (b > a || b != b) ? b : a; });
 }
 
 // The sum of partials[k * stride] for k in [0, count), by one block: each

@@ -9,12 +9,12 @@
 namespace spatialsoftmax::cuda {
 namespace {
 
-template <class T, bool kWarpRows>
+template <class T, RowMapping kMapping>
 __global__ void prob_minus_target_kernel(core::ProbMinusTargetProblem<T> pb,
                                          core::DeviceScalars<T> s, Denominator d) {
   const T coef = grad_factor(s, d);
   const std::int64_t positions = pb.geom.positions();
-  for_this_row<kWarpRows>(positions, [&](std::int64_t i, auto group, bool) {
+  for_this_row<kMapping>(positions, [&](std::int64_t i, auto group, bool) {
     core::rows::prob_minus_target_row(pb, i, coef, group);
   });
 }
@@ -38,14 +38,10 @@ void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const Execution
   const Checked checked = run_checks(in, s, stream, op);
   core::ProbMinusTargetProblem<T> pb = p;
   pb.device = nullptr;
-  const unsigned blocks = row_blocks(g);
-  if (blocks == 0) {
-    // No positions: only the checks and the scalar.
-  } else if (g.class_last) {
-    prob_minus_target_kernel<T, true><<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator);
-  } else {
-    prob_minus_target_kernel<T, false><<<blocks, kThreads, 0, stream>>>(pb, s, checked.denominator);
-  }
+  launch_rows(g, [&](auto mapping, unsigned grid) {
+    prob_minus_target_kernel<T, decltype(mapping)::value>
+        <<<grid, kThreads, 0, stream>>>(pb, s, checked.denominator);
+  });
   check_launch(op);
 }
 

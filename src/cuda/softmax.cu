@@ -9,10 +9,10 @@
 namespace spatialsoftmax::cuda {
 namespace {
 
-template <class T, bool kWarpRows>
+template <class T, RowMapping kMapping>
 __global__ void softmax_kernel(core::SoftmaxProblem<T> p) {
   const core::Geometry& g = p.geom;
-  for_this_row<kWarpRows>(g.positions(), [&](std::int64_t i, auto group, bool lead) {
+  for_this_row<kMapping>(g.positions(), [&](std::int64_t i, auto group, bool lead) {
     const std::int64_t b = g.base(i), cs = g.class_stride();
     const T* x = p.logits + b;
     const core::rows::RowSoftmax<T> sm = core::rows::row_softmax(x, cs, g.classes, group);
@@ -32,10 +32,10 @@ __global__ void softmax_kernel(core::SoftmaxProblem<T> p) {
 
 // dX from the output y and its upstream gradient: from softmax
 // dX = p (g - sum p g); from log_softmax dX = g - exp(logp) sum g.
-template <class T, bool kWarpRows>
+template <class T, RowMapping kMapping>
 __global__ void softmax_backward_kernel(core::SoftmaxBackwardProblem<T> p) {
   const core::Geometry& g = p.geom;
-  for_this_row<kWarpRows>(g.positions(), [&](std::int64_t i, auto group, bool) {
+  for_this_row<kMapping>(g.positions(), [&](std::int64_t i, auto group, bool) {
     const std::int64_t b = g.base(i), cs = g.class_stride();
     const T* y = p.output + b;
     const T* gy = p.grad_output + b;
@@ -56,24 +56,18 @@ __global__ void softmax_backward_kernel(core::SoftmaxBackwardProblem<T> p) {
 template <class T>
 void softmax(const core::SoftmaxProblem<T>& p, const ExecutionContext& context) {
   const cudaStream_t stream = stream_of(context);
-  if (row_blocks(p.geom) == 0) return;
-  if (p.geom.class_last) {
-    softmax_kernel<T, true><<<row_blocks(p.geom), kThreads, 0, stream>>>(p);
-  } else {
-    softmax_kernel<T, false><<<row_blocks(p.geom), kThreads, 0, stream>>>(p);
-  }
+  launch_rows(p.geom, [&](auto mapping, unsigned grid) {
+    softmax_kernel<T, decltype(mapping)::value><<<grid, kThreads, 0, stream>>>(p);
+  });
   check_launch("softmax");
 }
 
 template <class T>
 void softmax_backward(const core::SoftmaxBackwardProblem<T>& p, const ExecutionContext& context) {
   const cudaStream_t stream = stream_of(context);
-  if (row_blocks(p.geom) == 0) return;
-  if (p.geom.class_last) {
-    softmax_backward_kernel<T, true><<<row_blocks(p.geom), kThreads, 0, stream>>>(p);
-  } else {
-    softmax_backward_kernel<T, false><<<row_blocks(p.geom), kThreads, 0, stream>>>(p);
-  }
+  launch_rows(p.geom, [&](auto mapping, unsigned grid) {
+    softmax_backward_kernel<T, decltype(mapping)::value><<<grid, kThreads, 0, stream>>>(p);
+  });
   check_launch("softmax_backward");
 }
 
