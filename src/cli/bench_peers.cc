@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iomanip>
@@ -94,10 +95,17 @@ bool run_peer(const std::string& name, const std::string& command, std::vector<j
   return true;
 }
 
-// The Python of the peers: --python, else the source tree's .venv-peers.
+// The Python of the peers: --python (a path, or a name looked up on PATH),
+// else the source tree's .venv-peers.
 fs::path peers_python(const BenchOptions& o) {
-  return o.python.empty() ? fs::path(SPATIALSOFTMAX_SOURCE_DIR) / ".venv-peers/bin/python"
-                          : fs::path(o.python);
+  if (o.python.empty()) return fs::path(SPATIALSOFTMAX_SOURCE_DIR) / ".venv-peers/bin/python";
+  const fs::path given(o.python);
+  if (given.has_parent_path() || fs::exists(given)) return given;
+  const char* path = std::getenv("PATH");
+  for (const std::string& dir : split(path ? path : "", ':')) {
+    if (fs::exists(fs::path(dir) / given)) return fs::path(dir) / given;
+  }
+  return given;
 }
 
 fs::path peers_dir(const BenchOptions& o) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/launch.cuh"
 #include "reference/problems.h"
@@ -32,6 +33,27 @@ struct CheckInputs {
   const T* pixel_weight = nullptr;
 };
 
+// A loss problem's device scalars (the API attaches them to every device
+// problem) and what its labels' and weights' checks read.
+template <class Problem>
+const auto& device_scalars(const Problem& p, const char* op) {
+  if (!p.device)
+    throw Error(std::string("cuda backend: a ") + op + " problem without device scalars");
+  return *p.device;
+}
+template <class T, class Problem>
+CheckInputs<T> check_inputs_of(const Problem& p, const T* class_weight) {
+  CheckInputs<T> in;
+  in.labels = p.target_probs ? core::Labels{} : p.labels;
+  in.count = p.geom.positions();
+  in.classes = p.geom.classes;
+  in.has_ignore_index = p.has_ignore_index;
+  in.ignore_index = p.ignore_index;
+  in.class_weight = class_weight;
+  in.pixel_weight = p.pixel_weight;
+  return in;
+}
+
 struct Checked {
   Workspace workspace;  // holds the device denominator until the caller's kernels are queued
   Denominator denominator;
@@ -48,6 +70,14 @@ template <class T>
 __device__ inline T grad_factor(const core::DeviceScalars<T>& s, const Denominator& d) {
   const double g = s.grad ? static_cast<double>(*s.grad) : s.grad_constant;
   return static_cast<T>(core::finish_grad(s.grad_rule, g, d.value()));
+}
+
+// The block's sum of one double per thread, into partials[blockIdx.x] (a
+// row kernel's share of the loss sum); nothing if partials is null.
+__device__ inline void write_block_partial(double* partials, double value) {
+  if (!partials) return;
+  const double block = block_sum(value);
+  if (threadIdx.x == 0) partials[blockIdx.x] = block;
 }
 
 // The scalar loss, finish_loss of the sum of `count` per-block partials;

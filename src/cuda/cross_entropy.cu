@@ -21,10 +21,7 @@ __global__ void cross_entropy_kernel(core::CrossEntropyProblem<T> pb, core::Devi
     const T l = core::rows::cross_entropy_row(pb, i, scale, group);
     if (lead) loss += static_cast<double>(l);
   });
-  if (partials) {
-    const double block = block_sum(loss);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block;
-  }
+  write_block_partial(partials, loss);
 }
 
 }  // namespace
@@ -32,18 +29,10 @@ __global__ void cross_entropy_kernel(core::CrossEntropyProblem<T> pb, core::Devi
 template <class T>
 void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext& context) {
   constexpr const char* op = "cross_entropy";
-  if (!p.device) throw Error("cuda backend: a cross_entropy problem without device scalars");
-  const core::DeviceScalars<T>& s = *p.device;
+  const core::DeviceScalars<T>& s = device_scalars(p, op);
   const core::Geometry& g = p.geom;
   const cudaStream_t stream = stream_of(context);
-  CheckInputs<T> in;
-  in.labels = p.target_probs ? core::Labels{} : p.labels;
-  in.count = g.positions();
-  in.classes = g.classes;
-  in.has_ignore_index = p.has_ignore_index;
-  in.ignore_index = p.ignore_index;
-  in.class_weight = p.class_weight;
-  in.pixel_weight = p.pixel_weight;
+  const CheckInputs<T> in = check_inputs_of(p, p.class_weight);
   const Checked checked = run_checks(in, s, stream, op);
 
   core::CrossEntropyProblem<T> pb = p;  // the kernel's copy: device pointers only

@@ -19,10 +19,7 @@ __global__ void kl_div_kernel(core::KlDivProblem<T> pb, core::DeviceScalars<T> s
     const double row = core::rows::kl_div_row(pb, i, scale, group);
     if (lead) sum += row;
   });
-  if (partials) {
-    const double block = block_sum(sum);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block;
-  }
+  write_block_partial(partials, sum);
 }
 
 }  // namespace
@@ -30,8 +27,7 @@ __global__ void kl_div_kernel(core::KlDivProblem<T> pb, core::DeviceScalars<T> s
 template <class T>
 void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& context) {
   constexpr const char* op = "kl_div";
-  if (!p.device) throw Error("cuda backend: a kl_div problem without device scalars");
-  const core::DeviceScalars<T>& s = *p.device;
+  const core::DeviceScalars<T>& s = device_scalars(p, op);
   const core::Geometry& g = p.geom;
   const cudaStream_t stream = stream_of(context);
   const Denominator d{nullptr, s.denominator};  // KL's denominators are sizes

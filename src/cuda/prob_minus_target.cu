@@ -24,17 +24,10 @@ __global__ void prob_minus_target_kernel(core::ProbMinusTargetProblem<T> pb,
 template <class T>
 void prob_minus_target(const core::ProbMinusTargetProblem<T>& p, const ExecutionContext& context) {
   constexpr const char* op = "prob_minus_target";
-  if (!p.device) throw Error("cuda backend: a prob_minus_target problem without device scalars");
-  const core::DeviceScalars<T>& s = *p.device;
+  const core::DeviceScalars<T>& s = device_scalars(p, op);
   const core::Geometry& g = p.geom;
   const cudaStream_t stream = stream_of(context);
-  CheckInputs<T> in;
-  in.labels = p.target_probs ? core::Labels{} : p.labels;
-  in.count = g.positions();
-  in.classes = g.classes;
-  in.has_ignore_index = p.has_ignore_index;
-  in.ignore_index = p.ignore_index;
-  in.pixel_weight = p.pixel_weight;
+  const CheckInputs<T> in = check_inputs_of(p, static_cast<const T*>(nullptr));
   const Checked checked = run_checks(in, s, stream, op);
   core::ProbMinusTargetProblem<T> pb = p;
   pb.device = nullptr;
