@@ -645,11 +645,15 @@ TEST(Caffe2Errors, OrderOtherThanNCHW) {
   const Tensor p = probs(DType::kFloat32, {2, 3, 2, 2});
   const Tensor d = filled(DType::kFloat32, {}, 1);
   caffe2::SpatialSoftmaxWithLossArgs args;
-  args.order = "NHWC";
+  args.order = "NDHW";  // the spatial operators take NCHW or NHWC
   EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss(x, t, std::nullopt, args),
-                        {"order", "Only NCHW order is supported right now."});
+                        {"SpatialSoftmaxWithLoss: order = 'NDHW'", "expected NCHW or NHWC"});
   EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss_gradient(x, t, std::nullopt, p, d, args),
-                        {"order", "Only NCHW order is supported right now."});
+                        {"order = 'NDHW'", "expected NCHW or NHWC"});
+  // NHWC: X (N, H, W, D), so T must be X's first three dims.
+  args.order = "NHWC";
+  EXPECT_ERROR_MENTIONS(caffe2::spatial_softmax_with_loss(f32({2, 2, 3, 5}), t, std::nullopt, args),
+                        {"T", "shape", "(2, 2, 3)"});
   caffe2::SoftmaxWithLossArgs sargs;
   sargs.order = "NHWC";
   EXPECT_ERROR_MENTIONS(

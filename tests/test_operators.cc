@@ -142,14 +142,14 @@ TEST(SchemaValidation, MissingBlobName) {
                         {"Sum", "inputs 1", "expected a blob name"});
 }
 
-TEST(SchemaValidation, Caffe2OpsOnlyNchw) {
-  const std::vector<OperatorDef> defs = {
-      spatial_loss(),
-      make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
+// SoftmaxWithLoss takes NCHW only, as in Caffe2; the spatial operators NHWC
+// too (an extension).
+TEST(SchemaValidation, Caffe2OrderNchwAndNhwcForTheSpatialOps) {
+  const std::vector<OperatorDef> softmax_defs = {
       make_def("SoftmaxWithLoss", {"X", "T"}, {"P", "L"}),
       make_def("SoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
   };
-  for (OperatorDef def : defs) {
+  for (OperatorDef def : softmax_defs) {
     SCOPED_TRACE(def.type);
     EXPECT_NO_THROW(validate(def));
     def.set_arg("order", std::string("NHWC"));
@@ -157,8 +157,17 @@ TEST(SchemaValidation, Caffe2OpsOnlyNchw) {
                           {def.type, "'order'", "NHWC", "Only NCHW order is supported right now."});
     EXPECT_ERROR_MENTIONS(create_operator(def),
                           {def.type, "Only NCHW order is supported right now."});
+  }
+  const std::vector<OperatorDef> spatial_defs = {
+      spatial_loss(),
+      make_def("SpatialSoftmaxWithLossGradient", {"X", "T", "P", "dL"}, {"dX"}),
+  };
+  for (OperatorDef def : spatial_defs) {
+    SCOPED_TRACE(def.type);
+    def.set_arg("order", std::string("NHWC"));
+    EXPECT_NO_THROW(validate(def));
     def.set_arg("order", std::string("nchw"));
-    EXPECT_ERROR_MENTIONS(validate(def), {def.type, "Only NCHW order is supported right now."});
+    EXPECT_ERROR_MENTIONS(validate(def), {def.type, "'order'", "nchw", "expected NCHW or NHWC"});
   }
 }
 
@@ -834,9 +843,9 @@ TEST(InferOutputs, SpecCountMustMatchTheDef) {
   // Inference validates the def first.
   EXPECT_ERROR_MENTIONS(
       schema_of("SpatialSoftmaxWithLoss")
-          .infer_outputs(spatial_loss({"X", "T"}, {"P", "L"}, {{"order", std::string("NHWC")}}),
+          .infer_outputs(spatial_loss({"X", "T"}, {"P", "L"}, {{"order", std::string("NDHW")}}),
                          {S(f64, kX), S(i32, kMap)}),
-      {"Only NCHW order is supported right now."});
+      {"expected NCHW or NHWC"});
 }
 
 // infer_net through a forward-and-backward net: every blob the net produces

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "spatialsoftmax/options.h"
 #include "spatialsoftmax/tensor.h"
 
 namespace spatialsoftmax::caffe2 {
@@ -19,17 +20,25 @@ enum class Variant { kCpu, kCuda };
 // or cuda". The one parser of the word (operators, Python).
 Variant parse_variant(std::string_view text, std::string_view what);
 
+// Caffe2's `order`: "NCHW" (the class axis 1) or, where `nhwc` (the spatial
+// operators: an extension, Caffe2 refused it), "NHWC" (the class axis
+// last); anything else is an Error "<what> = '<text>': ...". The one
+// parser of the word (the functions, the operators).
+ClassAxis parse_order(std::string_view text, std::string_view what, bool nhwc);
+
 struct SpatialSoftmaxWithLossArgs {
-  float scale = 1.0f;          // >= 0
-  std::string order = "NCHW";  // Caffe2 supports only NCHW
+  float scale = 1.0f;  // >= 0
+  // "NCHW": X (N, D, H, W); "NHWC" (an extension): X (N, H, W, D), P in
+  // X's layout. T and the weights are (N, H, W) either way.
+  std::string order = "NCHW";
   Variant variant = Variant::kCpu;
 };
 
 struct SoftmaxWithLossArgs {
   float scale = 1.0f;
-  std::string order = "NCHW";
-  int label_prob = 0;  // 1: targets are probabilities (N, D)
-  int axis = 1;        // X is coerced to 2-D (N, D) at this axis
+  std::string order = "NCHW";  // only "NCHW", as in Caffe2 (the rows are given by `axis`)
+  int label_prob = 0;          // 1: targets are probabilities (N, D)
+  int axis = 1;                // X is coerced to 2-D (N, D) at this axis
   int average_by_batch_size = 0;
   Variant variant = Variant::kCpu;
 };

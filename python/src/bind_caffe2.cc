@@ -18,14 +18,15 @@ namespace {
 using nb::arg;
 namespace c2 = spatialsoftmax::caffe2;
 
-#define SPATIALSOFTMAX_C2_DOC                                                               \
-  "\n\nX (N, D, H, W) float, T (N, H, W) int32 with -1 = ignore, weight (N, H, W) one per " \
-  "pixel. scale >= 0 (the CPU variant's forward does not apply it, as in Caffe2); order "   \
-  "'NCHW' only; variant 'cpu' or 'cuda': whose semantics (docs/semantics.md 2.4)."
-#define SPATIALSOFTMAX_C2_SOFTMAX_DOC                                                        \
-  "\n\nX is coerced to 2-D (N, D) at `axis`; T (N,) int32 labels or, with label_prob = 1, "  \
-  "(N, D) probabilities; weight (N,); average_by_batch_size = 1 divides by N (CPU); scale, " \
-  "order and variant as for SpatialSoftmaxWithLoss."
+#define SPATIALSOFTMAX_C2_DOC                                                              \
+  "\n\nX (N, D, H, W) float ((N, H, W, D) with order 'NHWC', an extension), T (N, H, W) "  \
+  "int32 with -1 = ignore, weight (N, H, W) one per pixel. scale >= 0 (the CPU variant's " \
+  "forward does not apply it, as in Caffe2); order 'NCHW' or 'NHWC'; variant 'cpu' or "    \
+  "'cuda': whose semantics (docs/semantics.md 2.4)."
+#define SPATIALSOFTMAX_C2_SOFTMAX_DOC                                                       \
+  "\n\nX is coerced to 2-D (N, D) at `axis`; T (N,) int32 labels or, with label_prob = 1, " \
+  "(N, D) probabilities; weight (N,); average_by_batch_size = 1 divides by N (CPU); order " \
+  "'NCHW' only; scale and variant as for SpatialSoftmaxWithLoss."
 
 struct PyLossOutputs {
   nb::object prob, loss;

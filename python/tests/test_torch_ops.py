@@ -177,6 +177,29 @@ def test_spatial_softmax_with_loss_is_caffe2s_operator():
     torch.testing.assert_close(loss.double(), formula, rtol=1e-6, atol=1e-7)
 
 
+def test_spatial_softmax_with_loss_reads_channels_last_as_nhwc():
+    # Caffe2's order NHWC (our extension): channels_last X is read in place and gives the
+    # NCHW call's bits, with P and dX channels_last too.
+    x = make_logits((2, 19, 6, 7), dtype=torch.float32)
+    t = make_labels((2, 19, 6, 7), ignore_index=-1).int()
+    w = torch.rand(2, 6, 7)
+    xc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    xf = x.clone().requires_grad_()
+    (P_c, loss_c), (P_f, loss_f) = (sst.spatial_softmax_with_loss(z, t, w, 0.5) for z in (xc, xf))
+    assert P_c.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(P_c, P_f, rtol=0, atol=0)
+    torch.testing.assert_close(loss_c, loss_f, rtol=0, atol=0)
+    loss_c.backward()
+    loss_f.backward()
+    assert xc.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(xc.grad, xf.grad, rtol=0, atol=0)
+    nhwc = ss.caffe2.spatial_softmax_with_loss(
+        x.permute(0, 2, 3, 1).contiguous().numpy(), t.numpy(), w.numpy(), scale=0.5, order="NHWC"
+    )
+    torch.testing.assert_close(torch.from_numpy(nhwc.prob).permute(0, 3, 1, 2), P_f.detach(),
+                               rtol=0, atol=0)
+
+
 # --- gradcheck in float64 ----------------------------------------------------------------------
 
 GRADCHECK = {

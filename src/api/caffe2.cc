@@ -25,27 +25,28 @@ constexpr std::string_view kSpatialGrad = "SpatialSoftmaxWithLossGradient";
 constexpr std::string_view kSoftmax = "SoftmaxWithLoss";
 constexpr std::string_view kSoftmaxGrad = "SoftmaxWithLossGradient";
 
-void check_common_args(std::string_view op, float scale, const std::string& order) {
+// Returns the class axis `order` names (NHWC only for the spatial operators).
+ClassAxis check_common_args(std::string_view op, float scale, const std::string& order,
+                            bool spatial) {
   if (!(scale >= 0) || !std::isfinite(scale)) {
     fail(op, "scale", "= " + api::format_value(scale) + ", expected finite and >= 0");
   }
-  if (order != "NCHW") {
-    fail(op, "order", "= '" + order + "': Only NCHW order is supported right now.");
-  }
+  return parse_order(order, std::string(op) + ": order", spatial);
 }
 
 constexpr std::string_view kPixelWeightShape = "((N, H, W): one weight per pixel)";
 
-// X (N, D, H, W) float; T (N, H, W) int32. The weights and the labels'
-// values are checked by the caller, once.
-api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X,
-                                      const TensorView& T) {
+// X (N, D, H, W) float, or (N, H, W, D) for NHWC; T (N, H, W) int32. The
+// weights and the labels' values are checked by the caller, once.
+api::ClassTensor check_spatial_inputs(std::string_view op, const TensorView& X, const TensorView& T,
+                                      ClassAxis axis) {
   if (X.rank() != 4) {
     fail(op, "X",
-         "rank: expected 4 (N, D, H, W), got " + std::to_string(X.rank()) + " with shape " +
-             shape_string(X.shape()));
+         std::string("rank: expected 4 ") +
+             (axis == ClassAxis::kFirst ? "(N, D, H, W)" : "(N, H, W, D)") + ", got " +
+             std::to_string(X.rank()) + " with shape " + shape_string(X.shape()));
   }
-  const api::ClassTensor info = api::analyze_class_tensor(op, "X", X, ClassAxis::kFirst, 2);
+  const api::ClassTensor info = api::analyze_class_tensor(op, "X", X, axis, 2);
   if (T.dtype() != DType::kInt32) {
     api::fail_dtype(op, "T", "int32", T.dtype());
   }
@@ -130,9 +131,10 @@ LossOutputs run_spatial(const TensorView& X, const TensorView& T,
                         const SpatialSoftmaxWithLossArgs& args, const LossOutputViews* into,
                         const ExecutionContext& context) {
   const std::string_view op = kSpatial;
-  check_common_args(op, args.scale, args.order);
-  check_spatial_inputs(op, X, T);
+  const ClassAxis axis = check_common_args(op, args.scale, args.order, true);
+  check_spatial_inputs(op, X, T, axis);
   CrossEntropyOptions options = CrossEntropyOptions::caffe2_spatial();
+  options.class_axis = axis;
   options.pixel_weight = weight;
   options.reduction = Reduction::kSum;
   options.want_prob = true;
@@ -158,8 +160,8 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
                             const MutableTensorView* into, const ExecutionContext& context) {
   const std::string_view op = kSpatialGrad;
   const TensorView &X = in.X, &T = in.T, &P = in.P;
-  check_common_args(op, args.scale, args.order);
-  const api::ClassTensor info = check_spatial_inputs(op, X, T);
+  const ClassAxis axis = check_common_args(op, args.scale, args.order, true);
+  const api::ClassTensor info = check_spatial_inputs(op, X, T, axis);
   const Device device = gradient_device(op, in);
   if (in.weight) {
     api::check_weights_on(device, op, "weight_tensor", *in.weight, info.map_shape,
@@ -197,6 +199,13 @@ Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLo
 }
 
 }  // namespace
+
+ClassAxis parse_order(std::string_view text, std::string_view what, bool nhwc) {
+  if (text == "NCHW") return ClassAxis::kFirst;
+  if (text == "NHWC" && nhwc) return ClassAxis::kLast;
+  throw Error(std::string(what) + " = '" + std::string(text) +
+              "': " + (nhwc ? "expected NCHW or NHWC" : "Only NCHW order is supported right now."));
+}
 
 Variant parse_variant(std::string_view text, std::string_view what) {
   if (text == "cpu") return Variant::kCpu;
@@ -346,7 +355,7 @@ core::DenominatorFrom softmax_total_weight(const SoftmaxWithLossArgs& args) {
 LossOutputs run_softmax(const TensorView& X, const TensorView& T,
                         const std::optional<TensorView>& weight, const SoftmaxWithLossArgs& args,
                         const LossOutputViews* into, const ExecutionContext& context) {
-  check_common_args(kSoftmax, args.scale, args.order);
+  check_common_args(kSoftmax, args.scale, args.order, false);
   const Coerced c = coerce(kSoftmax, X, args.axis);
   const TensorView* weight_view = weight ? &*weight : nullptr;
   const Device device =
@@ -389,7 +398,7 @@ LossOutputs run_softmax(const TensorView& X, const TensorView& T,
 Tensor run_softmax_gradient(const GradientInputs& in, const SoftmaxWithLossArgs& args,
                             const MutableTensorView* into, const ExecutionContext& context) {
   const TensorView &X = in.X, &T = in.T, &P = in.P;
-  check_common_args(kSoftmaxGrad, args.scale, args.order);
+  check_common_args(kSoftmaxGrad, args.scale, args.order, false);
   const Coerced c = coerce(kSoftmaxGrad, X, args.axis);
   const Device device = gradient_device(kSoftmaxGrad, in);
   const Dense target(T);

@@ -49,6 +49,10 @@ void prob_minus_target_impl(const ProbMinusTargetProblem<T>& pb) {
         const T* t = pb.target_probs ? pb.target_probs + i * C : nullptr;
         T* dx = pb.grad_logits + i * C;
         const bool ignored = !t && y < 0;
+        // The label's class: (p - 1) * k, as the class-first path and the
+        // reference round it (p * k - k would round differently); read
+        // before dX is written, which may be over P.
+        const T at_label = !t && !ignored ? (p[y] - T(1)) * k : T(0);
         const V kv = hn::Set(d, k);
         for (std::int64_t c = 0; c < full; c += N) {
           const V target = t ? hn::LoadU(d, t + c) : hn::Zero(d);
@@ -57,7 +61,7 @@ void prob_minus_target_impl(const ProbMinusTargetProblem<T>& pb) {
         }
         for (std::int64_t c = full; c < C; ++c)
           dx[c] = ignored ? T(0) : (p[c] - (t ? t[c] : T(0))) * k;
-        if (!t && !ignored) dx[y] -= k;
+        if (!t && !ignored) dx[y] = at_label;
       }
     });
     return;

@@ -8,7 +8,17 @@ import torch
 from torch import Tensor
 
 from .. import _core
-from ._common import check_device, dense, empty_output, kernels_on
+from ._common import (
+    check_device,
+    class_output,
+    class_view,
+    dense,
+    empty_in_layout,
+    empty_output,
+    kernels_on,
+    layout_of,
+    logical_view,
+)
 
 
 @torch.library.custom_op("spatialsoftmax::spatial_softmax_with_loss", mutates_args=())
@@ -16,18 +26,21 @@ def _spatial_softmax_with_loss_op(
     X: Tensor, T: Tensor, weight: Optional[Tensor], scale: float, variant: str
 ) -> tuple[Tensor, Tensor]:
     check_device("spatial_softmax_with_loss", X=X, T=T, weight=weight)
-    X, T, weight = dense(X), dense(T), dense(weight)
-    P, loss = empty_output(X, X.shape), empty_output(X, ())
-    with kernels_on(X):
+    # Channels-last X is read in place with Caffe2's order NHWC (our extension).
+    layout = layout_of(X)
+    x = dense(class_view(X, layout))
+    T, weight = dense(T), dense(weight)
+    P, loss = class_output(x), empty_output(x, ())
+    with kernels_on(x):
         _core.caffe2.spatial_softmax_with_loss_into(
-            X, T, P, loss, weight=weight, scale=scale, variant=variant
+            x, T, P, loss, weight=weight, scale=scale, order=layout, variant=variant
         )
-    return P, loss
+    return logical_view(P, layout), loss
 
 
 @_spatial_softmax_with_loss_op.register_fake
 def _(X, T, weight, scale, variant):
-    return torch.empty(X.shape, dtype=X.dtype, device=X.device), X.new_empty(())
+    return empty_in_layout(X, layout_of(X)), X.new_empty(())
 
 
 @torch.library.custom_op("spatialsoftmax::spatial_softmax_with_loss_gradient", mutates_args=())
@@ -41,18 +54,22 @@ def _spatial_softmax_with_loss_gradient_op(
     variant: str,
 ) -> Tensor:
     check_device("spatial_softmax_with_loss", X=X, T=T, weight=weight, P=P, d_loss=d_loss)
-    X, T, weight, P = dense(X), dense(T), dense(weight), dense(P)
-    dX = empty_output(X, X.shape)
-    with kernels_on(X):
+    layout = layout_of(X)
+    x = dense(class_view(X, layout))
+    p = dense(class_view(P, layout))
+    T, weight = dense(T), dense(weight)
+    dX = class_output(x)
+    with kernels_on(x):
         _core.caffe2.spatial_softmax_with_loss_gradient_into(
-            X, T, P, dense(d_loss.to(X.dtype)), dX, weight=weight, scale=scale, variant=variant
+            x, T, p, dense(d_loss.to(X.dtype)), dX, weight=weight, scale=scale, order=layout,
+            variant=variant,
         )
-    return dX
+    return logical_view(dX, layout)
 
 
 @_spatial_softmax_with_loss_gradient_op.register_fake
 def _(X, T, weight, P, d_loss, scale, variant):
-    return torch.empty(X.shape, dtype=X.dtype, device=X.device)
+    return empty_in_layout(X, layout_of(X))
 
 
 def _spatial_setup(ctx, inputs, output):
@@ -84,7 +101,8 @@ def spatial_softmax_with_loss(
 ) -> tuple[Tensor, Tensor]:
     """Caffe2's SpatialSoftmaxWithLoss: returns (P, avg_loss).
 
-    X (N, D, H, W) float32/float64 (NCHW, as Caffe2; other strides are read through a copy);
+    X (N, D, H, W) float32/float64: class-first storage as Caffe2's NCHW, channels_last storage
+    read in place as order NHWC (an extension; P and dX then channels_last too);
     T (N, H, W) int32 labels, -1 = ignored; weight (N, H, W) one per pixel. The CPU variant's
     forward does not apply `scale`, its gradient does (Caffe2's semantics, docs/semantics.md 2);
     variant='cuda' follows Caffe2's CUDA implementation. Gradients flow to X through avg_loss;

@@ -15,28 +15,36 @@ c2::Variant variant_arg(const Args& args) {
   return c2::parse_variant(args.get_string("caffe2_variant"), "argument 'caffe2_variant'");
 }
 
-// Checked when the operator is created, as Caffe2's constructors did.
-void check_caffe2_args(const OperatorDef& def, const Args& args) {
+// Checked when the operator is created, as Caffe2's constructors did;
+// `spatial`: the order may also be NHWC (an extension).
+void check_caffe2_args(const OperatorDef& def, const Args& args, bool spatial) {
   if (args.get_float("scale") < 0) {
     throw Error(describe(def) + ": argument 'scale' = " + std::to_string(args.get_float("scale")) +
                 ", expected >= 0");
   }
-  if (args.get_string("order") != "NCHW") {
-    throw Error(describe(def) + ": argument 'order' = '" + args.get_string("order") +
-                "': Only NCHW order is supported right now.");
-  }
   try {
+    (void)c2::parse_order(args.get_string("order"), "argument 'order'", spatial);
     (void)variant_arg(args);
   } catch (const Error& e) {
     throw Error(describe(def) + ": " + e.what());
   }
 }
 
-OpSchema& common_args(OpSchema& s) {
+OpSchema& common_args(OpSchema& s, bool spatial) {
   return s.arg("scale", ArgType::kFloat, 1.0f, "loss scale, >= 0 (not applied by the CPU forward)")
-      .arg("order", ArgType::kString, std::string("NCHW"), "only \"NCHW\", as in Caffe2")
+      .arg("order", ArgType::kString, std::string("NCHW"),
+           spatial ? "\"NCHW\" (X (N, D, H, W)) or \"NHWC\" (X (N, H, W, D), P in X's layout): "
+                     "an extension, Caffe2 refused all but NCHW"
+                   : "only \"NCHW\", as in Caffe2")
       .arg("caffe2_variant", ArgType::kString, std::string("cpu"), kVariantDoc)
-      .check(check_caffe2_args);
+      .check([spatial](const OperatorDef& def, const Args& args) {
+        check_caffe2_args(def, args, spatial);
+      });
+}
+
+// The class axis of a spatial operator's X.
+ClassAxis spatial_axis(const Args& args) {
+  return c2::parse_order(args.get_string("order"), "argument 'order'", true);
 }
 
 // The ports of both gradient operators, as Caffe2's gradient maker wires
@@ -88,17 +96,21 @@ ApiArgs gradient_api_args(const OperatorDef& def) {
   return a;
 }
 
-// X (N, D, H, W) float, T (N, H, W) int32, optional weights (N, H, W).
-void infer_spatial_inputs(const OperatorDef& def, const TensorSpecs& in, std::size_t weight_index,
-                          bool has_weight) {
+// X (N, D, H, W) float (NHWC: (N, H, W, D)), T (N, H, W) int32, optional
+// weights (N, H, W).
+void infer_spatial_inputs(const OperatorDef& def, const Args& args, const TensorSpecs& in,
+                          std::size_t weight_index, bool has_weight) {
   const TensorSpec& x = spec(def, in, 0);
   const TensorSpec& t = spec(def, in, 1);
   expect_float(def, x, "X");
+  const bool nhwc = spatial_axis(args) == ClassAxis::kLast;
   if (x.shape.size() != 4) {
-    infer_fail(def, "X rank: expected 4 ((N, D, H, W)), got " + std::to_string(x.shape.size()));
+    infer_fail(def, std::string("X rank: expected 4 (") + (nhwc ? "(N, H, W, D)" : "(N, D, H, W)") +
+                        "), got " + std::to_string(x.shape.size()));
   }
   expect_dtype(def, t, DType::kInt32, "T");
-  const Shape nhw = {x.shape[0], x.shape[2], x.shape[3]};
+  const Shape nhw =
+      nhwc ? Shape{x.shape[0], x.shape[1], x.shape[2]} : Shape{x.shape[0], x.shape[2], x.shape[3]};
   expect_shape(def, t, nhw, "T", "((N, H, W) of X)");
   if (has_weight) {
     const TensorSpec& w = spec(def, in, weight_index);
@@ -157,13 +169,14 @@ void register_caffe2_operators() {
   common_args(add_schema("SpatialSoftmaxWithLoss")
                   .doc("Per-pixel softmax over D and the mean cross-entropy over non-ignored "
                        "pixels (label -1 is ignored); Caffe2 CPU semantics by default.")
-                  .input("X", "logits (N, D, H, W), float32 or float64")
+                  .input("X", "logits (N, D, H, W), or (N, H, W, D) for NHWC; float32 or float64")
                   .input("T", "labels (N, H, W), int32, -1 = ignore")
                   .optional_input("weight_tensor", "per-pixel weights (N, H, W)")
                   .output("P", "softmax, X's shape")
-                  .output("avg_loss", "scalar loss"))
-      .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
-        infer_spatial_inputs(def, in, 2, in.size() > 2);
+                  .output("avg_loss", "scalar loss"),
+              true)
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
+        infer_spatial_inputs(def, args, in, 2, in.size() > 2);
         const TensorSpec& x = *in[0];
         return TensorSpecs{x, scalar_spec(x.dtype)};
       });
@@ -177,13 +190,15 @@ void register_caffe2_operators() {
       },
       kLossApiArgs);
 
-  common_args(gradient_ports(add_schema("SpatialSoftmaxWithLossGradient")
-                                 .doc("dX of SpatialSoftmaxWithLoss from the supplied P; X gives "
-                                      "only the shape."),
-                             "logits (N, D, H, W)", "labels (N, H, W), int32"))
-      .infer([](const OperatorDef& def, const Args&, const TensorSpecs& in) {
+  common_args(
+      gradient_ports(add_schema("SpatialSoftmaxWithLossGradient")
+                         .doc("dX of SpatialSoftmaxWithLoss from the supplied P; X gives "
+                              "only the shape."),
+                     "logits (N, D, H, W), or (N, H, W, D) for NHWC", "labels (N, H, W), int32"),
+      true)
+      .infer([](const OperatorDef& def, const Args& args, const TensorSpecs& in) {
         const bool weighted = in.size() == 5;
-        infer_spatial_inputs(def, in, 2, weighted);
+        infer_spatial_inputs(def, args, in, 2, weighted);
         const TensorSpec& x = *in[0];
         expect_dtype(def, spec(def, in, weighted ? 3 : 2), x.dtype, "P");
         expect_shape(def, spec(def, in, weighted ? 3 : 2), x.shape, "P", "(X's shape)");
@@ -219,7 +234,7 @@ void register_caffe2_operators() {
 
   // --- SoftmaxWithLoss -------------------------------------------------------
   auto softmax_loss_args = [](OpSchema& s) -> OpSchema& {
-    return common_args(s)
+    return common_args(s, false)
         .arg("label_prob", ArgType::kInt, std::int64_t{0}, "1: T holds probabilities (N, D)")
         .arg("axis", ArgType::kInt, std::int64_t{1}, "X is coerced to 2-D (N, D) at this axis")
         .arg("average_by_batch_size", ArgType::kInt, std::int64_t{0},
