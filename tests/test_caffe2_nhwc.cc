@@ -95,18 +95,18 @@ TEST(Caffe2Nhwc, ANetOfTheOperatorsAndItsGradientGiveTheNchwBits) {
 }
 
 TEST(Caffe2Nhwc, ShapeInferenceReadsTheOrder) {
-  const op::OperatorDef def = op::test::make_def("SpatialSoftmaxWithLoss", {"X", "T"},
-                                                 {"P", "avg_loss"}, {{"order", std::string("NHWC")}});
-  const op::TensorSpecs out = op::schema_of("SpatialSoftmaxWithLoss")
-                                  .infer_outputs(def, {op::TensorSpec{DType::kFloat32, {2, 5, 7, 3}},
-                                                       op::TensorSpec{DType::kInt32, {2, 5, 7}}});
+  const op::OperatorDef def = op::test::make_def(
+      "SpatialSoftmaxWithLoss", {"X", "T"}, {"P", "avg_loss"}, {{"order", std::string("NHWC")}});
+  const op::TensorSpecs out =
+      op::schema_of("SpatialSoftmaxWithLoss")
+          .infer_outputs(def, {op::TensorSpec{DType::kFloat32, {2, 5, 7, 3}},
+                               op::TensorSpec{DType::kInt32, {2, 5, 7}}});
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0]->shape, (Shape{2, 5, 7, 3}));
-  EXPECT_ERROR_MENTIONS(
-      op::schema_of("SpatialSoftmaxWithLoss")
-          .infer_outputs(def, {op::TensorSpec{DType::kFloat32, {2, 3, 5, 7}},
-                               op::TensorSpec{DType::kInt32, {2, 5, 7}}}),
-      {"T", "(2, 3, 5)"});
+  EXPECT_ERROR_MENTIONS(op::schema_of("SpatialSoftmaxWithLoss")
+                            .infer_outputs(def, {op::TensorSpec{DType::kFloat32, {2, 3, 5, 7}},
+                                                 op::TensorSpec{DType::kInt32, {2, 5, 7}}}),
+                        {"T", "(2, 3, 5)"});
 }
 
 }  // namespace

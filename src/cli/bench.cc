@@ -447,6 +447,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "rows x classes shapes, Liger-Kernel and QuACK where installed)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--plot", o.plot,
+                  "Also draw the run as FILE.svg: % of memcpy per shape, layout and thread count, "
+                  "ours beside the peers, a panel per op")
+      ->type_name("FILE.svg");
   cmd->add_flag("--no-peers", o.no_peers, "Do not run the peers");
   cmd->add_option("--peers", o.peers,
                   "Which peers to run (default pytorch,onnxruntime,onednn; with --device cuda "
@@ -576,6 +580,16 @@ int run_bench(const BenchOptions& options) {
       run_ours(o, cases, threads, ops, take_ours, progress);
     }
 
+    if (!o.plot.empty()) {
+      const json& copy = memory.front();
+      bench::write_plot(
+          o.plot, ours, peers,
+          "spatialsoftmax bench: cross-entropy, % of the same run's memcpy (" +
+              (copy.contains("device")
+                   ? copy["device"].get<std::string>()
+                   : std::to_string(std::thread::hardware_concurrency()) + " hardware threads") +
+              ")");
+    }
     if (!o.json) print_table(memory, ours, peers, notes);
     return 0;
   } catch (const std::exception& e) {

@@ -44,4 +44,9 @@ bool run_cuda_runner(const BenchOptions& o, const std::vector<Case>& cases,
                      const std::vector<std::string>& ops, std::vector<json>& rows,
                      const Log& progress, const Log& note);
 
+// `--plot FILE.svg`: our rows and the peers' as % of memcpy, a panel per
+// op; the file is written complete or not at all.
+void write_plot(const std::string& path, const std::vector<json>& ours,
+                const std::vector<json>& peers, const std::string& title);
+
 }  // namespace spatialsoftmax::cli::bench

@@ -67,6 +67,7 @@ struct BenchOptions {
   int warmup = 1;
   int memcpy_mib = 256;
   std::string device = "cpu";
+  std::string plot;  // --plot FILE.svg
   bool no_peers = false;
   std::string peers;  // empty: the device's (pytorch,onnxruntime,onednn; cuda: pytorch,liger,quack)
   std::string python;
