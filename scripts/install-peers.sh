@@ -5,7 +5,10 @@
 #     built by CMake when it is present, so reconfigure after installing it;
 #   - PyTorch, ONNX Runtime, onnx (to build the SoftmaxCrossEntropyLoss model)
 #     and numpy from PyPI, into the virtual environment .venv-peers/ at the top
-#     of the source tree (PEERS_VENV overrides the path, PYTHON the interpreter).
+#     of the source tree (PEERS_VENV overrides the path, PYTHON the interpreter);
+#   - JAX and optax from PyPI into .venv-jax/ (JAX_VENV overrides it): JAX
+#     0.12 needs Python 3.12 (PYTHON312, else python3.12 or pyenv's); without
+#     one the JAX peer is left out, with a note.
 # Idempotent: does nothing when everything is present and imports.
 #
 # PyPI's Linux torch wheel is a CUDA build: libtorch_cpu.so and libtorch_cuda.so
@@ -31,6 +34,25 @@ if ! dpkg-query -W -f='${Status}' libdnnl-dev 2>/dev/null | grep -q "install ok 
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libdnnl-dev
   echo "install-peers: reconfigure (cmake --preset release) to build spatialsoftmax_onednn_peer"
+fi
+
+# --- JAX and optax (Python 3.12) ----------------------------------------------------
+jax_venv="${JAX_VENV:-$root/.venv-jax}"
+jax_check='import jax, optax, numpy; print("install-peers: jax", jax.__version__, "| optax", optax.__version__)'
+if [ -x "$jax_venv/bin/python" ] && "$jax_venv/bin/python" -c "$jax_check" 2>/dev/null; then
+  echo "install-peers: $jax_venv is up to date"
+else
+  py312="${PYTHON312:-python3.12}"
+  if ! "$py312" -c pass 2>/dev/null && command -v pyenv >/dev/null; then
+    py312="$(ls "$(pyenv root)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)"
+  fi
+  if [ -n "$py312" ] && "$py312" -c pass 2>/dev/null; then
+    [ -x "$jax_venv/bin/python" ] || "$py312" -m venv "$jax_venv"
+    "$jax_venv/bin/python" -m pip install --quiet jax==0.12.0.1 jaxlib==0.12.0.1 optax==0.2.8 numpy
+    "$jax_venv/bin/python" -c "$jax_check"
+  else
+    echo "install-peers: no Python 3.12 (set PYTHON312): the JAX peer is left out"
+  fi
 fi
 
 # --- Python peers ----------------------------------------------------------------

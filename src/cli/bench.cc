@@ -373,9 +373,9 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
          "picked.\n\n";
   std::map<std::string, std::vector<const json*>> by_key;
   for (const json& p : peers) by_key[row_key(p)].push_back(&p);
-  const std::vector<std::string> peer_names = {
-      "pytorch",          "onnxruntime", "onednn", "ss.torch",
-      "ss.torch-unfused", "ss._core",    "liger",  "quack"};
+  const std::vector<std::string> peer_names = {"pytorch",  "onnxruntime", "onednn",
+                                               "jax",      "ss.torch",    "ss.torch-unfused",
+                                               "ss._core", "liger",       "quack"};
   std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17)
             << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
             << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
@@ -453,11 +453,13 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->type_name("FILE.svg");
   cmd->add_flag("--no-peers", o.no_peers, "Do not run the peers");
   cmd->add_option("--peers", o.peers,
-                  "Which peers to run (default pytorch,onnxruntime,onednn; with --device cuda "
+                  "Which peers to run (default pytorch,onnxruntime,onednn,jax; with --device cuda "
                   "pytorch,liger,quack); 'python' adds our own Python front, spatialsoftmax.torch "
                   "(bench/peers/torch_front.py; --python must have the package installed)");
   cmd->add_option("--python", o.python,
                   "Python with torch/onnxruntime (default: <source>/.venv-peers/bin/python)");
+  cmd->add_option("--jax-python", o.jax_python,
+                  "Python with JAX and optax (default: <source>/.venv-jax/bin/python)");
   cmd->add_option("--peers-dir", o.peers_dir,
                   "Folder of torch_ce.py and ort_sce.py (default: <source>/bench/peers)");
   cmd->add_option(
@@ -479,9 +481,9 @@ int run_bench(const BenchOptions& options) {
     ops = parse_ops(o.ops);
     for (const std::string& peer : split(o.peers, ','))
       if (peer != "pytorch" && peer != "onnxruntime" && peer != "onednn" && peer != "python" &&
-          peer != "liger" && peer != "quack")
+          peer != "jax" && peer != "liger" && peer != "quack")
         throw Error("--peers: '" + peer +
-                    "', expected pytorch, onnxruntime, onednn, python, liger or quack");
+                    "', expected pytorch, onnxruntime, onednn, jax, python, liger or quack");
   } catch (const std::exception& e) {
     std::cerr << "spatialsoftmax bench: " << one_line(e.what())
               << " (see spatialsoftmax bench --help)\n";

@@ -175,6 +175,17 @@ void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
                  rows, progress, note);
     }
   }
+  if (want("jax")) {
+    const fs::path jax = o.jax_python.empty()
+                             ? fs::path(SPATIALSOFTMAX_SOURCE_DIR) / ".venv-jax/bin/python"
+                             : fs::path(o.jax_python);
+    if (!fs::exists(jax)) {
+      note("jax: not installed (no " + jax.string() + "): run scripts/install-peers.sh");
+    } else {
+      run_peer("jax", quote(jax.string()) + " " + quote((scripts / "jax_ce.py").string()) + args,
+               rows, progress, note);
+    }
+  }
   if (want("onednn")) {
     const fs::path binary =
         o.onednn_peer.empty() ? self_dir() / kOnednnPeer : fs::path(o.onednn_peer);

@@ -69,8 +69,10 @@ struct BenchOptions {
   std::string device = "cpu";
   std::string plot;  // --plot FILE.svg
   bool no_peers = false;
-  std::string peers;  // empty: the device's (pytorch,onnxruntime,onednn; cuda: pytorch,liger,quack)
+  std::string
+      peers;  // empty: the device's (pytorch,onnxruntime,onednn,jax; cuda: pytorch,liger,quack)
   std::string python;
+  std::string jax_python;
   std::string peers_dir;
   std::string onednn_peer;
 };
