@@ -516,6 +516,36 @@ TEST(Rows, CrossEntropyInPlaceOverTheLogits) {
   }
 }
 
+// A staged row (the block kernels' shared-memory copy of the logits) gives
+// the bits of reading X itself.
+TEST(Rows, CrossEntropyFromAStagedRowIsTheSameBits) {
+  for (Sharing sharing : {Sharing::kSolo, Sharing::kBlock}) {
+    SCOPED_TRACE(sharing_name(sharing));
+    const Geometry g{1, 300, 3, true};
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<double> logit(-5, 5);
+    std::vector<float> x(static_cast<std::size_t>(g.elements()));
+    for (float& v : x) v = static_cast<float>(logit(rng));
+    std::vector<std::int64_t> labels = {4, 299, 0};
+    CrossEntropyProblem<float> pb;
+    pb.geom = g;
+    pb.logits = x.data();
+    pb.labels = {labels.data(), DType::kInt64};
+    pb.label_smoothing = 0.1f;
+    std::vector<float> direct(x.size()), staged(x.size());
+    for (bool stage : {false, true}) {
+      CrossEntropyProblem<float> row = pb;
+      row.grad_logits = stage ? staged.data() : direct.data();
+      each_row(g.positions(), sharing, [&](std::int64_t i, auto group) {
+        const std::vector<float> copy(x.begin() + g.base(i), x.begin() + g.base(i) + g.classes);
+        return static_cast<double>(
+            rows::cross_entropy_row(row, i, 1.0f, group, stage ? copy.data() : nullptr));
+      });
+    }
+    expect_near_all(staged, direct, true, "dX from the staged row");
+  }
+}
+
 // The reductions keep a NaN and reach every lane in the same bits.
 TEST(Rows, MaxKeepsNaNInEveryOrder) {
   const double nan = std::nan("");

@@ -11,14 +11,26 @@
 namespace spatialsoftmax::cuda {
 namespace {
 
-template <class T, RowMapping kMapping>
+// kStaged (block-mapped rows only): each row is first copied into dynamic
+// shared memory, so that the row's several passes read X from HBM once.
+template <class T, RowMapping kMapping, bool kStaged>
 __global__ void cross_entropy_kernel(core::CrossEntropyProblem<T> pb, core::DeviceScalars<T> s,
                                      Denominator d, double* partials) {
+  extern __shared__ __align__(16) unsigned char staging[];
   const T scale = pb.grad_logits ? grad_factor(s, d) : T(0);
   const std::int64_t positions = pb.geom.positions();
   double loss = 0;
   for_this_row<kMapping>(positions, [&](std::int64_t i, auto group, bool lead) {
-    const T l = core::rows::cross_entropy_row(pb, i, scale, group);
+    const T* row = nullptr;
+    if constexpr (kStaged) {
+      T* copy = reinterpret_cast<T*>(staging);
+      const T* x = pb.logits + pb.geom.base(i);
+      for (std::int64_t c = threadIdx.x; c < pb.geom.classes; c += kThreads) copy[c] = x[c];
+      __syncthreads();
+      row = copy;
+    }
+    const T l = core::rows::cross_entropy_row(pb, i, scale, group, row);
+    if constexpr (kStaged) __syncthreads();  // before the next row overwrites the copy
     if (lead) loss += static_cast<double>(l);
   });
   write_block_partial(partials, loss);
@@ -43,8 +55,18 @@ void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext
   const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
   double* sums = s.loss ? partials.at<double>(0) : nullptr;
   // No positions: only the checks and the scalar.
+  const std::size_t staging = row_staging_bytes(g, sizeof(T));
   launch_rows(g, [&](auto mapping, unsigned grid) {
-    cross_entropy_kernel<T, decltype(mapping)::value>
+    constexpr RowMapping kMapping = decltype(mapping)::value;
+    if constexpr (kMapping == RowMapping::kBlock) {
+      if (staging > 0) {
+        const auto kernel = cross_entropy_kernel<T, kMapping, true>;
+        allow_dynamic_shared_memory(reinterpret_cast<const void*>(kernel), staging, op);
+        kernel<<<grid, kThreads, staging, stream>>>(pb, s, checked.denominator, sums);
+        return;
+      }
+    }
+    cross_entropy_kernel<T, kMapping, false>
         <<<grid, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
   });
   check_launch(op);

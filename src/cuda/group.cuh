@@ -5,6 +5,7 @@
 // takes classes t, t + 256, ..., reductions are block_reduce's fixed tree.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -88,6 +89,15 @@ __device__ void for_this_row(std::int64_t positions, F&& f) {
     }
   }
 }
+
+// The dynamic shared memory that stages one block row (a block-mapped
+// position's logits, copied once and read by every pass from there), or 0
+// where rows are not block-mapped or a row does not fit beside the
+// kernel's own shared memory on the current device.
+std::size_t row_staging_bytes(const core::Geometry& g, std::size_t element_bytes);
+// Lets `kernel` take `bytes` of dynamic shared memory (beyond the default
+// 48 KiB it must ask); Error naming `op` if the device refuses.
+void allow_dynamic_shared_memory(const void* kernel, std::size_t bytes, const char* op);
 
 // The grid of a row kernel (0 for no positions).
 inline unsigned row_grid(const core::Geometry& g) {

@@ -1,10 +1,12 @@
-// Device memory that tensors own (the allocating forms on a device) and the
-// copies between host and device memory. Allocation and release are stream
+// Device memory that tensors own (the allocating forms on a device), the
+// copies between host and device memory, and the shared memory that stages
+// block rows. Allocation and release are stream
 // ordered (cudaMallocAsync / cudaFreeAsync on the stream the memory was
 // allocated on), so neither waits for the device.
 #include <mutex>
 #include <unordered_map>
 
+#include "cuda/group.cuh"
 #include "cuda/kernels.h"
 #include "cuda/launch.cuh"
 
@@ -70,6 +72,29 @@ void copy(void* dst, const void* src, std::size_t bytes, const ExecutionContext&
   // The copy is complete when copy_to returns: host memory may be read (or
   // freed) right after it.
   check_cuda(cudaStreamSynchronize(stream), op, "cudaStreamSynchronize");
+}
+
+std::size_t row_staging_bytes(const core::Geometry& g, std::size_t element_bytes) {
+  if (row_mapping(g) != RowMapping::kBlock) return 0;
+  // The opt-in maximum of the current device, less room for the kernels'
+  // static shared memory (block_reduce's slots).
+  constexpr std::size_t kStaticReserve = 16 << 10;
+  int device = 0, optin = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  const std::size_t bytes = static_cast<std::size_t>(g.classes) * element_bytes;
+  return bytes + kStaticReserve <= static_cast<std::size_t>(optin) ? bytes : 0;
+}
+
+void allow_dynamic_shared_memory(const void* kernel, std::size_t bytes, const char* op) {
+  if (bytes <= (48 << 10)) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(bytes)),
+             op, "cudaFuncSetAttribute (dynamic shared memory)");
 }
 
 }  // namespace spatialsoftmax::cuda

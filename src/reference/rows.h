@@ -90,13 +90,16 @@ SPATIALSOFTMAX_HOST_DEVICE RowSoftmax<T> row_softmax(const T* x, std::int64_t st
 // grad_scale replaces problem.grad_loss_scale (a device backend computes it
 // on the device). A label that is neither ignored nor a class counts as
 // ignored here: the labels' check reports it, and nothing is read out of
-// bounds meanwhile.
+// bounds meanwhile. staged_row, if given, holds the position's logits
+// already copied (a block's shared memory), with X's class stride: the
+// several passes over the row then read the copy, not X.
 template <class T, class Group>
 SPATIALSOFTMAX_HOST_DEVICE T cross_entropy_row(const CrossEntropyProblem<T>& pb, std::int64_t i,
-                                               T grad_scale, const Group& group) {
+                                               T grad_scale, const Group& group,
+                                               const T* staged_row = nullptr) {
   const Geometry& geom = pb.geom;
   const std::int64_t C = geom.classes, cs = geom.class_stride(), b = geom.base(i);
-  const T* x = pb.logits + b;
+  const T* x = staged_row ? staged_row : pb.logits + b;
   const T* target = pb.target_probs ? pb.target_probs + b : nullptr;
   const bool need_softmax = !pb.logits_are_log_probs;
   const T eps = pb.label_smoothing;
