@@ -10,7 +10,8 @@
 #              CuTe-DSL runtime wheel alone is 92 MB: over what travels)
 #   .gpu/conformance  the peers' vectors (../shared does not travel)
 # Kernels for sm_90 only (the H200), so that everything fits the 64 MiB the
-# tool carries.
+# tool carries. The binaries need glibc 2.34 and GCC 12's libstdc++ (the
+# GPU machine's Ubuntu has both) and find the rest in .gpu/lib.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
