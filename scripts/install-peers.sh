@@ -6,6 +6,10 @@
 #   - PyTorch, ONNX Runtime, onnx (to build the SoftmaxCrossEntropyLoss model)
 #     and numpy from PyPI, into the virtual environment .venv-peers/ at the top
 #     of the source tree (PEERS_VENV overrides the path, PYTHON the interpreter);
+#   - oneDNN 3.13 from PyPI (onednn and onednn-devel 2026.1.0, a SYCL build
+#     with its runtimes, about 2 GB) into .venv-onednn/ (ONEDNN_VENV overrides
+#     it), which CMake prefers to Debian's 2.6 for the oneDNN runner (its JIT
+#     softmax runs class-first too; 2.6 runs a reference kernel there);
 #   - JAX and optax from PyPI into .venv-jax/ (JAX_VENV overrides it): JAX
 #     0.12 needs Python 3.12 (PYTHON312, else python3.12 or pyenv's); without
 #     one the JAX peer is left out, with a note.
@@ -34,6 +38,16 @@ if ! dpkg-query -W -f='${Status}' libdnnl-dev 2>/dev/null | grep -q "install ok 
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends libdnnl-dev
   echo "install-peers: reconfigure (cmake --preset release) to build spatialsoftmax_onednn_peer"
+fi
+
+# --- oneDNN 3.13 from PyPI -----------------------------------------------------------
+onednn_venv="${ONEDNN_VENV:-$root/.venv-onednn}"
+if [ -f "$onednn_venv/include/oneapi/dnnl/dnnl.hpp" ] && ls "$onednn_venv"/lib/libdnnl.so.3* >/dev/null 2>&1; then
+  echo "install-peers: $onednn_venv is up to date"
+else
+  [ -x "$onednn_venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$onednn_venv"
+  "$onednn_venv/bin/python" -m pip install --quiet onednn==2026.1.0 onednn-devel==2026.1.0
+  echo "install-peers: reconfigure (cmake --preset release) to build spatialsoftmax_onednn_peer on it"
 fi
 
 # --- JAX and optax (Python 3.12) ----------------------------------------------------

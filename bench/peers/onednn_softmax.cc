@@ -17,10 +17,20 @@
 // (N, d..., C) dense, axis rank-1 (the class-last memory described as a plain
 // tensor); a 2-D case (rows, classes) is axis 1.
 //
-// Debian's libdnnl (2.6) uses the OpenMP runtime (GNU libgomp): the thread
-// count is set with omp_set_num_threads(n) before each primitive is created;
-// OMP_NUM_THREADS in the environment does the same for a whole run.
+// Builds: Debian's libdnnl 2.6 (OpenMP runtime, GNU libgomp: the thread
+// count is set with omp_set_num_threads(n) before each primitive is created)
+// or PyPI's onednn 3.x (a SYCL build threaded by TBB, whose pool is sized by
+// the CPUs the process may run on: each thread count runs in a child pinned
+// to that many CPUs, and its CPU engine needs the wheel's OpenCL CPU runtime,
+// which OCL_ICD_FILENAMES names: set here unless the caller set it).
+#include <oneapi/dnnl/dnnl_config.h>
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
 #include <omp.h>
+#else
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -139,16 +149,87 @@ std::string escape(const std::string& text) {
 
 }  // namespace
 
+// The softmax primitive of this oneDNN version's API.
+#if DNNL_VERSION_MAJOR >= 3
+using Softmax = dnnl::softmax_forward;
+Softmax::primitive_desc softmax_pd(const dnnl::engine& engine, const dnnl::memory::desc& md,
+                                   int axis) {
+  return Softmax::primitive_desc(engine, dnnl::prop_kind::forward_inference,
+                                 dnnl::algorithm::softmax_accurate, md, md, axis);
+}
+#else
+using Softmax = dnnl::softmax_v2_forward;
+Softmax::primitive_desc softmax_pd(const dnnl::engine& engine, const dnnl::memory::desc& md,
+                                   int axis) {
+  const Softmax::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate,
+                           md, md, axis);
+  return Softmax::primitive_desc(desc, engine);
+}
+#endif
+
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
+int max_threads() { return omp_get_max_threads(); }
+#else
+int max_threads() {
+  cpu_set_t mine;
+  sched_getaffinity(0, sizeof(mine), &mine);
+  return CPU_COUNT(&mine);
+}
+#endif
+
+void run_cases(const Args& args, const std::vector<int>& thread_counts);
+
 int main(int argc, char** argv) try {
   const Args args = parse_args(argc, argv);
-  const dnnl_version_t* v = dnnl_version();
-  const std::string version =
-      std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
   if (std::find(args.ops.begin(), args.ops.end(), "forward_backward") != args.ops.end())
     std::cerr
         << "onednn: forward_backward skipped (no fused cross-entropy; softmax forward only)\n";
   if (std::find(args.ops.begin(), args.ops.end(), "forward") == args.ops.end()) return 0;
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
+  run_cases(args, args.threads);
+#else
+#ifdef SPATIALSOFTMAX_ONEDNN_OPENCL_RUNTIME
+  setenv("OCL_ICD_FILENAMES", SPATIALSOFTMAX_ONEDNN_OPENCL_RUNTIME, 0);
+#endif
+  cpu_set_t all;
+  sched_getaffinity(0, sizeof(all), &all);
+  for (int threads : args.threads) {
+    if (threads > CPU_COUNT(&all)) {
+      std::cerr << "onednn: " << threads << " threads asked for, " << CPU_COUNT(&all)
+                << " CPUs available: skipped\n";
+      continue;
+    }
+    std::fflush(stdout);
+    const pid_t child = fork();
+    if (child == 0) {
+      cpu_set_t some;
+      CPU_ZERO(&some);
+      for (int cpu = 0, taken = 0; cpu < CPU_SETSIZE && taken < threads; ++cpu) {
+        if (CPU_ISSET(cpu, &all)) {
+          CPU_SET(cpu, &some);
+          ++taken;
+        }
+      }
+      sched_setaffinity(0, sizeof(some), &some);
+      run_cases(args, {threads});
+      std::fflush(stdout);
+      _exit(0);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+  }
+#endif
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "spatialsoftmax_onednn_peer: " << e.what() << "\n";
+  return 1;
+}
 
+void run_cases(const Args& args, const std::vector<int>& thread_counts) {
+  const dnnl_version_t* v = dnnl_version();
+  const std::string version =
+      std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   for (const Case& c : args.cases) {
@@ -178,12 +259,12 @@ int main(int argc, char** argv) try {
     }
     std::fill_n(static_cast<float*>(dst.get_data_handle()), numel, 0.0f);
 
-    for (int threads : args.threads) {
+    for (int threads : thread_counts) {
+#if DNNL_CPU_THREADING_RUNTIME == DNNL_RUNTIME_OMP
       omp_set_num_threads(threads);
-      const dnnl::softmax_v2_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                                dnnl::algorithm::softmax_accurate, md, md, axis);
-      const dnnl::softmax_v2_forward::primitive_desc pd(desc, engine);
-      dnnl::softmax_v2_forward softmax(pd);
+#endif
+      const Softmax::primitive_desc pd = softmax_pd(engine, md, axis);
+      Softmax softmax(pd);
       auto run = [&] {
         softmax.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
         stream.wait();
@@ -210,16 +291,12 @@ int main(int argc, char** argv) try {
       std::printf(
           "{\"impl\": \"onednn\", \"op\": \"forward\", \"shape\": %s, \"layout\": \"%s\", "
           "\"threads\": %d, \"ms_min\": %.6f, \"ms_median\": %.6f, \"gbps\": %.4f, \"runs\": %zu, "
-          "\"gbps_io\": %.4f, \"version\": \"%s\", \"impl_info\": \"%s\", \"omp_max_threads\": %d, "
+          "\"gbps_io\": %.4f, \"version\": \"%s\", \"impl_info\": \"%s\", \"max_threads\": %d, "
           "\"note\": \"softmax only (softmax_accurate, writes P, no loss)\"}\n",
           json_shape(c.shape).c_str(), c.layout.c_str(), threads, t_min * 1e3, t_median * 1e3,
           fused_bytes / t_min / 1e9, n, io_bytes / t_min / 1e9, version.c_str(),
-          escape(pd.impl_info_str()).c_str(), omp_get_max_threads());
+          escape(pd.impl_info_str()).c_str(), max_threads());
       std::fflush(stdout);
     }
   }
-  return 0;
-} catch (const std::exception& e) {
-  std::cerr << "spatialsoftmax_onednn_peer: " << e.what() << "\n";
-  return 1;
 }
