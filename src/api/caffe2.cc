@@ -150,10 +150,10 @@ LossOutputs run_spatial(const TensorView& X, const TensorView& T,
                   ? core::LossScalar{core::LossRule::kMean, 1.0, 0.0}
                   : core::LossScalar{core::LossRule::kCaffe2Cuda, args.scale, 0.0};
   plan.denominator_from = core::DenominatorFrom::kLabelWeights;
-  api::CrossEntropyRun run = api::run_cross_entropy(
+  CrossEntropyResult run = api::run_cross_entropy(
       {op, "X", "T", "weight_tensor", kPixelWeightShape}, X, T, options, {}, api::Pass::kForward,
       false, nullptr, into ? &views : nullptr, context, &plan);
-  return {std::move(run.result.prob), std::move(run.result.loss)};
+  return {std::move(run.prob), std::move(run.loss)};
 }
 
 Tensor run_spatial_gradient(const GradientInputs& in, const SpatialSoftmaxWithLossArgs& args,
@@ -386,11 +386,11 @@ LossOutputs run_softmax(const TensorView& X, const TensorView& T,
   plan.rule = {core::LossRule::kCaffe2Scaled, args.scale, 0.0};
   plan.denominator_from = softmax_total_weight(args);
   plan.denominator = static_cast<double>(c.geom.batch);
-  api::CrossEntropyRun run = api::run_cross_entropy(
+  CrossEntropyResult run = api::run_cross_entropy(
       {kSoftmax, "X", "T", "weight_tensor", kRowWeightShape}, as_2d(x, X.dtype(), c.geom, device),
       targets, options, {}, api::Pass::kForward, false, nullptr, into ? &views : nullptr, context,
       &plan);
-  LossOutputs out{std::move(run.result.prob), std::move(run.result.loss)};
+  LossOutputs out{std::move(run.prob), std::move(run.loss)};
   if (!into) out.prob.reshape(X.shape());
   return out;
 }

@@ -31,12 +31,12 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 namespace api {
 
-CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
-                                  const TensorView& targets, const CrossEntropyOptions& options,
-                                  const CrossEntropyGrads& grads, Pass pass,
-                                  bool logits_are_log_probs, Tensor* grad_over_logits,
-                                  const CrossEntropyOutputs* into, const ExecutionContext& context,
-                                  const LossPlan* plan) {
+CrossEntropyResult run_cross_entropy(const LossArgNames& names, const TensorView& logits,
+                                     const TensorView& targets, const CrossEntropyOptions& options,
+                                     const CrossEntropyGrads& grads, Pass pass,
+                                     bool logits_are_log_probs, Tensor* grad_over_logits,
+                                     const CrossEntropyOutputs* into,
+                                     const ExecutionContext& context, const LossPlan* plan) {
   const std::string_view op = names.op, targets_name = names.targets;
   const ClassTensor info = analyze_class_tensor(op, names.logits, logits, options.class_axis);
   const DType dtype = logits.dtype();
@@ -192,7 +192,6 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
 
   // The mean's denominator depends only on targets and weights, so it is known
   // before the kernel runs and the fused pass can scale dX directly.
-  CrossEntropyRun run;
   const auto host_denominator = [&] {
     switch (loss_plan.denominator_from) {
       case core::DenominatorFrom::kLabelWeights:
@@ -204,11 +203,11 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     }
     return loss_plan.denominator;
   };
-  run.denominator = host_denominator();
-  const double grad_scale = core::finish_grad(grad_rule, upstream, run.denominator);
+  double denominator = host_denominator();
+  const double grad_scale = core::finish_grad(grad_rule, upstream, denominator);
 
   const bool forward = pass != Pass::kBackward;
-  CrossEntropyResult& result = run.result;
+  CrossEntropyResult result;
   const bool want_loss = forward && (!into || into->loss);
   const bool want_prob = forward && (into ? into->prob.has_value() : options.want_prob);
   const bool want_log_prob = forward && (into ? into->log_prob.has_value() : options.want_log_prob);
@@ -316,20 +315,19 @@ CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& l
     dispatch::select(dispatch::Op::kCrossEntropy, info.geom, dtype, device, op)
         .cross_entropy(pb, context);
   });
-  if (on_device) return run;  // the scalars stay on the device
+  if (on_device) return result;  // the scalars stay on the device
   if (kernel_checks_labels) {
     if (label_check.first_bad >= 0) fail_label(label_arg, label_check.first_bad);
     index_denominator = static_cast<double>(label_check.counted);
-    run.denominator = host_denominator();
+    denominator = host_denominator();
   }
-  run.loss_sum = loss_sum;
   if (want_loss && !map_loss) {
-    const double loss = core::finish_loss(loss_plan.rule, loss_sum, run.denominator);
+    const double loss = core::finish_loss(loss_plan.rule, loss_sum, denominator);
     visit_float(dtype, [&](auto tag) {
       *static_cast<decltype(tag)*>(loss_data) = static_cast<decltype(tag)>(loss);
     });
   }
-  return run;
+  return result;
 }
 
 }  // namespace api
@@ -338,8 +336,7 @@ CrossEntropyResult cross_entropy(const TensorView& logits, const TensorView& tar
                                  const CrossEntropyOptions& options,
                                  const ExecutionContext& context) {
   return api::run_cross_entropy({"cross_entropy"}, logits, targets, options, {},
-                                api::Pass::kForward, false, nullptr, nullptr, context)
-      .result;
+                                api::Pass::kForward, false, nullptr, nullptr, context);
 }
 
 Tensor cross_entropy_backward(const TensorView& logits, const TensorView& targets,
@@ -347,7 +344,7 @@ Tensor cross_entropy_backward(const TensorView& logits, const TensorView& target
                               const ExecutionContext& context) {
   return api::run_cross_entropy({"cross_entropy_backward"}, logits, targets, options, grads,
                                 api::Pass::kBackward, false, nullptr, nullptr, context)
-      .result.grad_logits;
+      .grad_logits;
 }
 
 CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
@@ -356,8 +353,7 @@ CrossEntropyResult cross_entropy_forward_backward(const TensorView& logits,
                                                   const CrossEntropyGrads& grads,
                                                   const ExecutionContext& context) {
   return api::run_cross_entropy({"cross_entropy_forward_backward"}, logits, targets, options, grads,
-                                api::Pass::kFused, false, nullptr, nullptr, context)
-      .result;
+                                api::Pass::kFused, false, nullptr, nullptr, context);
 }
 
 CrossEntropyResult cross_entropy_forward_backward_in_place(Tensor&& logits,
@@ -373,8 +369,7 @@ CrossEntropyResult cross_entropy_forward_backward_in_place(Tensor&& logits,
   }
   const TensorView x = logits.view();
   return api::run_cross_entropy({op}, x, targets, options, grads, api::Pass::kFused, false, &logits,
-                                nullptr, context)
-      .result;
+                                nullptr, context);
 }
 
 Tensor nll_loss(const TensorView& log_prob, const TensorView& labels,
@@ -383,7 +378,7 @@ Tensor nll_loss(const TensorView& log_prob, const TensorView& labels,
   o.want_prob = o.want_log_prob = o.want_entropy = false;
   return api::run_cross_entropy({"nll_loss", "log_prob", "labels"}, log_prob, labels, o, {},
                                 api::Pass::kForward, true, nullptr, nullptr, context)
-      .result.loss;
+      .loss;
 }
 
 Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels,
@@ -394,7 +389,7 @@ Tensor nll_loss_backward(const TensorView& log_prob, const TensorView& labels,
   return api::run_cross_entropy({"nll_loss_backward", "log_prob", "labels"}, log_prob, labels,
                                 options, grads, api::Pass::kBackward, true, nullptr, nullptr,
                                 context)
-      .result.grad_logits;
+      .grad_logits;
 }
 
 // --- into caller-provided outputs -----------------------------------------------

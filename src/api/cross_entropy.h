@@ -12,14 +12,6 @@ namespace spatialsoftmax::api {
 
 enum class Pass { kForward, kBackward, kFused };
 
-// The sums are the host's: a device call leaves them 0 (they stay on the
-// device, which writes the scalar loss itself).
-struct CrossEntropyRun {
-  CrossEntropyResult result;
-  double loss_sum = 0;     // sum_i l_i
-  double denominator = 0;  // the mean's denominator (LossPlan)
-};
-
 // How the scalar loss (reductions other than none) is made from the loss
 // sum: the rule, and the denominator it divides by. Without one, the
 // options' reduction: the sum, or the mean over sum_i e_i (index targets:
@@ -44,13 +36,13 @@ struct LossArgNames {
 // whose storage receives dX and is moved into the result.
 // into: the _into forms' views; an output is computed where a view is given
 // (the options' want_* flags are not read), and result then holds nothing.
-CrossEntropyRun run_cross_entropy(const LossArgNames& names, const TensorView& logits,
-                                  const TensorView& targets, const CrossEntropyOptions& options,
-                                  const CrossEntropyGrads& grads, Pass pass,
-                                  bool logits_are_log_probs = false,
-                                  Tensor* grad_over_logits = nullptr,
-                                  const CrossEntropyOutputs* into = nullptr,
-                                  const ExecutionContext& context = {},
-                                  const LossPlan* plan = nullptr);
+CrossEntropyResult run_cross_entropy(const LossArgNames& names, const TensorView& logits,
+                                     const TensorView& targets, const CrossEntropyOptions& options,
+                                     const CrossEntropyGrads& grads, Pass pass,
+                                     bool logits_are_log_probs = false,
+                                     Tensor* grad_over_logits = nullptr,
+                                     const CrossEntropyOutputs* into = nullptr,
+                                     const ExecutionContext& context = {},
+                                     const LossPlan* plan = nullptr);
 
 }  // namespace spatialsoftmax::api

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/group.cuh"
 #include "cuda/launch.cuh"
 #include "reference/problems.h"
 
@@ -88,5 +89,34 @@ __global__ void finish_loss_kernel(const double* partials, std::int64_t count, D
   const double sum = sum_partials(partials, count);
   if (threadIdx.x == 0) *loss = static_cast<T>(core::finish_loss(rule, sum, d.value()));
 }
+
+// The per-block loss sums of a row kernel (where the problem asks for its
+// scalar loss: s.loss) and the scalar made from them by the problem's rule.
+template <class T>
+class LossPartials {
+ public:
+  LossPartials(const core::DeviceScalars<T>& s, const core::Geometry& g, cudaStream_t stream,
+               const char* op)
+      : s_(s),
+        blocks_(row_grid(g)),
+        stream_(stream),
+        op_(op),
+        workspace_(s.loss ? sizeof(double) * blocks_ : 0, stream, op) {}
+  // Where the row kernel writes its blocks' sums; null: no scalar wanted.
+  double* sums() const { return s_.loss ? workspace_.at<double>(0) : nullptr; }
+  // Queues the scalar (a sum of no blocks where there are no positions).
+  void finish(const Denominator& d) const {
+    if (!s_.loss) return;
+    finish_loss_kernel<T><<<1, kThreads, 0, stream_>>>(sums(), blocks_, d, s_.loss_rule, s_.loss);
+    check_launch(op_);
+  }
+
+ private:
+  const core::DeviceScalars<T>& s_;
+  unsigned blocks_;
+  cudaStream_t stream_;
+  const char* op_;
+  Workspace workspace_;
+};
 
 }  // namespace spatialsoftmax::cuda

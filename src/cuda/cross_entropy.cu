@@ -51,10 +51,8 @@ void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext
   pb.device = nullptr;
   pb.label_check = nullptr;
   pb.loss_sum = nullptr;
-  const unsigned blocks = row_grid(g);
-  const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
-  double* sums = s.loss ? partials.at<double>(0) : nullptr;
-  // No positions: only the checks and the scalar.
+  const LossPartials<T> partials(s, g, stream, op);
+  double* sums = partials.sums();
   const std::size_t staging = row_staging_bytes(g, sizeof(T));
   launch_rows(g, [&](auto mapping, unsigned grid) {
     constexpr RowMapping kMapping = decltype(mapping)::value;
@@ -70,11 +68,7 @@ void cross_entropy(const core::CrossEntropyProblem<T>& p, const ExecutionContext
         <<<grid, kThreads, 0, stream>>>(pb, s, checked.denominator, sums);
   });
   check_launch(op);
-  if (s.loss) {
-    finish_loss_kernel<T>
-        <<<1, kThreads, 0, stream>>>(sums, blocks, checked.denominator, s.loss_rule, s.loss);
-    check_launch(op);
-  }
+  partials.finish(checked.denominator);  // with no positions: the checks and the scalar only
 }
 
 template void cross_entropy<float>(const core::CrossEntropyProblem<float>&,

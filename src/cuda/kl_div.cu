@@ -34,17 +34,13 @@ void kl_div(const core::KlDivProblem<T>& p, const ExecutionContext& context) {
   core::KlDivProblem<T> pb = p;
   pb.device = nullptr;
   pb.out_sum = nullptr;
-  const unsigned blocks = row_grid(g);
-  const Workspace partials(s.loss ? sizeof(double) * blocks : 0, stream, op);
-  double* sums = s.loss ? partials.at<double>(0) : nullptr;
+  const LossPartials<T> partials(s, g, stream, op);
+  double* sums = partials.sums();
   launch_rows(g, [&](auto mapping, unsigned grid) {
     kl_div_kernel<T, decltype(mapping)::value><<<grid, kThreads, 0, stream>>>(pb, s, d, sums);
   });
   check_launch(op);
-  if (s.loss) {
-    finish_loss_kernel<T><<<1, kThreads, 0, stream>>>(sums, blocks, d, s.loss_rule, s.loss);
-    check_launch(op);
-  }
+  partials.finish(d);
 }
 
 template void kl_div<float>(const core::KlDivProblem<float>&, const ExecutionContext&);

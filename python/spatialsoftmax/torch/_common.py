@@ -5,6 +5,7 @@ types, and the device check."""
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
@@ -17,7 +18,9 @@ HALF_TYPES = (torch.bfloat16, torch.float16)
 INDEX_TYPES = (torch.int32, torch.int64)
 
 
+@functools.cache
 def _has_cuda_backend() -> bool:
+    """Whether this build has the CUDA kernels (fixed for the process: asked once)."""
     return any(name.endswith("(cuda)") for name in _core.backend_names())
 
 
