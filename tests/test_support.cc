@@ -22,13 +22,7 @@ Tensor random_uniform(DType dtype, Shape shape, double lo, double hi, std::uint6
   Tensor t(dtype, std::move(shape));
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> dist(lo, hi);
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
-    if (dtype == DType::kFloat32) {
-      t.data_as<float>()[i] = static_cast<float>(dist(rng));
-    } else {
-      t.data_as<double>()[i] = dist(rng);
-    }
-  }
+  for (std::int64_t i = 0; i < t.numel(); ++i) set_element(t, i, dist(rng));
   return t;
 }
 
@@ -59,6 +53,12 @@ void set_element(Tensor& t, std::int64_t flat, double value) {
       break;
     case DType::kInt64:
       t.data_as<std::int64_t>()[flat] = static_cast<std::int64_t>(value);
+      break;
+    case DType::kBFloat16:
+      t.data_as<BFloat16>()[flat] = to_bfloat16(static_cast<float>(value));
+      break;
+    case DType::kFloat16:
+      t.data_as<Float16>()[flat] = to_float16(static_cast<float>(value));
       break;
   }
 }

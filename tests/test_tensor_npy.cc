@@ -95,7 +95,8 @@ TEST(Tensor, ConvertsDtypes) {
 }
 
 TEST_F(NpyTest, RoundTripsEveryDtypeAndRank) {
-  for (DType dtype : {DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64}) {
+  for (DType dtype :
+       {DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64, DType::kFloat16}) {
     for (const Shape& shape : {Shape{}, Shape{5}, Shape{2, 3}, Shape{2, 0, 3}, Shape{1, 2, 3, 4}}) {
       Tensor t(dtype, shape);
       for (std::int64_t i = 0; i < t.numel(); ++i) {
@@ -112,6 +113,11 @@ TEST_F(NpyTest, RoundTripsEveryDtypeAndRank) {
           case DType::kInt64:
             t.data_as<std::int64_t>()[i] = (std::int64_t{1} << 40) + i;
             break;
+          case DType::kFloat16:
+            t.data_as<Float16>()[i] = to_float16(-0.25f * static_cast<float>(i));
+            break;
+          case DType::kBFloat16:
+            break;  // no .npy type: refused (below)
         }
       }
       const fs::path p = dir_ / "t.npy";
@@ -124,6 +130,18 @@ TEST_F(NpyTest, RoundTripsEveryDtypeAndRank) {
   }
   // Only the final file remains: no temporary left behind.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
+}
+
+TEST_F(NpyTest, RefusesBFloat16WhichNumPyLacks) {
+  const fs::path p = dir_ / "bf16.npy";
+  try {
+    write_npy(p, Tensor(DType::kBFloat16, {2}));
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bfloat16 has no .npy type"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(p));
 }
 
 TEST_F(NpyTest, ReadsAConformanceFile) {

@@ -19,11 +19,30 @@ namespace spatialsoftmax {
 // kernels' per-axis arrays all use.
 inline constexpr int kMaxSpatialRank = 8;
 
-enum class DType { kFloat32, kFloat64, kInt32, kInt64 };
+// bfloat16 and float16 are storage types: the kernels compute in float32
+// and sum losses in float64, reading and writing the 16-bit values.
+enum class DType { kFloat32, kFloat64, kInt32, kInt64, kBFloat16, kFloat16 };
 
 std::string_view dtype_name(DType dtype);
 std::size_t dtype_size(DType dtype);
+// float32, float64, bfloat16 or float16.
 bool is_floating(DType dtype);
+// bfloat16 or float16.
+bool is_16_bit(DType dtype);
+
+// The 16-bit floating types' bits. Conversions from float round to nearest,
+// ties to even (as PyTorch, NumPy and the hardware instructions do); a NaN
+// stays a NaN (quiet), an overflow becomes an infinity. Widening is exact.
+struct BFloat16 {
+  std::uint16_t bits = 0;
+};
+struct Float16 {
+  std::uint16_t bits = 0;
+};
+float to_float(BFloat16 v);
+float to_float(Float16 v);
+BFloat16 to_bfloat16(float v);
+Float16 to_float16(float v);
 
 template <class T>
 constexpr DType dtype_of();
@@ -34,6 +53,14 @@ constexpr DType dtype_of<float>() {
 template <>
 constexpr DType dtype_of<double>() {
   return DType::kFloat64;
+}
+template <>
+constexpr DType dtype_of<BFloat16>() {
+  return DType::kBFloat16;
+}
+template <>
+constexpr DType dtype_of<Float16>() {
+  return DType::kFloat16;
 }
 template <>
 constexpr DType dtype_of<std::int32_t>() {

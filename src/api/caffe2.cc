@@ -74,7 +74,7 @@ void run_prob_minus_target(std::string_view op, Device device, const core::Geome
   pb.pixel_weight = weight.get<T>();
   pb.has_ignore_index = ignore_minus_one;
   pb.ignore_index = -1;
-  pb.coef = static_cast<T>(coef);
+  pb.coef = static_cast<typename decltype(pb)::Scalar>(coef);
   pb.grad_logits = static_cast<T*>(dx);
   pb.device = scalars;
   dispatch::select(dispatch::Op::kProbMinusTarget, geom, dtype_of<T>(), device, op)
@@ -255,7 +255,7 @@ struct Coerced {
 
 Coerced coerce(std::string_view op, const TensorView& X, int axis) {
   if (!is_floating(X.dtype())) {
-    api::fail_dtype(op, "X", "float32 or float64", X.dtype());
+    api::fail_dtype(op, "X", "float32, float64, bfloat16 or float16", X.dtype());
   }
   const int rank = X.rank();
   if (axis < -rank || axis >= rank) {
@@ -310,13 +310,19 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
              std::to_string(D) + "), got " + shape_string(T.shape()));
   }
   if (device.type != DeviceType::kCpu) return;
+  // Caffe2's 1e-5; 16-bit rows also get the rounding of their D values
+  // (half a unit in the last place each: 2^-9 bfloat16, 2^-11 float16).
+  const double roundoff = X.dtype() == DType::kBFloat16  ? 0x1p-9
+                          : X.dtype() == DType::kFloat16 ? 0x1p-11
+                                                         : 0.0;
+  const double tolerance = 1e-5 + static_cast<double>(D) * roundoff;
   api::visit_float(X.dtype(), [&](auto tag) {
     using F = decltype(tag);
     const F* t = dense.get<F>();
     for (std::int64_t i = 0; i < N; ++i) {
       double sum = 0;
       for (std::int64_t j = 0; j < D; ++j) {
-        const double v = t[i * D + j];
+        const double v = api::element_value(t[i * D + j]);
         if (!(v >= 0)) {
           fail(op, "T[" + std::to_string(i) + ", " + std::to_string(j) + "]",
                "= " + api::format_value(v) +
@@ -324,10 +330,11 @@ void check_softmax_targets(std::string_view op, const TensorView& X, const Tenso
         }
         sum += v;
       }
-      if (std::abs(sum - 1.0) > 1e-5) {
+      if (std::abs(sum - 1.0) > tolerance) {
         fail(op, "T row " + std::to_string(i),
              "sums to " + api::format_value(sum) +
-                 ": Label prob seems incorrect: label prob values do not sum to 1.0 (+/- 1e-5)");
+                 ": Label prob seems incorrect: label prob values do not sum to 1.0 (+/- " +
+                 (roundoff == 0 ? std::string("1e-5") : api::format_value(tolerance)) + ")");
       }
     }
   });

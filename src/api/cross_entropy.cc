@@ -275,8 +275,8 @@ CrossEntropyResult run_cross_entropy(const LossArgNames& names, const TensorView
     pb.pixel_weight = pixel_weight.get<T>();
     pb.has_ignore_index = core::ignore_index_can_match(labels.dtype, ignore_index);
     pb.ignore_index = pb.has_ignore_index ? *ignore_index : 0;
-    pb.label_smoothing = static_cast<T>(options.label_smoothing);
-    pb.prob_floor = static_cast<T>(options.prob_floor);
+    pb.label_smoothing = static_cast<typename decltype(pb)::Scalar>(options.label_smoothing);
+    pb.prob_floor = static_cast<typename decltype(pb)::Scalar>(options.prob_floor);
     pb.zero_target_log_is_zero = options.zero_target_log == ZeroTargetLog::kZero;
     pb.label_check = kernel_checks_labels ? &label_check : nullptr;
     if (forward) {
@@ -289,7 +289,7 @@ CrossEntropyResult run_cross_entropy(const LossArgNames& names, const TensorView
     if (backward) {
       pb.grad_logits = static_cast<T*>(grad_data);
       pb.grad_loss_map = grad_loss_map.get<T>();
-      pb.grad_loss_scale = static_cast<T>(grad_scale);
+      pb.grad_loss_scale = static_cast<typename decltype(pb)::Scalar>(grad_scale);
       pb.grad_prob = grad_prob.get<T>();
       pb.grad_log_prob = grad_log_prob.get<T>();
       pb.grad_entropy = grad_entropy.get<T>();
@@ -324,7 +324,7 @@ CrossEntropyResult run_cross_entropy(const LossArgNames& names, const TensorView
   if (want_loss && !map_loss) {
     const double loss = core::finish_loss(loss_plan.rule, loss_sum, denominator);
     visit_float(dtype, [&](auto tag) {
-      *static_cast<decltype(tag)*>(loss_data) = static_cast<decltype(tag)>(loss);
+      *static_cast<decltype(tag)*>(loss_data) = api::element_from<decltype(tag)>(loss);
     });
   }
   return result;

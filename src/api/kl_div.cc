@@ -91,7 +91,8 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
     } else {
       pb.grad_logits = static_cast<T*>(data);
       pb.grad_map = grad_map.get<T>();
-      pb.grad_scale = static_cast<T>(core::finish_grad(grad_rule, upstream, denominator));
+      pb.grad_scale = static_cast<typename decltype(pb)::Scalar>(
+          core::finish_grad(grad_rule, upstream, denominator));
     }
     core::DeviceScalars<T> scalars;
     if (on_device) {
@@ -104,7 +105,7 @@ Tensor run_kl_div(std::string_view op, const TensorView& logits, const TensorVie
     }
     dispatch::select(dispatch::Op::kKlDiv, info.geom, dtype, device, op).kl_div(pb, context);
     if (!on_device && !grad_output && !map)
-      *static_cast<T*>(data) = static_cast<T>(core::finish_loss(loss_rule, sum, denominator));
+      *static_cast<T*>(data) = api::element_from<T>(core::finish_loss(loss_rule, sum, denominator));
   });
   return out;
 }

@@ -12,7 +12,7 @@ ClassShape class_shape(std::string_view op, std::string_view arg, DType dtype, c
                        ClassAxis axis, int min_spatial_rank, bool allow_no_classes) {
   using api::fail;
   if (!is_floating(dtype)) {
-    api::fail_dtype(op, arg, "float32 or float64", dtype);
+    api::fail_dtype(op, arg, "float32, float64, bfloat16 or float16", dtype);
   }
   const int rank = static_cast<int>(shape.size());
   const int min_rank = 2 + min_spatial_rank;

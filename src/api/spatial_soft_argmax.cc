@@ -18,7 +18,7 @@ namespace {
 using api::ClassTensor;
 using api::Dense;
 using api::fail;
-using api::visit_float;
+using api::visit_float_32_64;
 
 struct SoftArgmaxSetup {
   ClassTensor info;
@@ -31,6 +31,10 @@ struct SoftArgmaxSetup {
 SoftArgmaxSetup setup_soft_argmax(std::string_view op, const TensorView& input,
                                   const SpatialSoftArgmaxOptions& options) {
   SoftArgmaxSetup s;
+  if (is_16_bit(input.dtype())) {
+    api::fail_dtype(op, "input", "float32 or float64 (no 16-bit spatial soft-argmax)",
+                    input.dtype());
+  }
   s.info = api::analyze_class_tensor(op, "input", input, options.channel_axis, 1, true);
   const double t = options.temperature;
   if (!(t > 0) || !std::isfinite(t)) {
@@ -105,7 +109,7 @@ SpatialSoftArgmaxResult run_soft_argmax(std::string_view op, const TensorView& i
   if (!keypoints && device.type == DeviceType::kCpu) {
     keypoints = (unwanted = Tensor::uninitialized(dtype, {N, C, k})).data();
   }
-  visit_float(dtype, [&](auto tag) {
+  visit_float_32_64(dtype, [&](auto tag) {
     using T = decltype(tag);
     auto pb = soft_argmax_problem<T>(s, x);
     pb.keypoints = static_cast<T*>(keypoints);
@@ -151,7 +155,7 @@ double run_soft_argmax_backward(std::string_view op, const TensorView& input,
   // device to reach the host: it is not computed there.
   const bool on_device = device.type != DeviceType::kCpu;
   double grad_beta = on_device ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-  visit_float(dtype, [&](auto tag) {
+  visit_float_32_64(dtype, [&](auto tag) {
     using T = decltype(tag);
     auto pb = soft_argmax_problem<T>(s, x);
     pb.grad_input = static_cast<T*>(grad_input);

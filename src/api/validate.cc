@@ -130,7 +130,7 @@ Dense::Dense(const TensorView& view) : present_(true) {
 
 double first_element(std::string_view op, std::string_view arg, const TensorView& t) {
   if (!is_floating(t.dtype())) {
-    fail_dtype(op, arg, "float32 or float64", t.dtype());
+    fail_dtype(op, arg, "float32, float64, bfloat16 or float16", t.dtype());
   }
   if (checked_numel(t.shape(), arg) < 1) {
     fail(op, arg, "shape: expected at least one element, got " + shape_string(t.shape()));

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "reference/problems.h"
 #include "spatialsoftmax/error.h"
@@ -96,11 +97,50 @@ double first_element(std::string_view op, std::string_view arg, const TensorView
 
 std::string format_value(double v);
 
-// Calls f(float{}) or f(double{}) for a floating dtype.
+// Calls f(T{}) with T the element type of a floating dtype: float,
+// double, BFloat16 or Float16.
 template <class F>
 decltype(auto) visit_float(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat64:
+      return f(double{});
+    case DType::kBFloat16:
+      return f(BFloat16{});
+    case DType::kFloat16:
+      return f(Float16{});
+    default:
+      return f(float{});
+  }
+}
+// The same for the operations without 16-bit kernels (the spatial
+// soft-argmax), whose API refuses 16-bit dtypes first.
+template <class F>
+decltype(auto) visit_float_32_64(DType dtype, F&& f) {
   if (dtype == DType::kFloat64) return f(double{});
   return f(float{});
+}
+
+// An element's value as a float64.
+template <class T>
+double element_value(T v) {
+  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Float16>) {
+    return to_float(v);
+  } else {
+    return static_cast<double>(v);
+  }
+}
+
+// A value of element type T from a float64 (16-bit types: through float32,
+// rounding to nearest even).
+template <class T>
+T element_from(double v) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    return to_bfloat16(static_cast<float>(v));
+  } else if constexpr (std::is_same_v<T, Float16>) {
+    return to_float16(static_cast<float>(v));
+  } else {
+    return static_cast<T>(v);
+  }
 }
 
 }  // namespace spatialsoftmax::api

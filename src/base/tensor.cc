@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -25,6 +26,10 @@ std::string_view dtype_name(DType dtype) {
       return "int32";
     case DType::kInt64:
       return "int64";
+    case DType::kBFloat16:
+      return "bfloat16";
+    case DType::kFloat16:
+      return "float16";
   }
   return "unknown";
 }
@@ -37,11 +42,62 @@ std::size_t dtype_size(DType dtype) {
     case DType::kFloat64:
     case DType::kInt64:
       return 8;
+    case DType::kBFloat16:
+    case DType::kFloat16:
+      return 2;
   }
   return 0;
 }
 
-bool is_floating(DType dtype) { return dtype == DType::kFloat32 || dtype == DType::kFloat64; }
+bool is_floating(DType dtype) {
+  return dtype == DType::kFloat32 || dtype == DType::kFloat64 || is_16_bit(dtype);
+}
+bool is_16_bit(DType dtype) { return dtype == DType::kBFloat16 || dtype == DType::kFloat16; }
+
+float to_float(BFloat16 v) { return std::bit_cast<float>(std::uint32_t{v.bits} << 16); }
+
+float to_float(Float16 v) {
+  const std::uint32_t sign = std::uint32_t{v.bits & 0x8000u} << 16;
+  const std::uint32_t exponent = (v.bits >> 10) & 0x1Fu;
+  const std::uint32_t mantissa = v.bits & 0x3FFu;
+  if (exponent == 0x1F) {  // a NaN comes back quiet, as the F16C instruction gives it
+    return std::bit_cast<float>(sign | 0x7F800000u | (mantissa != 0 ? 0x400000u : 0u) |
+                                mantissa << 13);
+  }
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
+    return std::bit_cast<float>(
+        sign | std::bit_cast<std::uint32_t>(static_cast<float>(mantissa) * 0x1p-24f));
+  }
+  return std::bit_cast<float>(sign | (exponent + 112) << 23 | mantissa << 13);
+}
+
+BFloat16 to_bfloat16(float v) {
+  const auto bits = std::bit_cast<std::uint32_t>(v);
+  if (v != v) return {static_cast<std::uint16_t>(bits >> 16 | 0x40u)};
+  // Adding 0x7FFF plus the kept part's lowest bit rounds half to even.
+  return {static_cast<std::uint16_t>((bits + 0x7FFFu + (bits >> 16 & 1u)) >> 16)};
+}
+
+Float16 to_float16(float v) {
+  const auto bits = std::bit_cast<std::uint32_t>(v);
+  const auto sign = static_cast<std::uint16_t>(bits >> 16 & 0x8000u);
+  std::uint32_t magnitude = bits & 0x7FFFFFFFu;
+  if (magnitude > 0x7F800000u) {
+    return {static_cast<std::uint16_t>(sign | 0x7E00u | (magnitude >> 13 & 0x3FFu))};
+  }
+  // From 65520 (halfway between the largest half, 65504, and 2^16) up.
+  if (magnitude >= 0x477FF000u) return {static_cast<std::uint16_t>(sign | 0x7C00u)};
+  if (magnitude < 0x38800000u) {
+    // Below 2^-14: a subnormal half, a multiple of 2^-24. In [0.5, 1) a
+    // float's step is 2^-24, so the addition rounds it (to nearest even).
+    const float rounded = std::bit_cast<float>(magnitude) + 0.5f;
+    return {
+        static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(rounded) - 0x3F000000u))};
+  }
+  // Rebias the exponent (127 -> 15) and round the 13 dropped bits half to even.
+  magnitude += 0xC8000FFFu + (magnitude >> 13 & 1u);
+  return {static_cast<std::uint16_t>(sign | magnitude >> 13)};
+}
 
 std::int64_t checked_numel(std::span<const std::int64_t> shape, std::string_view what) {
   std::int64_t n = 1;
@@ -208,6 +264,10 @@ double TensorView::at(std::int64_t flat) const {
       return static_cast<const std::int32_t*>(data_)[o];
     case DType::kInt64:
       return static_cast<double>(static_cast<const std::int64_t*>(data_)[o]);
+    case DType::kBFloat16:
+      return to_float(static_cast<const BFloat16*>(data_)[o]);
+    case DType::kFloat16:
+      return to_float(static_cast<const Float16*>(data_)[o]);
   }
   return 0;
 }
@@ -336,6 +396,12 @@ Tensor Tensor::scalar(DType dtype, double value) {
     case DType::kInt64:
       *t.data_as<std::int64_t>() = static_cast<std::int64_t>(value);
       break;
+    case DType::kBFloat16:
+      *t.data_as<BFloat16>() = to_bfloat16(static_cast<float>(value));
+      break;
+    case DType::kFloat16:
+      *t.data_as<Float16>() = to_float16(static_cast<float>(value));
+      break;
   }
   return t;
 }
@@ -359,6 +425,12 @@ Tensor Tensor::to(DType dtype) const {
         break;
       case DType::kInt64:
         t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v);
+        break;
+      case DType::kBFloat16:
+        t.data_as<BFloat16>()[i] = to_bfloat16(static_cast<float>(v));
+        break;
+      case DType::kFloat16:
+        t.data_as<Float16>()[i] = to_float16(static_cast<float>(v));
         break;
     }
   }

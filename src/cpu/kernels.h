@@ -22,6 +22,7 @@
 //   spatial_axes-inl.h,   spatial soft-argmax        -> spatial_soft_argmax.cc
 //   spatial_passes-inl.h
 //   prob_minus_target.cc, softmax_backward.cc, kl_div.cc: one file each;
+//   convert.cc: 16-bit <-> float32 conversions;
 //   targets.cc: the SIMD targets.
 //
 // Names. A function with a Highway descriptor or vector among its
@@ -83,6 +84,13 @@ void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<double>& 
 // in fixed blocks of labels whose totals are added in block order.
 void scan_labels(const core::LabelScanProblem<float>& pb);
 void scan_labels(const core::LabelScanProblem<double>& pb);
+
+// n values between a 16-bit type and float32, rounding to nearest even
+// (the bits of spatialsoftmax/tensor.h's scalar conversions on every target).
+void widen(const BFloat16* from, float* to, std::int64_t n);
+void widen(const Float16* from, float* to, std::int64_t n);
+void narrow(const float* from, BFloat16* to, std::int64_t n);
+void narrow(const float* from, Float16* to, std::int64_t n);
 
 // SIMD targets compiled in that this CPU supports, best first (Highway's
 // target bits), and the one the kernels dispatch to now. Highway's chosen

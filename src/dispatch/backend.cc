@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "cpu/kernels.h"
+#include "dispatch/staging.h"
 #ifdef SPATIALSOFTMAX_HAVE_CUDA
 #include "cuda/kernels.h"
 #endif
@@ -52,6 +53,23 @@ class ReferenceBackend final : public Backend {
   }
   SPATIALSOFTMAX_REFERENCE_METHODS(float)
   SPATIALSOFTMAX_REFERENCE_METHODS(double)
+// 16-bit problems in float64 (staging.h), block after block on this thread.
+#define SPATIALSOFTMAX_REFERENCE_STAGED(H, op, Problem)                                     \
+  void op(const core::Problem<H>& p, const ExecutionContext&) const override {              \
+    const parallel::ThreadCount one(1);                                                     \
+    staging::op<double>(p, [](const core::Problem<double>& q) { core::reference::op(q); }); \
+  }
+#define SPATIALSOFTMAX_REFERENCE_16_BIT(H)                                      \
+  SPATIALSOFTMAX_REFERENCE_STAGED(H, softmax, SoftmaxProblem)                   \
+  SPATIALSOFTMAX_REFERENCE_STAGED(H, softmax_backward, SoftmaxBackwardProblem)  \
+  SPATIALSOFTMAX_REFERENCE_STAGED(H, cross_entropy, CrossEntropyProblem)        \
+  SPATIALSOFTMAX_REFERENCE_STAGED(H, scan_labels, LabelScanProblem)             \
+  SPATIALSOFTMAX_REFERENCE_STAGED(H, prob_minus_target, ProbMinusTargetProblem) \
+  SPATIALSOFTMAX_REFERENCE_STAGED(H, kl_div, KlDivProblem)
+  SPATIALSOFTMAX_REFERENCE_16_BIT(BFloat16)
+  SPATIALSOFTMAX_REFERENCE_16_BIT(Float16)
+#undef SPATIALSOFTMAX_REFERENCE_16_BIT
+#undef SPATIALSOFTMAX_REFERENCE_STAGED
 #undef SPATIALSOFTMAX_REFERENCE_METHODS
 };
 
@@ -109,6 +127,23 @@ class HighwayBackend final : public Backend {
   SPATIALSOFTMAX_HIGHWAY_METHODS(float)
   SPATIALSOFTMAX_HIGHWAY_METHODS(double)
 #undef SPATIALSOFTMAX_HIGHWAY_METHODS
+// 16-bit problems through the float32 kernels (staging.h), blocks in parallel.
+#define SPATIALSOFTMAX_HIGHWAY_STAGED(H, op, Problem)                            \
+  void op(const core::Problem<H>& p, const ExecutionContext& c) const override { \
+    const parallel::ThreadCount threads(c.num_threads);                          \
+    staging::op<float>(p, [](const core::Problem<float>& q) { cpu::op(q); });    \
+  }
+#define SPATIALSOFTMAX_HIGHWAY_16_BIT(H)                                      \
+  SPATIALSOFTMAX_HIGHWAY_STAGED(H, softmax, SoftmaxProblem)                   \
+  SPATIALSOFTMAX_HIGHWAY_STAGED(H, softmax_backward, SoftmaxBackwardProblem)  \
+  SPATIALSOFTMAX_HIGHWAY_STAGED(H, cross_entropy, CrossEntropyProblem)        \
+  SPATIALSOFTMAX_HIGHWAY_STAGED(H, scan_labels, LabelScanProblem)             \
+  SPATIALSOFTMAX_HIGHWAY_STAGED(H, prob_minus_target, ProbMinusTargetProblem) \
+  SPATIALSOFTMAX_HIGHWAY_STAGED(H, kl_div, KlDivProblem)
+  SPATIALSOFTMAX_HIGHWAY_16_BIT(BFloat16)
+  SPATIALSOFTMAX_HIGHWAY_16_BIT(Float16)
+#undef SPATIALSOFTMAX_HIGHWAY_16_BIT
+#undef SPATIALSOFTMAX_HIGHWAY_STAGED
 };
 
 // CPU problems with nothing to compute: every output is empty and every sum
@@ -131,13 +166,19 @@ class NothingToDo final : public Backend {
   void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const override {} \
   void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&)       \
       const override {}                                                                         \
-  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {}          \
-  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&)   \
-      const override {}                                                                         \
-  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,                   \
+  void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const override {}
+#define SPATIALSOFTMAX_EMPTY_SPATIAL(T)                                                       \
+  void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&, const ExecutionContext&) \
+      const override {}                                                                       \
+  void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,                 \
                                     const ExecutionContext&) const override {}
   SPATIALSOFTMAX_EMPTY_METHODS(float)
   SPATIALSOFTMAX_EMPTY_METHODS(double)
+  SPATIALSOFTMAX_EMPTY_METHODS(BFloat16)
+  SPATIALSOFTMAX_EMPTY_METHODS(Float16)
+  SPATIALSOFTMAX_EMPTY_SPATIAL(float)
+  SPATIALSOFTMAX_EMPTY_SPATIAL(double)
+#undef SPATIALSOFTMAX_EMPTY_SPATIAL
 #undef SPATIALSOFTMAX_EMPTY_METHODS
 };
 
@@ -158,7 +199,10 @@ class CudaBackend final : public Backend {
  public:
   std::string_view name() const override { return "cuda"; }
   DeviceType device() const override { return DeviceType::kCuda; }
-  std::string declines(Op op, const core::Geometry&, DType) const override {
+  std::string declines(Op op, const core::Geometry&, DType dtype) const override {
+    if (is_16_bit(dtype)) {
+      return "no bfloat16 or float16 CUDA kernels yet (float32 and float64 only)";
+    }
     switch (op) {
       case Op::kSoftmax:
       case Op::kSoftmaxBackward:
@@ -222,6 +266,31 @@ class CudaBackend final : public Backend {
   SPATIALSOFTMAX_CUDA_METHODS(float)
   SPATIALSOFTMAX_CUDA_METHODS(double)
 #undef SPATIALSOFTMAX_CUDA_METHODS
+#define SPATIALSOFTMAX_CUDA_DECLINED(H)                                                        \
+  void softmax(const core::SoftmaxProblem<H>&, const ExecutionContext&) const override {       \
+    declined("softmax");                                                                       \
+  }                                                                                            \
+  void softmax_backward(const core::SoftmaxBackwardProblem<H>&, const ExecutionContext&)       \
+      const override {                                                                         \
+    declined("softmax_backward");                                                              \
+  }                                                                                            \
+  void cross_entropy(const core::CrossEntropyProblem<H>&, const ExecutionContext&)             \
+      const override {                                                                         \
+    declined("cross_entropy");                                                                 \
+  }                                                                                            \
+  void scan_labels(const core::LabelScanProblem<H>&, const ExecutionContext&) const override { \
+    declined("scan_labels");                                                                   \
+  }                                                                                            \
+  void prob_minus_target(const core::ProbMinusTargetProblem<H>&, const ExecutionContext&)      \
+      const override {                                                                         \
+    declined("prob_minus_target");                                                             \
+  }                                                                                            \
+  void kl_div(const core::KlDivProblem<H>&, const ExecutionContext&) const override {          \
+    declined("kl_div");                                                                        \
+  }
+  SPATIALSOFTMAX_CUDA_DECLINED(BFloat16)
+  SPATIALSOFTMAX_CUDA_DECLINED(Float16)
+#undef SPATIALSOFTMAX_CUDA_DECLINED
 
  private:
   // dispatch never calls an operation this backend declines.

@@ -55,6 +55,8 @@ class Backend {
     return false;
   }
 
+// The loss family, softmax and log_softmax, for float32, float64 and the
+// 16-bit storage types; the spatial soft-argmax for float32 and float64.
 #define SPATIALSOFTMAX_BACKEND_METHODS(T)                                                         \
   virtual void softmax(const core::SoftmaxProblem<T>&, const ExecutionContext&) const = 0;        \
   virtual void softmax_backward(const core::SoftmaxBackwardProblem<T>&, const ExecutionContext&)  \
@@ -64,13 +66,19 @@ class Backend {
   virtual void scan_labels(const core::LabelScanProblem<T>&, const ExecutionContext&) const = 0;  \
   virtual void prob_minus_target(const core::ProbMinusTargetProblem<T>&, const ExecutionContext&) \
       const = 0;                                                                                  \
-  virtual void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const = 0;           \
-  virtual void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&,                      \
-                                   const ExecutionContext&) const = 0;                            \
-  virtual void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&,             \
+  virtual void kl_div(const core::KlDivProblem<T>&, const ExecutionContext&) const = 0;
+#define SPATIALSOFTMAX_SPATIAL_METHODS(T)                                             \
+  virtual void spatial_soft_argmax(const core::SpatialSoftArgmaxProblem<T>&,          \
+                                   const ExecutionContext&) const = 0;                \
+  virtual void spatial_soft_argmax_backward(const core::SpatialSoftArgmaxProblem<T>&, \
                                             const ExecutionContext&) const = 0;
   SPATIALSOFTMAX_BACKEND_METHODS(float)
   SPATIALSOFTMAX_BACKEND_METHODS(double)
+  SPATIALSOFTMAX_BACKEND_METHODS(BFloat16)
+  SPATIALSOFTMAX_BACKEND_METHODS(Float16)
+  SPATIALSOFTMAX_SPATIAL_METHODS(float)
+  SPATIALSOFTMAX_SPATIAL_METHODS(double)
+#undef SPATIALSOFTMAX_SPATIAL_METHODS
 #undef SPATIALSOFTMAX_BACKEND_METHODS
 };
 

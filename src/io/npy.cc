@@ -29,11 +29,12 @@ constexpr std::size_t kMagicSize = 6;
 DType parse_descr(std::string_view source, const std::string& descr) {
   if (descr == "<f4") return DType::kFloat32;
   if (descr == "<f8") return DType::kFloat64;
+  if (descr == "<f2") return DType::kFloat16;
   if (descr == "<i4") return DType::kInt32;
   if (descr == "<i8") return DType::kInt64;
   std::string shown = descr.substr(0, 32) + (descr.size() > 32 ? "..." : "");
-  fail(source,
-       "header key 'descr': expected one of '<f4', '<f8', '<i4', '<i8', got '" + shown + "'");
+  fail(source, "header key 'descr': expected one of '<f4', '<f8', '<f2', '<i4', '<i8', got '" +
+                   shown + "'");
 }
 
 std::string descr_of(DType dtype) {
@@ -46,8 +47,13 @@ std::string descr_of(DType dtype) {
       return "<i4";
     case DType::kInt64:
       return "<i8";
+    case DType::kFloat16:
+      return "<f2";
+    case DType::kBFloat16:
+      break;
   }
-  return "";
+  throw Error(std::string("npy: ") + std::string(dtype_name(dtype)) +
+              " has no .npy type (NumPy has no bfloat16): convert to float32 first");
 }
 
 std::uint32_t read_le(const unsigned char* p, int bytes) {

@@ -23,6 +23,23 @@
 
 namespace spatialsoftmax::core {
 
+// A problem's T is the type of its tensors' elements; its scalar options
+// have the type it is computed in: T itself, float for the 16-bit types.
+template <class T>
+struct ComputeType {
+  using type = T;
+};
+template <>
+struct ComputeType<BFloat16> {
+  using type = float;
+};
+template <>
+struct ComputeType<Float16> {
+  using type = float;
+};
+template <class T>
+using compute_t = typename ComputeType<T>::type;
+
 // Dense layout of an X-shaped tensor: N batches, C classes, P pixels per batch
 // (P = d1*...*dk), class axis at 1 or last. Position i = n * P + p.
 struct Geometry {
@@ -236,6 +253,7 @@ struct SoftmaxBackwardProblem {
 // caller into grad_loss_scale.
 template <class T>
 struct CrossEntropyProblem {
+  using Scalar = compute_t<T>;
   Geometry geom;
   const T* logits = nullptr;
   bool logits_are_log_probs = false;  // NLL: logits hold log-probabilities
@@ -245,8 +263,8 @@ struct CrossEntropyProblem {
   const T* pixel_weight = nullptr;    // (N*P)
   bool has_ignore_index = false;
   std::int64_t ignore_index = 0;
-  T label_smoothing = 0;
-  T prob_floor = 0;  // > 0: -log(max(p, floor)) from p (Caffe2)
+  Scalar label_smoothing = 0;
+  Scalar prob_floor = 0;  // > 0: -log(max(p, floor)) from p (Caffe2)
   bool zero_target_log_is_zero = false;
   LabelCheck* label_check = nullptr;  // null: the labels are known good
 
@@ -261,7 +279,7 @@ struct CrossEntropyProblem {
   // with r_i = grad_loss_map[i] if given, else grad_loss_scale.
   T* grad_logits = nullptr;
   const T* grad_loss_map = nullptr;
-  T grad_loss_scale = 0;
+  Scalar grad_loss_scale = 0;
   const T* grad_prob = nullptr;
   const T* grad_log_prob = nullptr;
   const T* grad_entropy = nullptr;
@@ -273,6 +291,7 @@ struct CrossEntropyProblem {
 // the target is one-hot(label) or a probability row, ignored positions get 0.
 template <class T>
 struct ProbMinusTargetProblem {
+  using Scalar = compute_t<T>;
   Geometry geom;
   const T* prob = nullptr;
   Labels labels;
@@ -280,7 +299,7 @@ struct ProbMinusTargetProblem {
   const T* pixel_weight = nullptr;
   bool has_ignore_index = false;
   std::int64_t ignore_index = 0;
-  T coef = 1;
+  Scalar coef = 1;
   T* grad_logits = nullptr;
 
   const DeviceScalars<T>* device = nullptr;  // device problems: coef from the grad rule
@@ -289,6 +308,7 @@ struct ProbMinusTargetProblem {
 // KL(target || softmax(logits)) elementwise (docs/semantics.md 3.5).
 template <class T>
 struct KlDivProblem {
+  using Scalar = compute_t<T>;
   Geometry geom;
   const T* logits = nullptr;
   const T* target = nullptr;
@@ -297,7 +317,7 @@ struct KlDivProblem {
   double* out_sum = nullptr;  // sum of all elements
   T* grad_logits = nullptr;
   const T* grad_map = nullptr;  // elementwise upstream, or
-  T grad_scale = 0;             // one upstream for every element
+  Scalar grad_scale = 0;        // one upstream for every element
 
   const DeviceScalars<T>* device = nullptr;  // device problems only
 };

@@ -96,6 +96,8 @@ FillValue fill_value(const OperatorDef& def, DType dtype) {
       break;
     case DType::kFloat32:
     case DType::kFloat64:
+    case DType::kBFloat16:
+    case DType::kFloat16:
       if (const auto* i = std::get_if<std::int64_t>(&v)) {
         out.real = static_cast<double>(*i);  // rounds to nearest beyond 2^53
       } else if (const auto* f = std::get_if<float>(&v)) {
@@ -121,7 +123,21 @@ void fill(Tensor& t, const FillValue& v) {
     case DType::kInt64:
       std::fill_n(t.data_as<std::int64_t>(), n, v.whole);
       break;
+    case DType::kBFloat16:
+      std::fill_n(t.data_as<BFloat16>(), n, to_bfloat16(static_cast<float>(v.real)));
+      break;
+    case DType::kFloat16:
+      std::fill_n(t.data_as<Float16>(), n, to_float16(static_cast<float>(v.real)));
+      break;
   }
+}
+
+// Each addition in float32, rounded to the type, as PyTorch adds 16-bit tensors.
+template <class T, class Round>
+void add_into_16_bit(Tensor& sum, const Tensor& x, Round round) {
+  T* s = sum.data_as<T>();
+  const T* v = x.data_as<T>();
+  for (std::int64_t i = 0; i < sum.numel(); ++i) s[i] = round(to_float(s[i]) + to_float(v[i]));
 }
 
 template <class T>
@@ -238,6 +254,12 @@ void register_utility_operators() {
           break;
         case DType::kInt64:
           add_into_checked<std::int64_t>(sum, x, r, i);
+          break;
+        case DType::kBFloat16:
+          add_into_16_bit<BFloat16>(sum, x, [](float f) { return to_bfloat16(f); });
+          break;
+        case DType::kFloat16:
+          add_into_16_bit<Float16>(sum, x, [](float f) { return to_float16(f); });
           break;
       }
     }
