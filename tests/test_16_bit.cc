@@ -44,8 +44,9 @@ TEST(SixteenBitConversions, Float16WideningIsTheIeeeValue) {
     const auto bits = static_cast<std::uint16_t>(b);
     const std::uint32_t e = bits >> 10 & 0x1F, m = bits & 0x3FF;
     if (e == 0x1F) continue;
-    const double want = (bits & 0x8000 ? -1.0 : 1.0) *
-                        (e == 0 ? std::ldexp(m, -24) : std::ldexp(1024.0 + m, static_cast<int>(e) - 25));
+    const double want =
+        (bits & 0x8000 ? -1.0 : 1.0) *
+        (e == 0 ? std::ldexp(m, -24) : std::ldexp(1024.0 + m, static_cast<int>(e) - 25));
     ASSERT_EQ(static_cast<double>(f16_value(bits)), want) << std::hex << b;
   }
 }
@@ -120,10 +121,15 @@ TEST_P(SixteenBitSimdConversions, MatchTheScalarOnesBitForBit) {
   // the exact middles between 16-bit neighbours.
   std::mt19937 rng(7);
   std::vector<float> floats;
-  for (int i = 0; i < 100000; ++i) floats.push_back(std::bit_cast<float>(static_cast<std::uint32_t>(rng())));
+  for (int i = 0; i < 100000; ++i)
+    floats.push_back(std::bit_cast<float>(static_cast<std::uint32_t>(rng())));
   for (std::uint32_t b = 0; b < 0x7C00; b += 3) {
-    floats.push_back((f16_value(static_cast<std::uint16_t>(b)) + f16_value(static_cast<std::uint16_t>(b + 1))) / 2);
-    floats.push_back(-(bf16_value(static_cast<std::uint16_t>(b)) + bf16_value(static_cast<std::uint16_t>(b + 1))) / 2);
+    floats.push_back(
+        (f16_value(static_cast<std::uint16_t>(b)) + f16_value(static_cast<std::uint16_t>(b + 1))) /
+        2);
+    floats.push_back(-(bf16_value(static_cast<std::uint16_t>(b)) +
+                       bf16_value(static_cast<std::uint16_t>(b + 1))) /
+                     2);
   }
   const auto n = static_cast<std::int64_t>(floats.size());
   std::vector<BFloat16> to_bf(floats.size());
@@ -166,11 +172,14 @@ class SixteenBitOps : public PerTargetWith<std::tuple<DType, Geometry16>> {
  protected:
   DType dtype() const { return std::get<0>(value()); }
   const Shape& shape() const { return std::get<1>(value()).shape; }
-  ClassAxis axis() const { return std::get<1>(value()).class_last ? ClassAxis::kLast : ClassAxis::kFirst; }
+  ClassAxis axis() const {
+    return std::get<1>(value()).class_last ? ClassAxis::kLast : ClassAxis::kFirst;
+  }
   std::int64_t classes() const { return axis() == ClassAxis::kLast ? shape().back() : shape()[1]; }
   Shape map_shape() const {
     Shape m = shape();
-    m.erase(m.begin() + (axis() == ClassAxis::kLast ? static_cast<std::ptrdiff_t>(m.size() - 1) : 1));
+    m.erase(m.begin() +
+            (axis() == ClassAxis::kLast ? static_cast<std::ptrdiff_t>(m.size() - 1) : 1));
     return m;
   }
   Tensor logits(std::uint64_t seed) const { return random_uniform(dtype(), shape(), -6, 6, seed); }
@@ -181,7 +190,8 @@ class SixteenBitOps : public PerTargetWith<std::tuple<DType, Geometry16>> {
   }
   // Rows of probabilities (each sums to 1 in float64 before rounding).
   Tensor probabilities(std::uint64_t seed) const {
-    return softmax(random_uniform(DType::kFloat64, shape(), -2, 2, seed).view(), axis()).to(dtype());
+    return softmax(random_uniform(DType::kFloat64, shape(), -2, 2, seed).view(), axis())
+        .to(dtype());
   }
 };
 
@@ -191,7 +201,8 @@ TEST_P(SixteenBitOps, CrossEntropyEveryOptionMatchesTheReference) {
   const Tensor a = random_uniform(dtype(), map_shape(), 0, 1, 4);
   for (const Reduction reduction : {Reduction::kMean, Reduction::kSum}) {
     for (const bool weighted : {false, true}) {
-      SCOPED_TRACE(std::string(reduction == Reduction::kMean ? "mean" : "sum") + (weighted ? ", weighted" : ""));
+      SCOPED_TRACE(std::string(reduction == Reduction::kMean ? "mean" : "sum") +
+                   (weighted ? ", weighted" : ""));
       const auto run = [&](bool reference) {
         const auto in = [&](const Tensor& t) { return reference ? wide(t) : t.to(t.dtype()); };
         const Tensor xs = in(x), ws = in(w), as = in(a);
@@ -213,6 +224,41 @@ TEST_P(SixteenBitOps, CrossEntropyEveryOptionMatchesTheReference) {
       expect_close_16(got.prob, want.prob, dtype(), "prob");
       expect_close_16(got.log_prob, want.log_prob, dtype(), "log_prob");
       expect_close_16(got.entropy, want.entropy, dtype(), "entropy");
+      expect_close_16(got.grad_logits, want.grad_logits, dtype(), "grad_logits");
+    }
+  }
+}
+
+// The plain problems (index targets, no smoothing; loss, P, dX), which the
+// tile kernel reads and writes in 16 bits itself.
+TEST_P(SixteenBitOps, PlainCrossEntropyMatchesTheReference) {
+  const Tensor x = logits(31), y = labels_with_ignored(32);
+  const Tensor w = random_uniform(dtype(), {classes()}, 0.5, 2, 33);
+  const Tensor a = random_uniform(dtype(), map_shape(), 0, 1, 34);
+  const Tensor g_loss = random_uniform(dtype(), map_shape(), -1, 1, 35);
+  for (const Reduction reduction : {Reduction::kMean, Reduction::kSum, Reduction::kNone}) {
+    for (const bool weighted : {false, true}) {
+      SCOPED_TRACE(std::to_string(static_cast<int>(reduction)) + (weighted ? ", weighted" : ""));
+      const auto run = [&](bool reference) {
+        const auto in = [&](const Tensor& t) { return reference ? wide(t) : t.to(t.dtype()); };
+        const Tensor xs = in(x), ws = in(w), as = in(a), gl = in(g_loss);
+        CrossEntropyOptions o = CrossEntropyOptions::pytorch();
+        o.class_axis = axis();
+        o.reduction = reduction;
+        o.want_prob = true;
+        if (weighted) {
+          o.class_weight = ws.view();
+          o.pixel_weight = as.view();
+        }
+        CrossEntropyGrads grads;
+        if (reduction == Reduction::kNone) grads.loss = gl.view();
+        std::optional<ScopedBackend> backend;
+        if (reference) backend.emplace("reference");
+        return cross_entropy_forward_backward(xs.view(), y.view(), o, grads);
+      };
+      const CrossEntropyResult got = run(false), want = run(true);
+      expect_close_16(got.loss, want.loss, dtype(), "loss");
+      expect_close_16(got.prob, want.prob, dtype(), "prob");
       expect_close_16(got.grad_logits, want.grad_logits, dtype(), "grad_logits");
     }
   }
@@ -314,17 +360,18 @@ TEST_P(SixteenBitOps, BitwiseTheSameAtEveryThreadCountAndInPlace) {
 
 std::vector<Geometry16> geometries() {
   return {
-      {{2, 5, 3, 7}, false},      // less than a block
-      {{2, 19, 40, 30}, false},   // several blocks per image
-      {{3, 40, 19}, true},        // class-last
-      {{2, 24, 24, 19}, true},    // class-last, several blocks
-      {{70, 3}, false},           // one pixel: blocks across the batch
-      {{2, 300, 9}, false},       // many classes: the row kernels
-      {{5, 20000}, false},        // a block per row
+      {{2, 5, 3, 7}, false},     // less than a block
+      {{2, 19, 40, 30}, false},  // several blocks per image
+      {{3, 40, 19}, true},       // class-last
+      {{2, 24, 24, 19}, true},   // class-last, several blocks
+      {{70, 3}, false},          // one pixel: blocks across the batch
+      {{2, 300, 9}, false},      // many classes: the row kernels
+      {{5, 20000}, false},       // a block per row
   };
 }
 
-std::string param_name(const ::testing::TestParamInfo<std::tuple<std::int64_t, std::tuple<DType, Geometry16>>>& info) {
+std::string param_name(
+    const ::testing::TestParamInfo<std::tuple<std::int64_t, std::tuple<DType, Geometry16>>>& info) {
   const auto& [dtype, g] = std::get<1>(info.param);
   std::string name = target_test_name(std::get<0>(info.param));
   name.append("_").append(dtype_name(dtype));
@@ -333,12 +380,12 @@ std::string param_name(const ::testing::TestParamInfo<std::tuple<std::int64_t, s
   return name;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Targets, SixteenBitOps,
-    ::testing::Combine(::testing::ValuesIn(simd_targets()),
-                       ::testing::Combine(::testing::Values(DType::kBFloat16, DType::kFloat16),
-                                          ::testing::ValuesIn(geometries()))),
-    param_name);
+INSTANTIATE_TEST_SUITE_P(Targets, SixteenBitOps,
+                         ::testing::Combine(::testing::ValuesIn(simd_targets()),
+                                            ::testing::Combine(::testing::Values(DType::kBFloat16,
+                                                                                 DType::kFloat16),
+                                                               ::testing::ValuesIn(geometries()))),
+                         param_name);
 
 // Caffe2's operator on (N, D, H, W), several staging blocks per image.
 class SixteenBitCaffe2 : public PerTargetWith<DType> {};
@@ -371,6 +418,23 @@ INSTANTIATE_TEST_SUITE_P(Targets, SixteenBitCaffe2,
                                   std::string(dtype_name(std::get<1>(param_info.param)));
                          });
 
+// Outputs of 16 MiB and more are streamed past the cache: both layouts.
+TEST(SixteenBitStreaming, LargePlainCrossEntropyMatchesTheReference) {
+  for (const bool class_last : {false, true}) {
+    SCOPED_TRACE(class_last ? "class last" : "class first");
+    const Shape shape = class_last ? Shape{1, 1500, 1900, 3} : Shape{1, 3, 1500, 1900};
+    const Tensor x = random_uniform(DType::kBFloat16, shape, -6, 6, 40);
+    const Tensor y = random_labels(DType::kInt64, {1, 1500, 1900}, 3, 41);
+    CrossEntropyOptions o;
+    o.class_axis = class_last ? ClassAxis::kLast : ClassAxis::kFirst;
+    const CrossEntropyResult got = cross_entropy_forward_backward(x.view(), y.view(), o);
+    const ScopedBackend reference("reference");
+    const CrossEntropyResult want = cross_entropy_forward_backward(wide(x).view(), y.view(), o);
+    expect_close_16(got.loss, want.loss, DType::kBFloat16, "loss");
+    expect_close_16(got.grad_logits, want.grad_logits, DType::kBFloat16, "grad_logits");
+  }
+}
+
 // --- errors -------------------------------------------------------------------------
 
 TEST(SixteenBitErrors, MixedDtypesAndBadLabelsAreNamed) {
@@ -379,12 +443,13 @@ TEST(SixteenBitErrors, MixedDtypesAndBadLabelsAreNamed) {
   const Tensor w32 = filled(DType::kFloat32, {4}, 1);
   CrossEntropyOptions o;
   o.class_weight = w32.view();
-  EXPECT_ERROR_MENTIONS(cross_entropy(x.view(), y.view(), o),
-                        {"cross_entropy", "class_weight", "bfloat16 (the logits' dtype)", "got float32"});
+  EXPECT_ERROR_MENTIONS(
+      cross_entropy(x.view(), y.view(), o),
+      {"cross_entropy", "class_weight", "bfloat16 (the logits' dtype)", "got float32"});
   y.data_as<std::int64_t>()[4] = 9;
   EXPECT_ERROR_MENTIONS(cross_entropy(x.view(), y.view()), {"cross_entropy", "targets", "9"});
-  EXPECT_ERROR_MENTIONS(spatial_soft_argmax(x.view()),
-                        {"spatial_soft_argmax", "input dtype", "float32 or float64", "got bfloat16"});
+  EXPECT_ERROR_MENTIONS(spatial_soft_argmax(x.view()), {"spatial_soft_argmax", "input dtype",
+                                                        "float32 or float64", "got bfloat16"});
 }
 
 }  // namespace

@@ -5,10 +5,11 @@
 //
 // Row schema (JSON, one object per line): impl, op, shape (logical N, C, d...),
 // layout ("NCHW" | "NHWC"), threads, ms_min, ms_median, gbps; plus runs,
-// pct_memcpy, pct_read (forward rows), speedup_vs_<peer> (our rows) and the
-// peers' own extra fields. GB/s is computed from ms_min and counts the bytes a
-// fused kernel must move: forward = bytes(X) + bytes(labels), forward_backward
-// = bytes(X) + bytes(labels) + bytes(dX) (float32 X, int64 labels). Memory rows:
+// pct_memcpy, pct_read (forward rows), speedup_vs_<peer> (our rows), dtype
+// (X's and dX's: float32, bfloat16 or float16) and the peers' own extra
+// fields. GB/s is computed from ms_min and counts the bytes a fused kernel
+// must move: forward = bytes(X) + bytes(labels), forward_backward = bytes(X)
+// + bytes(labels) + bytes(dX) (X and dX of the row's dtype, int64 labels). Memory rows:
 // impl "memcpy" op "copy" (GB/s = read + written bytes) and impl "memread" op
 // "read", layout "flat", shape [bytes].
 #include <sys/wait.h>
@@ -114,12 +115,26 @@ std::vector<Case> make_cases(const BenchOptions& o) {
     layouts.emplace_back(to_string(parse_layout(l, "--layouts")));
   }
   if (layouts.empty()) throw Error("--layouts is empty");
+  std::vector<DType> dtypes;
+  for (const std::string& d : split(o.dtypes, ',')) {
+    const auto known = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
+    const auto it =
+        std::find_if(known.begin(), known.end(), [&](DType t) { return dtype_name(t) == d; });
+    if (it == known.end()) {
+      throw Error("--dtype: '" + d + "', expected float32, bfloat16 and/or float16");
+    }
+    dtypes.push_back(*it);
+  }
+  if (dtypes.empty()) throw Error("--dtype is empty");
   std::vector<Case> cases;
-  for (const Shape& shape : shapes) {
-    if (shape.size() == 2) {
-      cases.push_back({shape, "NHWC"});  // rows x classes: class-first and class-last coincide
-    } else {
-      for (const std::string& l : layouts) cases.push_back({shape, l});
+  for (const DType dtype : dtypes) {
+    for (const Shape& shape : shapes) {
+      if (shape.size() == 2) {
+        // rows x classes: class-first and class-last coincide
+        cases.push_back({shape, "NHWC", dtype});
+      } else {
+        for (const std::string& l : layouts) cases.push_back({shape, l, dtype});
+      }
     }
   }
   return cases;
@@ -146,14 +161,6 @@ std::vector<std::string> parse_ops(const std::string& text) {
       throw Error("--ops: '" + op + "', expected forward and/or forward_backward");
   if (ops.empty()) throw Error("--ops is empty");
   return ops;
-}
-
-double bytes_moved(const Shape& shape, const std::string& op) {
-  double numel = 1;
-  for (auto d : shape) numel *= static_cast<double>(d);
-  const double x = 4 * numel;
-  const double labels = 8 * numel / static_cast<double>(shape[1]);
-  return x + labels + (op == "forward_backward" ? x : 0);
 }
 
 // Warm up, then run until both `repeats` runs and `min_time` seconds are done.
@@ -297,13 +304,15 @@ void run_ours(const BenchOptions& o, const std::vector<Case>& cases,
     }
     Shape label_shape = c.shape;
     label_shape.erase(label_shape.begin() + 1);
-    progress("spatialsoftmax: " + shape_text(c.shape) + " " + c.layout);
-    Tensor x(DType::kFloat32, stored);
+    progress("spatialsoftmax: " + shape_text(c.shape) + " " + c.layout + " " +
+             std::string(dtype_name(c.dtype)));
+    Tensor x32(DType::kFloat32, stored);
     Tensor labels(DType::kInt64, label_shape);
-    float* xp = x.data_as<float>();
-    for (std::int64_t i = 0; i < x.numel(); ++i)  // uniform in [-2, 2)
+    float* xp = x32.data_as<float>();
+    for (std::int64_t i = 0; i < x32.numel(); ++i)  // uniform in [-2, 2)
       xp[i] = static_cast<float>(
           static_cast<double>(mix(static_cast<std::uint64_t>(i)) >> 40) * 0x1.0p-24 * 4.0 - 2.0);
+    const Tensor x = c.dtype == DType::kFloat32 ? std::move(x32) : x32.to(c.dtype);
     auto* yp = labels.data_as<std::int64_t>();
     const auto classes = static_cast<std::uint64_t>(c.shape[1]);
     for (std::int64_t i = 0; i < labels.numel(); ++i)
@@ -321,8 +330,9 @@ void run_ours(const BenchOptions& o, const std::vector<Case>& cases,
                             : time_it(o, [&] {
                                 sink = cross_entropy_forward_backward(xv, yv, options).loss.at(0);
                               });
-        json row =
-            make_row("spatialsoftmax", op, c.shape, c.layout, t, timing, bytes_moved(c.shape, op));
+        json row = make_row("spatialsoftmax", op, c.shape, c.layout, t, timing,
+                            bench::bytes_moved(c.shape, op, c.dtype));
+        row["dtype"] = dtype_name(c.dtype);
         row["version"] = SPATIALSOFTMAX_VERSION;
         emit(std::move(row));
       }
@@ -340,74 +350,6 @@ double load_average() {
   double one = -1;
   in >> one;
   return in ? one : -1;
-}
-
-void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
-                 const std::vector<json>& peers, const std::vector<std::string>& notes) {
-  std::cout << "memory bandwidth (" << memory.front()["shape"][0].get<std::int64_t>() / (1 << 20)
-            << " MiB buffer; copy counts read + written bytes"
-            << (memory.front().contains("device")
-                    ? "; device to device on " + memory.front()["device"].get<std::string>() +
-                          ", thr 0 = the GPU"
-                    : std::string())
-            << "):\n";
-  std::cout << "  threads   copy GB/s   read GB/s\n";
-  for (const json& copy : memory) {
-    if (copy["op"] != "copy") continue;
-    std::string read = "-";
-    for (const json& r : memory)
-      if (r["op"] == "read" && r["threads"] == copy["threads"])
-        read = fixed(r["gbps"].get<double>(), 2);
-    std::cout << "  " << std::left << std::setw(9) << copy["threads"].get<int>() << " "
-              << std::right << std::setw(9) << fixed(copy["gbps"].get<double>(), 2) << "   "
-              << std::setw(9) << read << "\n";
-  }
-  std::cout
-      << "\nGB/s: forward = bytes(X) + bytes(int64 labels), forward_backward adds bytes(dX); "
-         "from the best run.\n%copy, %read: of the same-run bandwidth at the same thread count "
-         "(%read for forward only).\nspeed-up: peer time / our time, best runs (> 1: we are "
-         "faster). "
-         "onnxruntime and onednn: forward only;\nonednn is softmax only (writes P, no loss); "
-         "onnxruntime "
-         "NHWC includes a Transpose to class-first;\n(...) after a peer: the implementation it "
-         "picked.\n\n";
-  std::map<std::string, std::vector<const json*>> by_key;
-  for (const json& p : peers) by_key[row_key(p)].push_back(&p);
-  const std::vector<std::string> peer_names = {"pytorch",  "onnxruntime", "onednn",
-                                               "jax",      "ss.torch",    "ss.torch-unfused",
-                                               "ss._core", "liger",       "quack"};
-  std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(17)
-            << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
-            << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
-            << std::setw(7) << "%copy" << std::setw(7) << "%read"
-            << "  speed-up\n";
-  for (const json& r : ours) {
-    auto line = [&](const json& row, const std::string& speedups) {
-      std::cout << std::left << std::setw(18) << shape_text(row["shape"].get<Shape>())
-                << std::setw(7) << row["layout"].get<std::string>() << std::setw(17)
-                << row["op"].get<std::string>() << std::setw(4) << row["threads"].get<int>()
-                << std::setw(15) << row["impl"].get<std::string>() << std::right << std::setw(11)
-                << fixed(row["ms_min"].get<double>(), 3) << std::setw(11)
-                << fixed(row["ms_median"].get<double>(), 3) << std::setw(8)
-                << fixed(row["gbps"].get<double>(), 2) << std::setw(7)
-                << (row.contains("pct_memcpy") ? fixed(row["pct_memcpy"].get<double>(), 1) : "")
-                << std::setw(7)
-                << (row.contains("pct_read") ? fixed(row["pct_read"].get<double>(), 1) : "") << "  "
-                << speedups << "\n";
-    };
-    std::string speedups;
-    for (const std::string& peer : peer_names)
-      if (r.contains("speedup_vs_" + peer))
-        speedups += (speedups.empty() ? "" : "  ") + peer + " " +
-                    fixed(r["speedup_vs_" + peer].get<double>(), 2) + "x";
-    line(r, speedups);
-    for (const json* p : by_key[row_key(r)])
-      line(*p, p->contains("impl_info") ? "(" + (*p)["impl_info"].get<std::string>() + ")" : "");
-  }
-  if (!notes.empty()) {
-    std::cout << "\nnotes:\n";
-    for (const std::string& n : notes) std::cout << "  " << n << "\n";
-  }
 }
 
 }  // namespace
@@ -429,6 +371,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--threads", o.threads,
                   "Comma-separated thread counts (default: 1 and the hardware threads)");
   cmd->add_option("--ops", o.ops, "forward and/or forward_backward")->capture_default_str();
+  cmd->add_option("--dtype", o.dtypes,
+                  "Comma-separated types of X and dX: float32, bfloat16, float16 (the 16-bit "
+                  "cases run with PyTorch's 16-bit cross_entropy as their peer)")
+      ->capture_default_str();
   cmd->add_option("--repeats", o.repeats, "At least this many timed runs per row")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -477,6 +423,14 @@ int run_bench(const BenchOptions& options) {
   std::vector<std::string> ops;
   try {  // argument errors: exit status 2, like CLI11's
     cases = make_cases(o);
+    if (o.device == "cuda") {
+      for (const Case& c : cases) {
+        if (c.dtype != DType::kFloat32) {
+          throw Error("--dtype " + std::string(dtype_name(c.dtype)) +
+                      " with --device cuda: no 16-bit CUDA kernels yet");
+        }
+      }
+    }
     threads = parse_threads(o.threads);
     ops = parse_ops(o.ops);
     for (const std::string& peer : split(o.peers, ','))
@@ -592,7 +546,7 @@ int run_bench(const BenchOptions& options) {
                    : std::to_string(std::thread::hardware_concurrency()) + " hardware threads") +
               ")");
     }
-    if (!o.json) print_table(memory, ours, peers, notes);
+    if (!o.json) bench::print_table(memory, ours, peers, notes);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "spatialsoftmax bench: " << one_line(e.what()) << "\n";

@@ -19,9 +19,16 @@ using Log = std::function<void(const std::string&)>;
 inline constexpr const char* kOnednnPeer = "spatialsoftmax_onednn_peer";
 
 struct Case {
-  Shape shape;         // logical (N, C, d...)
-  std::string layout;  // "NCHW" or "NHWC"; a 2-D (rows, classes) case is "NHWC"
+  Shape shape;                    // logical (N, C, d...)
+  std::string layout;             // "NCHW" or "NHWC"; a 2-D (rows, classes) case is "NHWC"
+  DType dtype = DType::kFloat32;  // of X and dX
 };
+
+// Bytes a fused kernel must move: forward = bytes(X) + bytes(int64 labels),
+// forward_backward adds bytes(dX).
+double bytes_moved(const Shape& shape, const std::string& op, DType dtype);
+// A row's "dtype" (rows without one, from the float32-only peers, are float32).
+std::string row_dtype(const json& r);
 
 // The parts of `text` between `sep`, trimmed, empty ones dropped.
 std::vector<std::string> split(const std::string& text, char sep);
@@ -43,6 +50,11 @@ void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
 bool run_cuda_runner(const BenchOptions& o, const std::vector<Case>& cases,
                      const std::vector<std::string>& ops, std::vector<json>& rows,
                      const Log& progress, const Log& note);
+
+// The table of a CPU or GPU run: bandwidth, then our rows each followed by
+// the peers' rows of the same key, then the notes.
+void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
+                 const std::vector<json>& peers, const std::vector<std::string>& notes);
 
 // `--plot FILE.svg`: our rows and the peers' as % of memcpy, a panel per
 // op; the file is written complete or not at all.

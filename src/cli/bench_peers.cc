@@ -142,7 +142,8 @@ std::string fixed(double value, int digits) {
 
 std::string row_key(const json& r) {
   return r["op"].get<std::string>() + "|" + r["shape"].dump() + "|" +
-         r["layout"].get<std::string>() + "|" + std::to_string(r["threads"].get<int>());
+         r["layout"].get<std::string>() + "|" + row_dtype(r) + "|" +
+         std::to_string(r["threads"].get<int>());
 }
 
 void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
@@ -152,7 +153,15 @@ void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
   auto want = [&](const std::string& peer) {
     return std::find(wanted.begin(), wanted.end(), peer) != wanted.end();
   };
-  const std::string args = peer_arguments(o, cases, threads, ops);
+  // The 16-bit cases go to the torch-based runners only (--dtype), one run
+  // per type; the others time float32.
+  std::vector<Case> float32_cases;
+  std::map<DType, std::vector<Case>> half_cases;
+  for (const Case& c : cases) {
+    (c.dtype == DType::kFloat32 ? float32_cases : half_cases[c.dtype]).push_back(c);
+  }
+  const std::string args =
+      float32_cases.empty() ? std::string() : peer_arguments(o, float32_cases, threads, ops);
 
   const fs::path python = peers_python(o);
   const fs::path scripts = peers_dir(o);
@@ -160,6 +169,23 @@ void run_peers(const BenchOptions& o, const std::vector<Case>& cases,
     if (!fs::exists(python)) {
       note("peers not installed (no " + python.string() + "): run scripts/install-peers.sh");
     } else {
+      for (const auto& [dtype, of_dtype] : half_cases) {
+        const std::string half_args = peer_arguments(o, of_dtype, threads, ops) + " --dtype " +
+                                      std::string(dtype_name(dtype));
+        for (const auto& [peer, script] :
+             {std::pair{"python", "torch_front.py"}, std::pair{"pytorch", "torch_ce.py"}}) {
+          if (want(peer)) {
+            run_peer(peer,
+                     quote(python.string()) + " " + quote((scripts / script).string()) + half_args,
+                     rows, progress, note);
+          }
+        }
+      }
+    }
+  }
+  if (args.empty()) return;
+  if (want("pytorch") || want("onnxruntime") || want("python")) {
+    if (fs::exists(python)) {
       // Our own Python front (spatialsoftmax.torch), timed by the same harness.
       if (want("python"))
         run_peer("python",

@@ -69,7 +69,9 @@ void write_plot(const std::string& path, const std::vector<json>& ours,
     if (std::find(ops.begin(), ops.end(), op) == ops.end()) ops.push_back(op);
     Group g;
     const int threads = r["threads"].get<int>();
+    const std::string dtype = row_dtype(r);
     g.label = shape_text(r["shape"].get<Shape>()) + " " + r["layout"].get<std::string>() +
+              (dtype == "float32" ? "" : " " + dtype) +
               (threads > 0 ? " " + std::to_string(threads) + " thr" : " GPU");
     group_of[row_key(r)] = groups[op].size();
     groups[op].push_back(std::move(g));

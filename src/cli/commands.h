@@ -62,6 +62,7 @@ struct BenchOptions {
   std::string layouts = "NCHW,NHWC";
   std::string threads;
   std::string ops = "forward,forward_backward";
+  std::string dtypes = "float32";  // --dtype: X's and dX's types
   int repeats = 5;
   double min_time = 0.5;
   int warmup = 1;

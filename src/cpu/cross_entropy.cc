@@ -56,6 +56,36 @@ bool use_rows(const Geometry& g) {
   return contiguous_classes && g.classes >= kRowClasses;
 }
 
+// The plain tiles (is_plain_index_problem) over every position, in
+// parallel: a loss partial per tile. S: the problem's element type (T, or
+// 16 bits read and written by the tiles themselves).
+template <class T, class S>
+void run_plain_tiles(const LossSetup<T, S>& s, const Geometry& g, const S* logits,
+                     std::vector<double>& partial) {
+  const std::int64_t C = g.classes;
+  const std::int64_t W = tile_width<T>(C);
+  partial.assign(static_cast<std::size_t>(span_blocks(g, W)), 0.0);
+  const std::int64_t outputs = (s.want_grad ? 1 : 0) + (s.prob ? 1 : 0);
+  const bool stream = streams(outputs * g.positions() * C * static_cast<std::int64_t>(sizeof(S)));
+  const bool class_first = !(g.class_last || g.pixels == 1);
+  // Where position i's class 0 sits: a tile's base.
+  const auto base_of = [&](std::int64_t i) {
+    return class_first ? g.offset(i / g.pixels, 0, i % g.pixels) : i * C;
+  };
+  BlockLabelChecks checks(s.pb->label_check, span_blocks(g, W));
+  for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
+    if (!checks.pass(s.pb, b, i0, count)) return;
+    const std::int64_t cstride = class_first ? g.pixels : 1, pstride = class_first ? 1 : C;
+    // Tiles are consecutive: the next one starts at i0 + count.
+    const std::int64_t i1 = i0 + count;
+    const std::int64_t next_count = std::min(W, g.positions() - i1);
+    const S* next = i1 < g.positions() ? logits + base_of(i1) : nullptr;
+    plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride,
+               &partial[static_cast<std::size_t>(b)], stream, next, next_count);
+  });
+  checks.finish();
+}
+
 // The driver: blocks of tiles or rows, in parallel, loss partials in order.
 template <class T>
 double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits, const T* soft) {
@@ -125,31 +155,21 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
       partial[static_cast<std::size_t>(b)] = sum;
     });
     checks.finish();
+  } else if (is_plain_index_problem(s)) {
+    run_plain_tiles(s, g, logits, partial);
   } else {
     const std::int64_t W = tile_width<T>(C);
     partial.assign(static_cast<std::size_t>(span_blocks(g, W)), 0.0);
-    const bool plain = is_plain_index_problem(s);
-    const std::int64_t outputs = (s.want_grad ? 1 : 0) + (s.prob ? 1 : 0);
-    const bool stream = streams(outputs * g.positions() * C * static_cast<std::int64_t>(sizeof(T)));
     const bool class_first = !(g.class_last || g.pixels == 1);
-    // Where position i's class 0 sits: a tile's base.
     const auto base_of = [&](std::int64_t i) {
       return class_first ? g.offset(i / g.pixels, 0, i % g.pixels) : i * C;
     };
     BlockLabelChecks checks(label_check, span_blocks(g, W));
     for_each_span(g, W, [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
       if (!checks.pass(s.pb, b, i0, count)) return;
-      double* out = &partial[static_cast<std::size_t>(b)];
       const std::int64_t cstride = class_first ? g.pixels : 1, pstride = class_first ? 1 : C;
-      if (plain) {  // tiles are consecutive: the next one starts at i0 + count
-        const std::int64_t i1 = i0 + count;
-        const std::int64_t next_count = std::min(W, g.positions() - i1);
-        const T* next = i1 < g.positions() ? logits + base_of(i1) : nullptr;
-        plain_tile(s, g, logits, i0, count, base_of(i0), cstride, pstride, out, stream, next,
-                   next_count);
-      } else {
-        tile_positions(s, g, logits, i0, count, base_of(i0), cstride, pstride, out);
-      }
+      tile_positions(s, g, logits, i0, count, base_of(i0), cstride, pstride,
+                     &partial[static_cast<std::size_t>(b)]);
     });
     checks.finish();
   }
@@ -221,7 +241,30 @@ void softmax_impl(const SoftmaxProblem<T>& pb) {
   (void)run_loss_family(s, pb.geom, pb.logits, static_cast<const T*>(nullptr));
 }
 
+// 16-bit problems that the plain tiles run (false: another kernel would,
+// and nothing was written).
+template <class S>
+bool cross_entropy_16_bit_impl(const CrossEntropyProblem<S>& pb) {
+  if (pb.logits_are_log_probs || use_rows<float>(pb.geom)) return false;
+  const LossSetup<float, S> s = make_setup(pb);
+  if (!is_plain_index_problem(s)) return false;
+  std::vector<double> partial;
+  run_plain_tiles(s, pb.geom, pb.logits, partial);
+  if (pb.loss_sum) {
+    double total = 0;
+    for (double p : partial) total += p;
+    *pb.loss_sum = total;
+  }
+  return true;
+}
+
 void CrossEntropyF32(const CrossEntropyProblem<float>& pb) { cross_entropy_impl(pb); }
+bool CrossEntropyBF16(const CrossEntropyProblem<BFloat16>& pb) {
+  return cross_entropy_16_bit_impl(pb);
+}
+bool CrossEntropyF16(const CrossEntropyProblem<Float16>& pb) {
+  return cross_entropy_16_bit_impl(pb);
+}
 void CrossEntropyF64(const CrossEntropyProblem<double>& pb) { cross_entropy_impl(pb); }
 void SoftmaxF32(const SoftmaxProblem<float>& pb) { softmax_impl(pb); }
 void SoftmaxF64(const SoftmaxProblem<double>& pb) { softmax_impl(pb); }
@@ -235,6 +278,8 @@ namespace spatialsoftmax::cpu {
 
 HWY_EXPORT(CrossEntropyF32);
 HWY_EXPORT(CrossEntropyF64);
+HWY_EXPORT(CrossEntropyBF16);
+HWY_EXPORT(CrossEntropyF16);
 HWY_EXPORT(SoftmaxF32);
 HWY_EXPORT(SoftmaxF64);
 
@@ -243,6 +288,12 @@ void cross_entropy(const core::CrossEntropyProblem<float>& pb) {
 }
 void cross_entropy(const core::CrossEntropyProblem<double>& pb) {
   HWY_DYNAMIC_DISPATCH(CrossEntropyF64)(pb);
+}
+bool cross_entropy(const core::CrossEntropyProblem<BFloat16>& pb) {
+  return HWY_DYNAMIC_DISPATCH(CrossEntropyBF16)(pb);
+}
+bool cross_entropy(const core::CrossEntropyProblem<Float16>& pb) {
+  return HWY_DYNAMIC_DISPATCH(CrossEntropyF16)(pb);
 }
 void softmax(const core::SoftmaxProblem<float>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF32)(pb); }
 void softmax(const core::SoftmaxProblem<double>& pb) { HWY_DYNAMIC_DISPATCH(SoftmaxF64)(pb); }

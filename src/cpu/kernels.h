@@ -56,6 +56,12 @@ inline constexpr std::int64_t kRowClasses = 256;
 
 void cross_entropy(const core::CrossEntropyProblem<float>& pb);
 void cross_entropy(const core::CrossEntropyProblem<double>& pb);
+// 16-bit problems of the plain tiles (index targets without smoothing;
+// outputs loss, P, dX; fewer than kRowClasses contiguous classes): X is
+// read, P and dX written in 16 bits by the tile kernel itself. False for
+// any other problem, untouched (src/dispatch/staging.h runs those).
+bool cross_entropy(const core::CrossEntropyProblem<BFloat16>& pb);
+bool cross_entropy(const core::CrossEntropyProblem<Float16>& pb);
 void softmax(const core::SoftmaxProblem<float>& pb);
 void softmax(const core::SoftmaxProblem<double>& pb);
 void prob_minus_target(const core::ProbMinusTargetProblem<float>& pb);

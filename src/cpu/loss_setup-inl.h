@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/convert-inl.h"
 #include "cpu/labels-inl.h"
 #include "reference/problems.h"
 
@@ -69,30 +70,40 @@ struct PositionTerms {
 };
 
 // What the tile and row kernels need of a problem, with derived constants.
-template <class T>
+// T: the compute type; S: the problem's element type (T, or a 16-bit
+// type that the plain tile kernel reads and writes itself).
+template <class T, class S = T>
 struct LossSetup {
-  const CrossEntropyProblem<T>* pb = nullptr;  // null: softmax outputs only
+  const CrossEntropyProblem<S>* pb = nullptr;  // null: softmax outputs only
   bool soft = false, index = false;
   T eps = 0, eps_per_class = 0, class_weight_sum = 0;
   bool want_loss = false, want_grad = false;
-  T* prob = nullptr;
-  T* log_prob = nullptr;
-  T* entropy = nullptr;
+  S* prob = nullptr;
+  S* log_prob = nullptr;
+  S* entropy = nullptr;
 
   T class_weight(std::int64_t c) const {
-    return pb && pb->class_weight ? pb->class_weight[c] : T(1);
+    return pb && pb->class_weight ? AsCompute<T>(pb->class_weight[c]) : T(1);
   }
 };
 
-template <class T>
-LossSetup<T> make_setup(const CrossEntropyProblem<T>& pb) {
-  LossSetup<T> s;
+template <class S, class T = core::compute_t<S>>
+LossSetup<T, S> make_setup(const CrossEntropyProblem<S>& pb) {
+  LossSetup<T, S> s;
   s.pb = &pb;
   s.soft = pb.target_probs != nullptr;
   s.index = !s.soft;
   s.eps = pb.label_smoothing;
   s.eps_per_class = s.eps / static_cast<T>(pb.geom.classes);
-  for (std::int64_t c = 0; c < pb.geom.classes; ++c) s.class_weight_sum += s.class_weight(c);
+  // Only smoothing reads the sum; without class weights it is C (what the
+  // sum of C ones gave below 2^24 classes). Summing them one after another
+  // cost more than a row of the rows kernel (32000 classes), and 16-bit
+  // problems set up the kernel once per staged block.
+  if (pb.class_weight && s.eps != 0) {
+    for (std::int64_t c = 0; c < pb.geom.classes; ++c) s.class_weight_sum += s.class_weight(c);
+  } else {
+    s.class_weight_sum = static_cast<T>(pb.geom.classes);
+  }
   s.want_loss = pb.loss_map || pb.loss_sum;
   s.want_grad = pb.grad_logits != nullptr;
   s.prob = pb.prob;

@@ -13,9 +13,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/blocks.h"
+#include "cpu/convert-inl.h"
 #include "cpu/loss_setup-inl.h"
 #include "cpu/math-inl.h"
 #include "cpu/memory-inl.h"
@@ -41,9 +43,9 @@ using core::Geometry;
 //   makes every output of its position NaN, docs/semantics.md 5), not per element;
 // - pass 3 writes dX = e * (k2 / sum) - k2 * onehot row by row, with
 //   streaming stores when the outputs would not stay in the cache anyway.
-template <class T>
-bool is_plain_index_problem(const LossSetup<T>& s) {
-  const CrossEntropyProblem<T>* pb = s.pb;
+template <class T, class S>
+bool is_plain_index_problem(const LossSetup<T, S>& s) {
+  const CrossEntropyProblem<S>* pb = s.pb;
   return pb && s.index && s.eps == 0 && !s.log_prob && !s.entropy && !pb->grad_prob &&
          !pb->grad_log_prob && !pb->grad_entropy;
 }
@@ -52,7 +54,8 @@ template <class T>
 struct PlainScratch {
   std::vector<T> x;      // the tile, class-major: X, then e, then dX (or P) when not direct
   std::vector<T> prob;   // P, when not direct and dX takes x
-  std::vector<T> stage;  // a class-last tile's output, position-major, before it is streamed
+  std::vector<T> stage;  // a class-last tile, position-major: outputs before they are
+                         // streamed, 16-bit inputs widened
   std::vector<T> weight, label_weight, grad_coef, grad_scale, inv_sum, loss;
   std::vector<T> sum, shifted_sum, label_shift;
   std::vector<Index<T>> label, label_offset;
@@ -79,11 +82,11 @@ PlainScratch<T>& plain_scratch() {
 // Which per-position terms vary; the others are constants (a_i = w_y = 1,
 // k2 = the upstream scale), and padding lanes are made inert by their
 // label -1 alone.
-template <class T>
 struct PlainTerms {
   bool pixel_weight = false, class_weight = false, grad_coef = false;
 
-  explicit PlainTerms(const CrossEntropyProblem<T>& pb)
+  template <class S>
+  explicit PlainTerms(const CrossEntropyProblem<S>& pb)
       : pixel_weight(pb.pixel_weight != nullptr),
         class_weight(pb.class_weight != nullptr),
         grad_coef(pb.grad_logits && (pb.pixel_weight || pb.class_weight || pb.grad_loss_map)) {}
@@ -92,8 +95,8 @@ struct PlainTerms {
 // Per position: the label (-1 if ignored or padding), where x_y sits in the
 // copy, and the terms that vary: a_i, w_y (0 if ignored) and the gradient's
 // k2 = r_i a_i w_y.
-template <class T, class L>
-void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary, const L* labels,
+template <class T, class S, class L>
+void plain_positions(const CrossEntropyProblem<S>& pb, const PlainTerms& vary, const L* labels,
                      std::int64_t i0, std::int64_t count, std::int64_t width, PlainScratch<T>& sc) {
   Index<T>* label = sc.label.data();
   Index<T>* offset = sc.label_offset.data();
@@ -114,11 +117,13 @@ void plain_positions(const CrossEntropyProblem<T>& pb, const PlainTerms<T>& vary
   for (std::int64_t j = 0; j < width; ++j) {
     const std::int64_t i = i0 + j, y = label[j];
     const bool inside = j < count;
-    const T a = inside && pb.pixel_weight ? pb.pixel_weight[i] : T(inside ? 1 : 0);
-    const T wy = y < 0 ? T(0) : pb.class_weight ? pb.class_weight[y] : T(1);
+    const T a = inside && pb.pixel_weight ? AsCompute<T>(pb.pixel_weight[i]) : T(inside ? 1 : 0);
+    const T wy = y < 0 ? T(0) : pb.class_weight ? AsCompute<T>(pb.class_weight[y]) : T(1);
     sc.weight[j] = a;
     sc.label_weight[j] = wy;
-    const T r = !inside ? T(0) : pb.grad_loss_map ? pb.grad_loss_map[i] : pb.grad_loss_scale;
+    const T r = !inside            ? T(0)
+                : pb.grad_loss_map ? AsCompute<T>(pb.grad_loss_map[i])
+                                   : static_cast<T>(pb.grad_loss_scale);
     sc.grad_coef[j] = (r * a) * wy;
   }
 }
@@ -159,17 +164,19 @@ double float64_sum(const T* x, std::int64_t n) {
 // straight to memory; else through the copy, transposed element by element.
 // `next` is the next tile's X at the same strides (its class 0, position
 // 0) and next_count its positions, prefetched during pass 2; or null.
-template <class T>
-void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::int64_t i0,
+// S is the problem's element type: T, or a 16-bit type, widened as the tile
+// is copied and narrowed as the outputs are written (memory sees 16 bits).
+template <class T, class S>
+void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, std::int64_t i0,
                 std::int64_t count, std::int64_t base, std::int64_t cstride, std::int64_t pstride,
-                double* loss_partial, bool stream, const T* next, std::int64_t next_count) {
+                double* loss_partial, bool stream, const S* next, std::int64_t next_count) {
   const hn::ScalableTag<T> d;
   const hn::RebindToSigned<decltype(d)> di;
   using V = hn::Vec<decltype(d)>;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
   const std::int64_t C = g.classes;
-  const CrossEntropyProblem<T>& pb = *s.pb;
-  const PlainTerms<T> vary(pb);
+  const CrossEntropyProblem<S>& pb = *s.pb;
+  const PlainTerms vary(pb);
   const bool want_loss = s.want_loss, want_grad = s.want_grad, want_prob = s.prob != nullptr;
   const bool direct = pstride == 1 && count % N == 0;
   const std::int64_t W = round_up(count, N);
@@ -179,17 +186,23 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
 
   if (direct) {
     for (std::int64_t c = 0; c < C; ++c) {
-      const T* row = logits + base + c * cstride;
+      const S* row = logits + base + c * cstride;
       T* copy = xs + c * W;
-      for (std::int64_t j = 0; j < W; j += N) hn::StoreU(hn::LoadU(d, row + j), d, copy + j);
+      for (std::int64_t j = 0; j < W; j += N) hn::StoreU(LoadWide(d, row + j), d, copy + j);
     }
   } else {
     if (cstride == 1) {  // class last
-      class_last_inputs(logits + base, count, C, xs, W);
+      if constexpr (std::is_same_v<S, T>) {
+        class_last_inputs(logits + base, count, C, xs, W);
+      } else {
+        sc.stage.resize(static_cast<std::size_t>(count * C));
+        widen_array(logits + base, sc.stage.data(), count * C);
+        class_last_inputs(sc.stage.data(), count, C, xs, W);
+      }
     } else {
       for (std::int64_t j = 0; j < count; ++j) {
-        const T* src = logits + base + j * pstride;
-        for (std::int64_t c = 0; c < C; ++c) xs[c * W + j] = src[c * cstride];
+        const S* src = logits + base + j * pstride;
+        for (std::int64_t c = 0; c < C; ++c) xs[c * W + j] = AsCompute<T>(src[c * cstride]);
       }
     }
     for (std::int64_t c = 0; c < C; ++c) std::fill(xs + c * W + count, xs + (c + 1) * W, T(0));
@@ -203,7 +216,7 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
   // The next tile, a cache line at a time, spread over pass 2: element k of
   // the tile's visit order (class-major rows, or contiguous positions).
   // (Constant divisors: an integer division here would cost as much as an exp.)
-  constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(T));
+  constexpr std::int64_t kLine = 64 / static_cast<std::int64_t>(sizeof(S));
   const auto prefetch = [&](std::int64_t j, std::int64_t c) {
     const std::int64_t k = direct ? c * cstride + j : (j / hn::Lanes(d) * C + c) * N;
     const bool inside = direct ? j < next_count : k < next_count * C;
@@ -296,9 +309,9 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     exp_passes.template operator()<false, false>();
   }
 
-  const V grad_coef = hn::Set(d, pb.grad_loss_scale);  // when it does not vary
+  const V grad_coef = hn::Set(d, static_cast<T>(pb.grad_loss_scale));  // when it does not vary
   const bool floor = pb.prob_floor > 0;
-  const V floor_v = hn::Set(d, pb.prob_floor);
+  const V floor_v = hn::Set(d, static_cast<T>(pb.prob_floor));
   // Local pointers: stores through T* could alias the vectors' own pointers.
   T* const losses = sc.loss.data();
   T* const inv_sums_out = sc.inv_sum.data();
@@ -339,10 +352,9 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     }
   }
 
-  // Pass 3, row by row: P = e / sum and dX = e * (k2 / sum) - k2 * onehot.
+  // Pass 3, row by row: P = e / sum and dX = e * (k2 / sum) - k2 * onehot,
+  // into the outputs (S) when direct, else into the copy (T) and scattered.
   if (keep_e) {
-    T* dx = want_grad ? (direct ? pb.grad_logits + base : xs) : nullptr;
-    T* prob = want_prob ? (direct ? s.prob + base : want_grad ? sc.prob.data() : xs) : nullptr;
     const std::int64_t out_stride = direct ? cstride : W;
     // Local pointers: the compiler cannot tell that the output rows do not
     // alias the vectors' own pointers, and would reload those per vector.
@@ -350,39 +362,44 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
     const T* const grad_scales = sc.grad_scale.data();
     const T* const grad_coefs = sc.grad_coef.data();
     const Index<T>* const labels = sc.label.data();
-    const auto rows = [&]<bool kStream, bool kProb, bool kGrad, bool kVaryCoef>() {
-      const auto put = [&](V v, T* to) {
-        if constexpr (kStream) {
-          hn::Stream(v, d, to);
-        } else {
-          hn::StoreU(v, d, to);
-        }
-      };
+    const auto rows = [&]<bool kStream, bool kProb, bool kGrad, bool kVaryCoef>(auto* dx,
+                                                                                auto* prob) {
       for (std::int64_t c = 0; c < C; ++c) {
         const T* e_row = xs + c * W;
-        T* p_row = kProb ? prob + c * out_stride : nullptr;
-        T* g_row = kGrad ? dx + c * out_stride : nullptr;
+        auto* p_row = kProb ? prob + c * out_stride : nullptr;
+        auto* g_row = kGrad ? dx + c * out_stride : nullptr;
         const auto class_c = hn::Set(di, static_cast<Index<T>>(c));
         for (std::int64_t j = 0; j < W; j += N) {
           const V e = hn::LoadU(d, e_row + j);
-          if constexpr (kProb) put(hn::Mul(e, hn::LoadU(d, inv_sums + j)), p_row + j);
+          if constexpr (kProb)
+            StoreNarrow<kStream>(hn::Mul(e, hn::LoadU(d, inv_sums + j)), d, p_row + j);
           if constexpr (kGrad) {
             const auto is_label = hn::RebindMask(d, hn::Eq(hn::LoadU(di, labels + j), class_c));
             const V k2 = kVaryCoef ? hn::LoadU(d, grad_coefs + j) : grad_coef;
-            put(hn::MulSub(e, hn::LoadU(d, grad_scales + j), hn::IfThenElseZero(is_label, k2)),
+            StoreNarrow<kStream>(
+                hn::MulSub(e, hn::LoadU(d, grad_scales + j), hn::IfThenElseZero(is_label, k2)), d,
                 g_row + j);
           }
         }
       }
     };
-    const auto rows_of = [&]<bool kStream>() {
-      if (!dx) return rows.template operator()<kStream, true, false, false>();
+    const auto rows_of = [&]<bool kStream>(auto* dx, auto* prob) {
+      if (!dx) return rows.template operator()<kStream, true, false, false>(dx, prob);
       const auto with_grad = [&]<bool kProb>() {
-        if (vary.grad_coef) return rows.template operator()<kStream, kProb, true, true>();
-        rows.template operator()<kStream, kProb, true, false>();
+        if (vary.grad_coef) return rows.template operator()<kStream, kProb, true, true>(dx, prob);
+        rows.template operator()<kStream, kProb, true, false>(dx, prob);
       };
       if (prob) return with_grad.template operator()<true>();
       with_grad.template operator()<false>();
+    };
+    // Position-major 16-bit outputs: staged in T, then narrowed (streamed
+    // where the outputs would not stay in the cache anyway).
+    const auto narrow_out = [&](const auto* from, auto* to, std::int64_t n) {
+      if (stream) {
+        stream_narrow_array(from, to, n);
+      } else {
+        narrow_array(from, to, n);
+      }
     };
     bool written = false;
 #if HWY_TARGET != HWY_SCALAR
@@ -397,17 +414,21 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
           const hn::RebindToSigned<decltype(dd)> ddi;
           const auto class_c = hn::Set(ddi, static_cast<Index<T>>(c));
           const auto is_label = hn::RebindMask(dd, hn::Eq(hn::LoadU(ddi, labels + j), class_c));
-          const auto k2 =
-              vary.grad_coef ? hn::LoadU(dd, grad_coefs + j) : hn::Set(dd, pb.grad_loss_scale);
+          const auto k2 = vary.grad_coef ? hn::LoadU(dd, grad_coefs + j)
+                                         : hn::Set(dd, static_cast<T>(pb.grad_loss_scale));
           return hn::MulSub(e, hn::LoadU(dd, grad_scales + j), hn::IfThenElseZero(is_label, k2));
         };
-        const auto emit = [&](const auto& value, T* to) {
-          if (stream) {  // contiguous: staged, then streamed
-            sc.stage.resize(static_cast<std::size_t>(count * C));
-            class_last_outputs(xs, W, count, C, sc.stage.data(), value);
+        const auto emit = [&](const auto& value, S* to) {
+          if constexpr (std::is_same_v<S, T>) {
+            if (!stream) return class_last_outputs(xs, W, count, C, to + base, value);
+          }
+          // Contiguous: staged, then streamed (or narrowed).
+          sc.stage.resize(static_cast<std::size_t>(count * C));
+          class_last_outputs(xs, W, count, C, sc.stage.data(), value);
+          if constexpr (std::is_same_v<S, T>) {
             stream_copy(sc.stage.data(), to + base, count * C);
           } else {
-            class_last_outputs(xs, W, count, C, to + base, value);
+            narrow_out(sc.stage.data(), to + base, count * C);
           }
         };
         if (want_prob) emit(prob_of, s.prob);
@@ -416,40 +437,53 @@ void plain_tile(const LossSetup<T>& s, const Geometry& g, const T* logits, std::
       }
     }
 #endif
-    if (!written) {
-      // Streaming needs every row aligned to a vector.
-      const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
-      const auto aligned = [&](const T* p) {
+    if (!written && direct) {
+      S* const dx = want_grad ? pb.grad_logits + base : nullptr;
+      S* const prob = want_prob ? s.prob + base : nullptr;
+      // Streaming needs every row aligned to a (stored) vector.
+      const std::size_t align = static_cast<std::size_t>(N) * sizeof(S);
+      const auto aligned = [&](const S* p) {
         return !p || (reinterpret_cast<std::uintptr_t>(p) % align == 0 &&
-                      (C == 1 || static_cast<std::size_t>(out_stride) * sizeof(T) % align == 0));
+                      (C == 1 || static_cast<std::size_t>(out_stride) * sizeof(S) % align == 0));
       };
-      if (stream && direct && aligned(dx) && aligned(prob)) {
-        rows_of.template operator()<true>();
+      if (stream && aligned(dx) && aligned(prob)) {
+        rows_of.template operator()<true>(dx, prob);
         hwy::FlushStream();
       } else {
-        rows_of.template operator()<false>();
+        rows_of.template operator()<false>(dx, prob);
       }
-      if (!direct) {
-        const auto scatter = [&](const T* buf, T* to) {
-          if (cstride == 1 && stream) {  // class last: contiguous, so staged and streamed
-            sc.stage.resize(static_cast<std::size_t>(count * C));
-            transpose<false>(buf, W, sc.stage.data(), C, C, count);
+    } else if (!written) {
+      T* const dx = want_grad ? xs : nullptr;
+      T* const prob = want_prob ? (want_grad ? sc.prob.data() : xs) : nullptr;
+      rows_of.template operator()<false>(dx, prob);
+      const auto scatter = [&](const T* buf, S* to) {
+        if (cstride == 1 && (stream || !std::is_same_v<S, T>)) {
+          // class last: contiguous, so staged and streamed (or narrowed)
+          sc.stage.resize(static_cast<std::size_t>(count * C));
+          transpose<false>(buf, W, sc.stage.data(), C, C, count);
+          if constexpr (std::is_same_v<S, T>) {
             return stream_copy(sc.stage.data(), to + base, count * C);
+          } else {
+            return narrow_out(sc.stage.data(), to + base, count * C);
           }
+        }
+        if constexpr (std::is_same_v<S, T>) {
           if (cstride == 1) return transpose<false>(buf, W, to + base, pstride, C, count);
-          for (std::int64_t j = 0; j < count; ++j) {
-            T* dst = to + base + j * pstride;
-            for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = buf[c * W + j];
-          }
-        };
-        if (want_grad) scatter(dx, pb.grad_logits);
-        if (want_prob) scatter(prob, s.prob);
-      }
+        }
+        for (std::int64_t j = 0; j < count; ++j) {
+          S* dst = to + base + j * pstride;
+          for (std::int64_t c = 0; c < C; ++c) dst[c * cstride] = AsStored<S>(buf[c * W + j]);
+        }
+      };
+      if (want_grad) scatter(dx, pb.grad_logits);
+      if (want_prob) scatter(prob, s.prob);
     }
   }
 
   if (want_loss) {
-    if (pb.loss_map) std::copy(losses, losses + count, pb.loss_map + i0);
+    if (pb.loss_map) {
+      for (std::int64_t j = 0; j < count; ++j) pb.loss_map[i0 + j] = AsStored<S>(losses[j]);
+    }
     *loss_partial = float64_sum(losses, W);  // padding lanes hold 0
   }
 }

@@ -133,10 +133,20 @@ class HighwayBackend final : public Backend {
     const parallel::ThreadCount threads(c.num_threads);                          \
     staging::op<float>(p, [](const core::Problem<float>& q) { cpu::op(q); });    \
   }
+// The plain tiles read and write 16 bits themselves; other cross-entropy
+// problems are staged.
+#define SPATIALSOFTMAX_HIGHWAY_PLAIN_OR_STAGED(H)                                      \
+  void cross_entropy(const core::CrossEntropyProblem<H>& p, const ExecutionContext& c) \
+      const override {                                                                 \
+    const parallel::ThreadCount threads(c.num_threads);                                \
+    if (cpu::cross_entropy(p)) return;                                                 \
+    staging::cross_entropy<float>(                                                     \
+        p, [](const core::CrossEntropyProblem<float>& q) { cpu::cross_entropy(q); });  \
+  }
 #define SPATIALSOFTMAX_HIGHWAY_16_BIT(H)                                      \
   SPATIALSOFTMAX_HIGHWAY_STAGED(H, softmax, SoftmaxProblem)                   \
   SPATIALSOFTMAX_HIGHWAY_STAGED(H, softmax_backward, SoftmaxBackwardProblem)  \
-  SPATIALSOFTMAX_HIGHWAY_STAGED(H, cross_entropy, CrossEntropyProblem)        \
+  SPATIALSOFTMAX_HIGHWAY_PLAIN_OR_STAGED(H)                                   \
   SPATIALSOFTMAX_HIGHWAY_STAGED(H, scan_labels, LabelScanProblem)             \
   SPATIALSOFTMAX_HIGHWAY_STAGED(H, prob_minus_target, ProbMinusTargetProblem) \
   SPATIALSOFTMAX_HIGHWAY_STAGED(H, kl_div, KlDivProblem)
@@ -144,6 +154,7 @@ class HighwayBackend final : public Backend {
   SPATIALSOFTMAX_HIGHWAY_16_BIT(Float16)
 #undef SPATIALSOFTMAX_HIGHWAY_16_BIT
 #undef SPATIALSOFTMAX_HIGHWAY_STAGED
+#undef SPATIALSOFTMAX_HIGHWAY_PLAIN_OR_STAGED
 };
 
 // CPU problems with nothing to compute: every output is empty and every sum

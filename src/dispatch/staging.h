@@ -76,7 +76,8 @@ class Widened {
 template <class W, class H>
 class Block {
  public:
-  Block(const core::Geometry& g, std::int64_t i0, std::int64_t count) : g_(g), i0_(i0), count_(count) {
+  Block(const core::Geometry& g, std::int64_t i0, std::int64_t count)
+      : g_(g), i0_(i0), count_(count) {
     // With one pixel the layouts coincide and blocks run across the batch.
     rows_ = !g.class_last && g.pixels > 1;
     geom_ = g.pixels == 1 ? core::Geometry{count, g.classes, 1, g.class_last}
@@ -193,18 +194,21 @@ inline std::int64_t block_count(const core::Geometry& g) {
 // fn(block, index) for the block_count(g) blocks of g, in parallel.
 template <class W, class H, class F>
 void for_each_block(const core::Geometry& g, F&& fn) {
-  cpu::for_each_span(g, block_positions(g), [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
-    Block<W, H> block(g, i0, count);
-    fn(block, b);
-    block.write_back();
-  });
+  cpu::for_each_span(g, block_positions(g),
+                     [&](std::int64_t b, std::int64_t i0, std::int64_t count) {
+                       Block<W, H> block(g, i0, count);
+                       fn(block, b);
+                       block.write_back();
+                     });
 }
 
 // A sum per block, added in block order.
 class BlockSums {
  public:
   explicit BlockSums(std::int64_t blocks) : sums_(static_cast<std::size_t>(blocks), 0.0) {}
-  double* at(std::int64_t b, bool wanted) { return wanted ? &sums_[static_cast<std::size_t>(b)] : nullptr; }
+  double* at(std::int64_t b, bool wanted) {
+    return wanted ? &sums_[static_cast<std::size_t>(b)] : nullptr;
+  }
   void add_to(double* total) const {
     if (!total) return;
     for (const double s : sums_) *total += s;
