@@ -82,6 +82,54 @@ TEST_P(ConformanceCase, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Cases, ConformanceCase, ::testing::ValuesIn(discover_cases()), test_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ConformanceCase);
 
+// --- the cases in bfloat16 ----------------------------------------------------
+
+// The cases of operators with 16-bit kernels (all but the spatial soft-argmax).
+std::vector<fs::path> cases_with_16_bit_kernels() {
+  std::vector<fs::path> dirs;
+  for (const fs::path& dir : discover_cases()) {
+    if (cases::load_case(dir).op != "spatial_soft_argmax") dirs.push_back(dir);
+  }
+  return dirs;
+}
+
+// Every float input rounded to bfloat16 and run through the fast path,
+// against the float64 reference run on the same rounded values (the case's
+// expected arrays are for the unrounded inputs). Tolerance: the type's
+// precision, relative to each value and to the output's largest one (a
+// gradient from a rounded P carries P's rounding into its small entries).
+class ConformanceCaseBFloat16 : public ::testing::TestWithParam<fs::path> {};
+
+TEST_P(ConformanceCaseBFloat16, MatchesTheReferenceOnTheRoundedInputs) {
+  cases::Case rounded = cases::load_case(GetParam());
+  cases::Case widened = cases::load_case(GetParam());
+  for (auto& [name, array] : rounded.arrays) {
+    if (!is_floating(array.dtype())) continue;
+    array = array.to(DType::kBFloat16);
+    widened.arrays[name] = array.to(DType::kFloat64);
+  }
+  const std::map<std::string, Tensor> got = cases::run_case(rounded);
+  std::map<std::string, Tensor> want;
+  {
+    const ScopedBackend reference("reference");
+    want = cases::run_case(widened);
+  }
+  constexpr double kUnit = 0x1p-8;  // bfloat16's relative precision
+  for (const std::string& name : cases::expected_outputs(rounded)) {
+    SCOPED_TRACE(rounded.dir.string() + ": " + name);
+    ASSERT_TRUE(got.contains(name) && want.contains(name)) << name;
+    EXPECT_EQ(got.at(name).dtype(), DType::kBFloat16);
+    std::string why;
+    const TensorView w = want.at(name).view();
+    EXPECT_TRUE(all_close(got.at(name).view(), w, 2 * kUnit, 2 * kUnit * max_abs(w), &why))
+        << name << ": " << why;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ConformanceCaseBFloat16,
+                         ::testing::ValuesIn(cases_with_16_bit_kernels()), test_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ConformanceCaseBFloat16);
+
 // --- malformed cases -------------------------------------------------------
 
 // A copy of a real case in a fresh temporary folder, removed afterwards.

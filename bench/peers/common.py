@@ -4,17 +4,18 @@ Every runner takes the same arguments as the oneDNN runner (spatialsoftmax_onedn
 
     --case 8x2x512x512:NCHW --case 8192x32000:NHWC   (repeatable; logical shape N x C x d1..dk)
     --threads 1,2  --ops forward,forward_backward  --repeats 5  --min-time 0.5  --warmup 1
+    --dtype float32|bfloat16|float16   (the torch-based runners: X's and dX's type)
 
 and prints one JSON object per line on stdout:
 
     {"impl": ..., "op": ..., "shape": [N, C, d...], "layout": "NCHW"|"NHWC", "threads": n,
-     "ms_min": t, "ms_median": t, "gbps": g, ...extra fields}
+     "ms_min": t, "ms_median": t, "gbps": g, "dtype": ..., ...extra fields}
 
 The shape is always logical (N, C, d1..dk). NHWC means the tensor is stored class-last,
 (N, d1..dk, C); for a 2-D shape (rows x classes) both layouts are the same memory and the
 runners call it NHWC. GB/s counts the bytes a fused kernel must move: forward = bytes(X) +
-bytes(labels); forward_backward = bytes(X) + bytes(labels) + bytes(dX); float32 logits, int64
-labels. Diagnostics go to stderr.
+bytes(labels); forward_backward = bytes(X) + bytes(labels) + bytes(dX); X and dX of the
+row's dtype (float32 unless --dtype says otherwise), int64 labels. Diagnostics go to stderr.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import sys
 import time
 
 OPS = ("forward", "forward_backward")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LAYOUTS = ("NCHW", "NHWC")
 
 
@@ -72,6 +74,8 @@ def parse_args(description, argv=None, add_arguments=None):
                    help="and at least this many seconds of timed runs")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     p.add_argument("--max-runs", type=int, default=10000, help="stop after this many timed runs")
+    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="float32",
+                   help="the logits' (and dX's) type, for the runners that take it")
     if add_arguments:
         add_arguments(p)
     return p.parse_args(argv)
@@ -81,8 +85,8 @@ def labels_numel(shape):
     return math.prod(shape) // shape[1]
 
 
-def bytes_moved(shape, op):
-    x = 4 * math.prod(shape)
+def bytes_moved(shape, op, dtype="float32"):
+    x = DTYPE_BYTES[dtype] * math.prod(shape)
     labels = 8 * labels_numel(shape)
     return x + labels + (x if op == "forward_backward" else 0)
 
@@ -102,10 +106,11 @@ def time_it(fn, args):
     return min(times) * 1e3, statistics.median(times) * 1e3, len(times)
 
 
-def emit(impl, op, shape, layout, threads, ms_min, ms_median, runs, **extra):
+def emit(impl, op, shape, layout, threads, ms_min, ms_median, runs, dtype="float32", **extra):
     row = {"impl": impl, "op": op, "shape": list(shape), "layout": layout, "threads": threads,
            "ms_min": round(ms_min, 6), "ms_median": round(ms_median, 6),
-           "gbps": round(bytes_moved(shape, op) / (ms_min * 1e-3) / 1e9, 4), "runs": runs}
+           "gbps": round(bytes_moved(shape, op, dtype) / (ms_min * 1e-3) / 1e9, 4), "runs": runs,
+           "dtype": dtype}
     row.update(extra)
     print(json.dumps(row), flush=True)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Times PyTorch's F.cross_entropy (reduction mean, float32 logits, int64 labels) on the CPU.
+"""Times PyTorch's F.cross_entropy (reduction mean, float32 or --dtype logits, int64 labels) on
+the CPU.
 
 forward (under torch.no_grad()) and forward_backward (loss.backward() into a fresh x.grad each
 run) as torch_inputs.timed_steps defines them. NHWC is
@@ -17,7 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 import torch_inputs  # noqa: E402
 
 for shape, layout in args.case:
-    x, labels = torch_inputs.make_case(shape, layout)
+    x, labels = torch_inputs.make_case(shape, layout, dtype=args.dtype)
 
     forward, forward_backward = torch_inputs.timed_steps(x, labels, F.cross_entropy)
     fns = {"forward": forward, "forward_backward": forward_backward}
@@ -26,5 +27,5 @@ for shape, layout in args.case:
         for op in args.ops:
             ms_min, ms_median, runs = common.time_it(fns[op], args)
             common.emit("pytorch", op, shape, layout, threads, ms_min, ms_median, runs,
-                        version=torch.__version__)
+                        dtype=args.dtype, version=torch.__version__)
     del x, labels, forward, forward_backward

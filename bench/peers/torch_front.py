@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Times spatialsoftmax.torch.cross_entropy, the Python front (reduction mean, float32 logits,
-int64 labels), on the CPU, as torch_ce.py times PyTorch's F.cross_entropy on the same tensors.
+"""Times spatialsoftmax.torch.cross_entropy, the Python front (reduction mean, float32 or --dtype
+logits, int64 labels), on the CPU, as torch_ce.py times PyTorch's F.cross_entropy on the same
+tensors.
 
 Rows: impl "ss.torch" for forward (under torch.no_grad()) and for forward_backward with the fused
 kernel (dX kept by the forward, scaled by the backward), impl "ss.torch-unfused" for
@@ -30,7 +31,7 @@ import torch_inputs  # noqa: E402
 
 
 def run_case(shape, layout):
-    x, labels = torch_inputs.make_case(shape, layout)
+    x, labels = torch_inputs.make_case(shape, layout, dtype=args.dtype)
     ours_forward, ours_fused = torch_inputs.timed_steps(x, labels, sst.cross_entropy)
     _, ours_unfused = torch_inputs.timed_steps(x, labels, sst.cross_entropy, fused=False)
     # The kernels' view: class-last storage is passed as (N, d..., C) with layout NHWC.
@@ -62,7 +63,7 @@ def run_case(shape, layout):
             for impl, fn in runs[op]:
                 ms_min, ms_median, n = common.time_it(fn, args)
                 common.emit(impl, op, shape, layout, threads, ms_min, ms_median, n,
-                            version=torch.__version__)
+                            dtype=args.dtype, version=torch.__version__)
 
 
 for shape, layout in args.case:

@@ -1,13 +1,13 @@
 """The tensors of one benchmark case for the torch-based runners (torch_ce.py, torch_front.py):
-float32 logits uniform in [-2, 2) of the logical shape (N, C, d...), stored class-last for NHWC
+logits uniform in [-2, 2) (float32, or rounded to the --dtype) of the logical shape (N, C, d...), stored class-last for NHWC
 (torch.channels_last for 4-D), and int64 labels (N, d...); and the two timed steps of a loss."""
 
 import torch
 
 
-def make_case(shape, layout, seed=0):
+def make_case(shape, layout, seed=0, dtype="float32"):
     torch.manual_seed(seed)
-    x = torch.rand(shape, dtype=torch.float32) * 4 - 2
+    x = (torch.rand(shape, dtype=torch.float32) * 4 - 2).to(getattr(torch, dtype))
     if layout == "NHWC" and len(shape) == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     elif layout == "NHWC" and len(shape) > 2:

@@ -51,6 +51,10 @@ nb::dlpack::dtype dlpack_of(DType dtype) {
       return nb::dtype<std::int32_t>();
     case DType::kInt64:
       return nb::dtype<std::int64_t>();
+    case DType::kBFloat16:
+      return {static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+    case DType::kFloat16:
+      return {static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
   }
   return nb::dtype<float>();
 }
@@ -63,9 +67,11 @@ DType dtype_from_dlpack(nb::dlpack::dtype dtype, std::string_view op, std::strin
     if (dtype == nb::dtype<double>()) return DType::kFloat64;
     if (dtype == nb::dtype<std::int32_t>()) return DType::kInt32;
     if (dtype == nb::dtype<std::int64_t>()) return DType::kInt64;
+    if (dtype == dlpack_of(DType::kBFloat16)) return DType::kBFloat16;
+    if (dtype == dlpack_of(DType::kFloat16)) return DType::kFloat16;
   }
   throw DTypeError(std::string(op) + ": " + std::string(name) +
-                   " dtype: expected float32, float64, int32 or int64, got " +
+                   " dtype: expected float32, float64, bfloat16, float16, int32 or int64, got " +
                    dlpack_dtype_name(dtype));
 }
 

@@ -336,20 +336,58 @@ def test_channels_last_reaches_the_class_last_kernels_without_a_copy():
     assert layout_of(torch.randn(2, 19, 16, 32)) == "NCHW"
 
 
+# A 16-bit result against PyTorch in float64 on the same 16-bit values: one rounding to the
+# type (2^-8 relative for bfloat16, 2^-11 for float16, given twice over), relative to each
+# value and to the largest one.
+HALF_UNIT = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+def assert_close_16(got, want64, dtype):
+    assert got.dtype == dtype
+    unit = HALF_UNIT[dtype]
+    scale = want64.abs().max().item() if want64.numel() else 0.0
+    torch.testing.assert_close(got.double(), want64, rtol=2 * unit, atol=2 * unit * scale + 1e-30)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_types_compute_in_float32(dtype):
-    x = make_logits((2, 5, 4, 3), dtype=dtype, channels_last=True)
-    t = make_labels((2, 5, 4, 3), -100)
-    xg = x.clone().requires_grad_()
-    loss = sst.cross_entropy(xg, t, label_smoothing=0.1)
-    loss.backward()
-    assert loss.dtype == dtype and xg.grad.dtype == dtype
-    x32 = x.float().requires_grad_()
-    want = F.cross_entropy(x32, t, label_smoothing=0.1)
-    want.backward()
-    torch.testing.assert_close(loss, want.to(dtype))
-    torch.testing.assert_close(xg.grad, x32.grad.to(dtype))
-    torch.testing.assert_close(sst.softmax(x), torch.softmax(x.float(), 1).to(dtype))
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.1}, {"reduction": "sum", "weight": True}, {"reduction": "none"}],
+    ids=["plain", "smoothing", "sum-weighted", "none"],
+)
+def test_half_types_read_natively_match_float64(dtype, channels_last, options):
+    x = make_logits((2, 5, 6, 7), dtype=dtype, channels_last=channels_last)
+    t = make_labels((2, 5, 6, 7), -100)
+    kwargs = dict(options)
+    weight = torch.rand(5, dtype=torch.float64).add(0.5).to(dtype) if kwargs.pop("weight", False) else None
+    xg = x.detach().clone().requires_grad_()
+    loss = sst.cross_entropy(xg, t, weight=weight, **kwargs)
+    upstream = torch.rand(loss.shape, dtype=torch.float64).to(dtype)
+    loss.backward(upstream)
+    x64 = x.double().requires_grad_()
+    w64 = None if weight is None else weight.double()
+    want = F.cross_entropy(x64, t, weight=w64, **kwargs)
+    want.backward(upstream.double())
+    assert_close_16(loss.detach(), want.detach(), dtype)
+    assert_close_16(xg.grad, x64.grad, dtype)
+    if channels_last:
+        assert xg.grad.movedim(1, -1).is_contiguous()  # written class-last, no copy
+    assert_close_16(sst.softmax(x), torch.softmax(x.double(), 1), dtype)
+    assert_close_16(sst.log_softmax(x), torch.log_softmax(x.double(), 1), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_types_kl_div_and_caffe2_match_float64(dtype):
+    x = make_logits((2, 4, 3, 5), dtype=dtype)
+    target = torch.softmax(make_logits((2, 4, 3, 5), seed=3), 1).to(dtype)
+    got = sst.kl_div(x, target, reduction="batchmean")
+    want = F.kl_div(torch.log_softmax(x.double(), 1), target.double(), reduction="batchmean")
+    assert_close_16(got, want, dtype)
+    # The spatial soft-argmax has no 16-bit kernels: a float32 copy, the result in the type.
+    keypoints = sst.spatial_soft_argmax(x)
+    assert keypoints.dtype == dtype
+    assert_close_16(keypoints, sst.spatial_soft_argmax(x.double()), dtype)
 
 
 def test_non_cpu_tensors_are_refused_not_copied():

@@ -55,20 +55,18 @@ void print_table(const std::vector<json>& memory, const std::vector<json>& ours,
                                                "jax",      "ss.torch",    "ss.torch-unfused",
                                                "ss._core", "liger",       "quack"};
   std::cout << std::left << std::setw(18) << "shape" << std::setw(7) << "layout" << std::setw(9)
-            << "dtype" << std::setw(17)
-            << "op" << std::setw(4) << "thr" << std::setw(15) << "impl" << std::right
-            << std::setw(11) << "ms min" << std::setw(11) << "ms median" << std::setw(8) << "GB/s"
-            << std::setw(7) << "%copy" << std::setw(7) << "%read"
+            << "dtype" << std::setw(17) << "op" << std::setw(4) << "thr" << std::setw(15) << "impl"
+            << std::right << std::setw(11) << "ms min" << std::setw(11) << "ms median"
+            << std::setw(8) << "GB/s" << std::setw(7) << "%copy" << std::setw(7) << "%read"
             << "  speed-up\n";
   for (const json& r : ours) {
     auto line = [&](const json& row, const std::string& speedups) {
       std::cout << std::left << std::setw(18) << shape_text(row["shape"].get<Shape>())
                 << std::setw(7) << row["layout"].get<std::string>() << std::setw(9)
-                << row_dtype(row) << std::setw(17)
-                << row["op"].get<std::string>() << std::setw(4) << row["threads"].get<int>()
-                << std::setw(15) << row["impl"].get<std::string>() << std::right << std::setw(11)
-                << fixed(row["ms_min"].get<double>(), 3) << std::setw(11)
-                << fixed(row["ms_median"].get<double>(), 3) << std::setw(8)
+                << row_dtype(row) << std::setw(17) << row["op"].get<std::string>() << std::setw(4)
+                << row["threads"].get<int>() << std::setw(15) << row["impl"].get<std::string>()
+                << std::right << std::setw(11) << fixed(row["ms_min"].get<double>(), 3)
+                << std::setw(11) << fixed(row["ms_median"].get<double>(), 3) << std::setw(8)
                 << fixed(row["gbps"].get<double>(), 2) << std::setw(7)
                 << (row.contains("pct_memcpy") ? fixed(row["pct_memcpy"].get<double>(), 1) : "")
                 << std::setw(7)

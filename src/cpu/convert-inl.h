@@ -89,8 +89,9 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> RoundToBF16(D /*d*/, hn::Vec<D> v) {
   // NaN gets its quiet bit instead.
   const auto half_even =
       hn::Add(hn::Set(du, 0x7FFFu), hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1u)));
-  const auto rounded = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)),
-                                      hn::Or(bits, hn::Set(du, 0x00400000u)), hn::Add(bits, half_even));
+  const auto rounded =
+      hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Or(bits, hn::Set(du, 0x00400000u)),
+                     hn::Add(bits, half_even));
   return hn::ShiftRight<16>(rounded);
 }
 

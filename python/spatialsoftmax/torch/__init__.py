@@ -24,8 +24,10 @@ Memory formats: a tensor stored class-last (``torch.channels_last``, or any (N, 
 storage viewed as (N, C, d1..dk)) goes to the class-last kernels without a copy, and its
 outputs are allocated class-last too; other strides are read as they are.
 
-dtypes: float32 and float64; bfloat16 and float16 logits are computed in float32 (a converted
-copy, until native kernels exist) and the loss and gradient come back in the input's dtype.
+dtypes: float32, float64, and on the CPU bfloat16 and float16, which the kernels read and write
+in 16 bits (float32 math, float64 loss sums; a float weight or probability target is taken in
+the logits' dtype). On a GPU, and for the spatial soft-argmax, 16-bit inputs are computed from a
+float32 copy; the outputs come back in the input's dtype.
 
 Devices: CPU tensors only, for now; a tensor on another device is a ValueError, never a silent
 copy.

@@ -1,7 +1,7 @@
 """The rules every operator of spatialsoftmax.torch shares: which layout a tensor is read in
 (layout_of), the view the kernels see (class_view), where outputs come from (empty_output,
-empty_in_layout), the stream and device calls run on (kernels_on), the compute dtype of half
-types, and the device check."""
+empty_in_layout), the stream and device calls run on (kernels_on), the dtype the kernels read
+(compute_dtype), and the device check."""
 
 from __future__ import annotations
 
@@ -104,8 +104,21 @@ def class_output(x: Tensor) -> Tensor:
 
 
 def compute_dtype(t: Tensor) -> Tensor:
-    """float32 for the half types (computed in float32 until native kernels exist)."""
+    """The tensor the kernels read: t itself on the CPU, whose kernels read bfloat16 and
+    float16 (computing in float32); float32 for the half types on a GPU (no 16-bit CUDA kernels
+    yet)."""
+    return t.float() if t.dtype in HALF_TYPES and t.device.type != "cpu" else t
+
+
+def float32_for_half(t: Tensor) -> Tensor:
+    """float32 for the half types: the spatial soft-argmax has no 16-bit kernels."""
     return t.float() if t.dtype in HALF_TYPES else t
+
+
+def like_dtype(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
+    """A floating input (weights, probability targets) in the logits' dtype, as the kernels
+    take it (a float32 weight beside bfloat16 logits is rounded to bfloat16)."""
+    return t if t is None or t.dtype == x.dtype else t.to(x.dtype)
 
 
 def map_shape(x: Tensor) -> Sequence[int]:

@@ -22,6 +22,7 @@ from ._common import (
     is_index_target,
     kernels_on,
     layout_of,
+    like_dtype,
     logical_view,
     map_shape,
     wants_grad,
@@ -40,11 +41,11 @@ def _ce_kwargs(target, weight, ignore_index, reduction, label_smoothing, layout)
 
 
 def _ce_inputs(input, target, weight):
-    """The kernels' views: logits and probability targets in their class view, in float32 for
-    half types, dense where the kernels need it (device memory)."""
+    """The kernels' views: logits and probability targets in their class view, in the dtype
+    the kernels read (compute_dtype), dense where the kernels need it (device memory)."""
     x = compute_dtype(input)
-    t = target if is_index_target(target) else compute_dtype(target)
-    w = None if weight is None else compute_dtype(weight)
+    t = target if is_index_target(target) else like_dtype(target, x)
+    w = like_dtype(weight, x)
     layout = layout_of(x)
     t_view = t if is_index_target(t) else class_view(t, layout)
     return dense(class_view(x, layout)), dense(t_view), dense(w), layout

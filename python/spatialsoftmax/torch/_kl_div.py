@@ -17,6 +17,7 @@ from ._common import (
     empty_output,
     kernels_on,
     layout_of,
+    like_dtype,
     logical_view,
 )
 
@@ -25,7 +26,7 @@ def _kl_inputs(input, target):
     """The kernels' class views of the logits and the target (dense on a device)."""
     x = compute_dtype(input)
     layout = layout_of(x)
-    return dense(class_view(x, layout)), dense(class_view(compute_dtype(target), layout)), layout
+    return dense(class_view(x, layout)), dense(class_view(like_dtype(target, x), layout)), layout
 
 
 def _kl_output(x: Tensor, reduction: str, layout: str) -> Tensor:

@@ -12,10 +12,10 @@ from ._common import (
     check_device,
     class_output,
     class_view,
-    compute_dtype,
     dense,
     empty_in_layout,
     empty_output,
+    float32_for_half,
     kernels_on,
     layout_of,
     logical_view,
@@ -40,7 +40,7 @@ def _spatial_soft_argmax_op(
     input: Tensor, temperature: float, temperature_mode: str, coordinates: str
 ) -> Tensor:
     check_device("spatial_soft_argmax", input=input)
-    x = compute_dtype(input)
+    x = float32_for_half(input)
     layout = layout_of(x)
     xv = dense(class_view(x, layout))
     keypoints = empty_output(x, _keypoints_shape(input))
@@ -65,7 +65,7 @@ def _spatial_soft_argmax_backward_op(
     coordinates: str,
 ) -> Tensor:
     check_device("spatial_soft_argmax", input=input, grad_keypoints=grad_keypoints)
-    x = compute_dtype(input)
+    x = float32_for_half(input)
     layout = layout_of(x)
     xv = dense(class_view(x, layout))
     grad = class_output(xv)
