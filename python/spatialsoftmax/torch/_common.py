@@ -117,8 +117,11 @@ def float32_for_half(t: Tensor) -> Tensor:
 
 def like_dtype(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
     """A floating input (weights, probability targets) in the logits' dtype, as the kernels
-    take it (a float32 weight beside bfloat16 logits is rounded to bfloat16)."""
-    return t if t is None or t.dtype == x.dtype else t.to(x.dtype)
+    take it (a float32 weight beside bfloat16 logits is rounded to bfloat16); any other dtype
+    is left for the library to refuse, naming the argument."""
+    if t is None or t.dtype == x.dtype or not t.is_floating_point():
+        return t
+    return t.to(x.dtype)
 
 
 def map_shape(x: Tensor) -> Sequence[int]:
