@@ -91,10 +91,15 @@ void write_plot(const std::string& path, const std::vector<json>& ours,
   top = std::ceil(top / 25) * 25;
 
   // Layout: a label column, then bars from 0 to `top` percent.
-  constexpr int kLabel = 190, kBars = 420, kBar = 9, kGap = 8, kPanelGap = 40, kMargin = 20;
+  constexpr int kBars = 420, kBar = 9, kGap = 8, kPanelGap = 40, kMargin = 20;
+  std::size_t longest_label = 0;
+  for (const auto& [op, gs] : groups)
+    for (const Group& g : gs) longest_label = std::max(longest_label, g.label.size());
+  // About 6.5 px a character at font-size 11, so that no label runs into its bars.
+  const int label_width = std::max(190, 12 + static_cast<int>(6.5 * static_cast<double>(longest_label)));
   const int bar_rows = static_cast<int>(impls.size());
   const int group_height = bar_rows * kBar + kGap;
-  const int panel_width = kLabel + kBars + kMargin;
+  const int panel_width = label_width + kBars + kMargin;
   std::size_t most_groups = 0;
   for (const auto& [op, gs] : groups) most_groups = std::max(most_groups, gs.size());
   const int legend = 22;
@@ -119,7 +124,7 @@ void write_plot(const std::string& path, const std::vector<json>& ours,
     svg << "<text x=\"" << x0 << "\" y=\"" << y0 - 8 << "\" font-size=\"12\">" << escape(op)
         << ": % of memcpy</text>\n";
     for (int tick = 0; tick <= static_cast<int>(top); tick += 25) {
-      const double x = x0 + kLabel + kBars * tick / top;
+      const double x = x0 + label_width + kBars * tick / top;
       svg << "<line x1=\"" << x << "\" y1=\"" << y0 << "\" x2=\"" << x << "\" y2=\""
           << y0 + static_cast<int>(groups[op].size()) * group_height << "\" stroke=\""
           << (tick == 100 ? "#000" : "#ddd") << "\"/><text x=\"" << x - 8 << "\" y=\""
@@ -135,7 +140,7 @@ void write_plot(const std::string& path, const std::vector<json>& ours,
         const auto it = g.pct.find(impls[b]);
         if (it == g.pct.end()) continue;
         const double w = kBars * std::min(it->second, top) / top;
-        svg << "<rect x=\"" << x0 + kLabel << "\" y=\"" << gy + static_cast<int>(b) * kBar
+        svg << "<rect x=\"" << x0 + label_width << "\" y=\"" << gy + static_cast<int>(b) * kBar
             << "\" width=\"" << fixed(w, 1) << "\" height=\"" << kBar - 1 << "\" fill=\""
             << colour_of(impls[b], impls) << "\"><title>" << escape(impls[b]) << " "
             << escape(g.label) << ": " << fixed(it->second, 1) << "% of memcpy</title></rect>\n";
