@@ -96,7 +96,8 @@ void write_plot(const std::string& path, const std::vector<json>& ours,
   for (const auto& [op, gs] : groups)
     for (const Group& g : gs) longest_label = std::max(longest_label, g.label.size());
   // About 6.5 px a character at font-size 11, so that no label runs into its bars.
-  const int label_width = std::max(190, 12 + static_cast<int>(6.5 * static_cast<double>(longest_label)));
+  const int label_width =
+      std::max(190, 12 + static_cast<int>(6.5 * static_cast<double>(longest_label)));
   const int bar_rows = static_cast<int>(impls.size());
   const int group_height = bar_rows * kBar + kGap;
   const int panel_width = label_width + kBars + kMargin;
