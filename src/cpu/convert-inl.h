@@ -143,11 +143,12 @@ void narrow_array(const float* from, S* to, std::int64_t n) {
   for (; i < n; ++i) to[i] = AsStored<S>(from[i]);
 }
 
-// narrow_array with streaming stores where `to` is aligned to a stored
-// vector, plain stores at the edges.
-template <class S>
-void stream_narrow_array(const float* from, S* to, std::int64_t n) {
-  const hn::ScalableTag<float> d;
+// to[0, n) = from[0, n), as S (T itself, or narrowed from float32), with
+// streaming stores where `to` is aligned to a stored vector, plain stores
+// at the edges.
+template <class T, class S>
+void stream_array(const T* from, S* to, std::int64_t n) {
+  const hn::ScalableTag<T> d;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
   const std::size_t align = static_cast<std::size_t>(N) * sizeof(S);
   std::int64_t i = 0;

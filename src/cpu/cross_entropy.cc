@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cpu/blocks.h"
+#include "cpu/convert-inl.h"
 #include "cpu/kernels.h"
 #include "cpu/labels-inl.h"
 #include "cpu/loss_setup-inl.h"
@@ -149,8 +150,8 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
       if (stream_rows) {
         hwy::FlushStream();
       } else if (stream) {
-        if (dx) stream_copy(dx_rows, dx + first * C, count * C);
-        if (s.prob) stream_copy(prob_rows, s.prob + first * C, count * C);
+        if (dx) stream_array(dx_rows, dx + first * C, count * C);
+        if (s.prob) stream_array(prob_rows, s.prob + first * C, count * C);
       }
       partial[static_cast<std::size_t>(b)] = sum;
     });

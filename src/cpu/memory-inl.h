@@ -1,4 +1,4 @@
-// Prefetches and streaming stores of the loss family, per SIMD target.
+// Prefetches of the loss family, per SIMD target.
 
 #if defined(SPATIALSOFTMAX_CPU_MEMORY_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef SPATIALSOFTMAX_CPU_MEMORY_INL_H_
@@ -31,20 +31,6 @@ HWY_INLINE void prefetch_line(const void* p) {
 #else
   hwy::Prefetch(static_cast<const char*>(p));
 #endif
-}
-
-// dst[0, n) = src[0, n) with streaming stores where dst is aligned to a
-// vector, plain stores at the edges.
-template <class T>
-void stream_copy(const T* src, T* dst, std::int64_t n) {
-  const hn::ScalableTag<T> d;
-  const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
-  const std::size_t align = static_cast<std::size_t>(N) * sizeof(T);
-  std::int64_t i = 0;
-  for (; i < n && reinterpret_cast<std::uintptr_t>(dst + i) % align != 0; ++i) dst[i] = src[i];
-  for (; i + N <= n; i += N) hn::Stream(hn::LoadU(d, src + i), d, dst + i);
-  for (; i < n; ++i) dst[i] = src[i];
-  hwy::FlushStream();
 }
 
 }  // namespace HWY_NAMESPACE

@@ -396,7 +396,7 @@ void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, st
     // where the outputs would not stay in the cache anyway).
     const auto narrow_out = [&](const auto* from, auto* to, std::int64_t n) {
       if (stream) {
-        stream_narrow_array(from, to, n);
+        stream_array(from, to, n);
       } else {
         narrow_array(from, to, n);
       }
@@ -426,7 +426,7 @@ void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, st
           sc.stage.resize(static_cast<std::size_t>(count * C));
           class_last_outputs(xs, W, count, C, sc.stage.data(), value);
           if constexpr (std::is_same_v<S, T>) {
-            stream_copy(sc.stage.data(), to + base, count * C);
+            stream_array(sc.stage.data(), to + base, count * C);
           } else {
             narrow_out(sc.stage.data(), to + base, count * C);
           }
@@ -462,7 +462,7 @@ void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, st
           sc.stage.resize(static_cast<std::size_t>(count * C));
           transpose<false>(buf, W, sc.stage.data(), C, C, count);
           if constexpr (std::is_same_v<S, T>) {
-            return stream_copy(sc.stage.data(), to + base, count * C);
+            return stream_array(sc.stage.data(), to + base, count * C);
           } else {
             return narrow_out(sc.stage.data(), to + base, count * C);
           }
