@@ -138,12 +138,13 @@ double run_loss_family(const LossSetup<T>& s, const Geometry& g, const T* logits
         T* const dx_row = dx_rows ? dx_rows + r * C : nullptr;
         T* const prob_row = prob_rows ? prob_rows + r * C : nullptr;
         T* const log_prob_row = s.log_prob ? s.log_prob + o : nullptr;
+        const T* const next = i + 1 < rows ? logits + o + C : nullptr;
         if (stream_rows) {
-          run_row<true>(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob), dx_row,
-                        prob_row, log_prob_row, sc.e, &l);
+          run_row<true>(s, C, i, logits + o, next, row(soft), row(grad_prob), row(grad_log_prob),
+                        dx_row, prob_row, log_prob_row, sc.e, &l);
         } else {
-          run_row<false>(s, C, i, logits + o, row(soft), row(grad_prob), row(grad_log_prob), dx_row,
-                         prob_row, log_prob_row, sc.e, &l);
+          run_row<false>(s, C, i, logits + o, next, row(soft), row(grad_prob), row(grad_log_prob),
+                         dx_row, prob_row, log_prob_row, sc.e, &l);
         }
         sum += l;
       }

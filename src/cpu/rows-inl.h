@@ -20,6 +20,7 @@
 #include "cpu/blocks.h"
 #include "cpu/loss_setup-inl.h"
 #include "cpu/math-inl.h"
+#include "cpu/memory-inl.h"
 #include "reference/problems.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -52,10 +53,12 @@ struct RowSumTotals {
 // with -inf logits (e = 0) and zeros elsewhere; the sums where padding
 // would add 0 * -inf are masked to the row. With kStream, dX and P go out
 // by streaming stores (every vector of them aligned, C % N = 0) and e is
-// kept in scratch meanwhile.
+// kept in scratch meanwhile. `next` is the next row's X, or null: the plain
+// pass 2 prefetches it into L2 as it goes, so that the next row's pass 1
+// does not wait on memory while no exp runs.
 template <bool kStream, class T>
-void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* soft,
-             const T* grad_prob, const T* grad_log_prob, T* dx, T* prob, T* log_prob,
+void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, const T* next,
+             const T* soft, const T* grad_prob, const T* grad_log_prob, T* dx, T* prob, T* log_prob,
              std::vector<T>& e_scratch, double* loss_out) {
   const hn::ScalableTag<T> d;
   using V = hn::Vec<decltype(d)>;
@@ -137,6 +140,10 @@ void run_row(const LossSetup<T>& s, std::int64_t C, std::int64_t i, const T* x, 
       V sum2 = hn::Zero(d);  // two chains hide the add latency
       std::int64_t c = block;
       for (; c + 2 * N <= std::min(full, block_end); c += 2 * N) {
+        if (next) {  // the 2N elements at c, one line or two
+          prefetch_line(next + c);
+          if (2 * N * static_cast<std::int64_t>(sizeof(T)) > 64) prefetch_line(next + c + N);
+        }
         const V e0 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c), mv));
         const V e1 = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + c + N), mv));
         sum = hn::Add(sum, e0);
