@@ -134,18 +134,18 @@ void widen_array(const S* from, float* to, std::int64_t n) {
   for (; i + N <= n; i += N) hn::StoreU(LoadWide(d, from + i), d, to + i);
   for (; i < n; ++i) to[i] = to_float(from[i]);
 }
-template <class S>
-void narrow_array(const float* from, S* to, std::int64_t n) {
-  const hn::ScalableTag<float> d;
+// to[0, n) = from[0, n), as S (T itself, or narrowed from float32).
+template <class T, class S>
+void narrow_array(const T* from, S* to, std::int64_t n) {
+  const hn::ScalableTag<T> d;
   const std::int64_t N = static_cast<std::int64_t>(hn::Lanes(d));
   std::int64_t i = 0;
   for (; i + N <= n; i += N) StoreNarrow(hn::LoadU(d, from + i), d, to + i);
   for (; i < n; ++i) to[i] = AsStored<S>(from[i]);
 }
 
-// to[0, n) = from[0, n), as S (T itself, or narrowed from float32), with
-// streaming stores where `to` is aligned to a stored vector, plain stores
-// at the edges.
+// narrow_array with streaming stores where `to` is aligned to a stored
+// vector, plain stores at the edges.
 template <class T, class S>
 void stream_array(const T* from, S* to, std::int64_t n) {
   const hn::ScalableTag<T> d;

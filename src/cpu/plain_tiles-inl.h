@@ -392,9 +392,9 @@ void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, st
       if (prob) return with_grad.template operator()<true>();
       with_grad.template operator()<false>();
     };
-    // Position-major 16-bit outputs: staged in T, then narrowed (streamed
-    // where the outputs would not stay in the cache anyway).
-    const auto narrow_out = [&](const auto* from, auto* to, std::int64_t n) {
+    // Staged position-major outputs: copied out (narrowed to S), streamed
+    // where the outputs would not stay in the cache anyway.
+    const auto write_staged = [&](const auto* from, auto* to, std::int64_t n) {
       if (stream) {
         stream_array(from, to, n);
       } else {
@@ -425,11 +425,7 @@ void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, st
           // Contiguous: staged, then streamed (or narrowed).
           sc.stage.resize(static_cast<std::size_t>(count * C));
           class_last_outputs(xs, W, count, C, sc.stage.data(), value);
-          if constexpr (std::is_same_v<S, T>) {
-            stream_array(sc.stage.data(), to + base, count * C);
-          } else {
-            narrow_out(sc.stage.data(), to + base, count * C);
-          }
+          write_staged(sc.stage.data(), to + base, count * C);
         };
         if (want_prob) emit(prob_of, s.prob);
         if (want_grad) emit(grad_of, pb.grad_logits);
@@ -461,11 +457,7 @@ void plain_tile(const LossSetup<T, S>& s, const Geometry& g, const S* logits, st
           // class last: contiguous, so staged and streamed (or narrowed)
           sc.stage.resize(static_cast<std::size_t>(count * C));
           transpose<false>(buf, W, sc.stage.data(), C, C, count);
-          if constexpr (std::is_same_v<S, T>) {
-            return stream_array(sc.stage.data(), to + base, count * C);
-          } else {
-            return narrow_out(sc.stage.data(), to + base, count * C);
-          }
+          return write_staged(sc.stage.data(), to + base, count * C);
         }
         if constexpr (std::is_same_v<S, T>) {
           if (cstride == 1) return transpose<false>(buf, W, to + base, pstride, C, count);
